@@ -1,0 +1,312 @@
+"""Batched feature extraction: image paths in, L2-normalised float32 ``[N, D]`` out.
+
+The model is any ``embed_fn(images: list[PIL.Image.Image]) -> ndarray [B, D]``
+(for instance ``adapter.embed``); this module only opens images, batches them,
+checks the output and normalises it. :class:`~embeddings.cache.EmbeddingCache`
+plus :func:`extract_incremental` make extraction resumable: only vectors missing
+from the cache are computed, and finished work is flushed to disk as it goes.
+
+Bad images: :func:`extract` raises :class:`ImageLoadError` naming the path;
+:func:`extract_masked` instead leaves a zero row and returns an ``ok`` mask.
+Cancelling (``should_stop()`` true, checked between batches) raises
+:class:`ExtractionCancelled`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps
+
+from embeddings.cache import EmbeddingCache
+
+__all__ = [
+    "EmbeddingCache",
+    "ExtractionCancelled",
+    "ImageLoadError",
+    "extract",
+    "extract_incremental",
+    "extract_masked",
+    "l2_normalize",
+    "load_image",
+    "to_rgb",
+]
+
+EmbedFn = Callable[[list[Image.Image]], np.ndarray]
+ProgressFn = Callable[[int, int], None]
+StopFn = Callable[[], bool]
+
+# Errors Pillow raises on unreadable, truncated or oversized images.
+_LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    Image.DecompressionBombError,
+)
+
+
+class ImageLoadError(ValueError):
+    """An image could not be opened or decoded; ``path`` names it."""
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        super().__init__(f"cannot read image {str(path)!r}: {type(cause).__name__}: {cause}")
+        self.path = path
+
+
+class ExtractionCancelled(RuntimeError):
+    """``should_stop()`` returned true; ``done`` items had been embedded (and,
+    for :func:`extract_incremental`, saved to the cache) before the stop."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"extraction cancelled after {done} of {total} images")
+        self.done = done
+        self.total = total
+
+
+def l2_normalize(x: npt.ArrayLike, eps: float = 1e-12) -> np.ndarray:
+    """Return ``x`` (``[N, D]`` or ``[D]``) as float32 with unit-L2 rows.
+
+    Rows with norm <= ``eps`` (zero vectors) come back as zeros, never NaN.
+    Non-finite input raises ``ValueError``.
+    """
+    arr = np.asarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("l2_normalize: input contains NaN or inf")
+    norms = np.linalg.norm(arr, axis=-1, keepdims=True)
+    safe = np.where(norms > eps, norms, np.float32(1.0))
+    out = np.where(norms > eps, arr / safe, np.float32(0.0))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow image to 8-bit ``RGB``.
+
+    EXIF orientation is applied; alpha (RGBA, LA, palette with transparency) is
+    composited over white rather than dropped; 16-bit and 32-bit integer
+    grayscale is scaled from 0..65535; float images are min-max scaled.
+    """
+    img = ImageOps.exif_transpose(img) or img
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode == "F":
+            lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        elif mode != "I" or arr.max(initial=0.0) > 255.0:
+            arr = arr / 257.0
+        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: Path | str) -> Image.Image:
+    """Open, fully decode and convert one image to RGB; raise :class:`ImageLoadError`."""
+    p = Path(path)
+    try:
+        with Image.open(p) as img:
+            img.load()
+            rgb = to_rgb(img)
+            return rgb.copy() if rgb is img else rgb
+    except _LOAD_ERRORS as exc:
+        raise ImageLoadError(p, exc) from exc
+
+
+def _load_or_none(path: Path) -> Image.Image | None:
+    try:
+        return load_image(path)
+    except ImageLoadError:
+        return None
+
+
+def _check_output(out: object, n: int, dim: int | None) -> np.ndarray:
+    arr = np.asarray(out)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ValueError(f"embed_fn returned shape {arr.shape} for {n} images; want [{n}, D]")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"embed_fn changed dimension from {dim} to {arr.shape[1]}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("embed_fn returned NaN or inf")
+    return arr
+
+
+def _run(
+    embed_fn: EmbedFn,
+    paths: Sequence[Path],
+    *,
+    batch_size: int,
+    progress: ProgressFn | None,
+    should_stop: StopFn | None,
+    skip_bad: bool,
+    workers: int,
+    progress_offset: int = 0,
+    progress_total: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Embed ``paths`` until done or stopped: ``(vecs [N, D], ok [N] bool, n_done)``.
+
+    Rows at or beyond ``n_done`` (when stopped) and rows of skipped images are zero.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    n = len(paths)
+    total = n if progress_total is None else progress_total
+    ok = np.zeros(n, dtype=bool)
+    out: np.ndarray | None = None
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
+    loader = load_image if not skip_bad else _load_or_none
+    done = 0
+    try:
+        for start in range(0, n, batch_size):
+            if should_stop is not None and should_stop():
+                break
+            chunk = [Path(p) for p in paths[start : start + batch_size]]
+            loaded = (
+                list(pool.map(loader, chunk)) if pool is not None else [loader(p) for p in chunk]
+            )
+            keep = [i for i, im in enumerate(loaded) if im is not None]
+            images = [im for im in loaded if im is not None]
+            if images:
+                dim = None if out is None else out.shape[1]
+                vecs = _check_output(embed_fn(images), len(images), dim)
+                if out is None:
+                    out = np.zeros((n, vecs.shape[1]), dtype=np.float32)
+                rows = start + np.asarray(keep, dtype=np.int64)
+                out[rows] = l2_normalize(vecs)
+                ok[rows] = True
+            for im in images:
+                im.close()
+            done = min(start + batch_size, n)
+            if progress is not None:
+                progress(progress_offset + done, total)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    if out is None:
+        out = np.zeros((n, 0), dtype=np.float32)
+    return out, ok, done
+
+
+def extract(
+    embed_fn: EmbedFn,
+    paths: Sequence[Path],
+    *,
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    workers: int = 0,
+) -> np.ndarray:
+    """Embed every image in ``paths``; return float32 ``[N, D]`` with unit-L2 rows.
+
+    ``embed_fn`` gets lists of at most ``batch_size`` RGB images and must return
+    ``[B, D]`` finite values. ``progress(done, total)`` is called after each
+    batch; ``should_stop()`` is polled before each batch and a true answer raises
+    :class:`ExtractionCancelled`. ``workers > 0`` decodes images in that many
+    threads. An unreadable image raises :class:`ImageLoadError` naming its path.
+    With no paths the result has shape ``[0, 0]`` (the dimension is unknown).
+    """
+    vecs, _, done = _run(
+        embed_fn,
+        paths,
+        batch_size=batch_size,
+        progress=progress,
+        should_stop=should_stop,
+        skip_bad=False,
+        workers=workers,
+    )
+    if done < len(paths):
+        raise ExtractionCancelled(done, len(paths))
+    return vecs
+
+
+def extract_masked(
+    embed_fn: EmbedFn,
+    paths: Sequence[Path],
+    *,
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    workers: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`extract` but skips unreadable images.
+
+    Returns ``(vecs [N, D] float32, ok [N] bool)``: rows with ``ok == False`` are
+    zero vectors. If no image at all could be read, ``vecs`` has shape ``[N, 0]``.
+    """
+    vecs, ok, done = _run(
+        embed_fn,
+        paths,
+        batch_size=batch_size,
+        progress=progress,
+        should_stop=should_stop,
+        skip_bad=True,
+        workers=workers,
+    )
+    if done < len(paths):
+        raise ExtractionCancelled(done, len(paths))
+    return vecs, ok
+
+
+def extract_incremental(
+    embed_fn: EmbedFn,
+    ids: npt.ArrayLike,
+    paths: Sequence[Path],
+    cache: EmbeddingCache,
+    version: str,
+    *,
+    batch_size: int = 32,
+    flush_every: int = 4096,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    workers: int = 0,
+) -> np.ndarray:
+    """Embed only the items missing from ``cache`` for ``version``; return all of them.
+
+    ``ids [N]`` (int64 item ids) pairs with ``paths [N]``. Missing items are
+    embedded and written to the cache every ``flush_every`` items, so a cancel
+    (:class:`ExtractionCancelled`) or crash loses at most one flush of work.
+    ``progress(done, total)`` counts only the items that needed embedding.
+    Returns float32 ``[N, D]`` in the order of ``ids``.
+    """
+    id_arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if id_arr.shape[0] != len(paths):
+        raise ValueError(f"{id_arr.shape[0]} ids but {len(paths)} paths")
+    if flush_every < 1:
+        raise ValueError("flush_every must be >= 1")
+    missing = cache.missing(id_arr, version)
+    pos = {int(i): k for k, i in enumerate(id_arr.tolist())}
+    todo_paths = [paths[pos[int(i)]] for i in missing.tolist()]
+    total = len(todo_paths)
+    for start in range(0, total, flush_every):
+        part = todo_paths[start : start + flush_every]
+        vecs, _, done = _run(
+            embed_fn,
+            part,
+            batch_size=batch_size,
+            progress=progress,
+            should_stop=should_stop,
+            skip_bad=False,
+            workers=workers,
+            progress_offset=start,
+            progress_total=total,
+        )
+        if done:
+            cache.put(missing[start : start + done], vecs[:done], version)
+        if done < len(part):
+            raise ExtractionCancelled(start + done, total)
+    found, vecs = cache.get(id_arr, version)
+    if found.shape[0] != id_arr.shape[0]:
+        raise RuntimeError("embedding cache lost vectors during extraction")
+    return np.ascontiguousarray(vecs, dtype=np.float32)

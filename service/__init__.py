@@ -1,0 +1,1 @@
+"""labelloop service: FastAPI app, settings, database, API, jobs, CLI."""

@@ -1,0 +1,158 @@
+"""Request dependencies: settings, sessions, the caller, and scoped look-ups.
+
+Every look-up by id goes through :func:`get_project` / :func:`get_item`, which
+answer 404 for what the caller may not see (no existence leak) and 403 for what
+they may see but not do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from service.config import Settings
+from service.db import read_only
+from service.models import ROLE_RANK, ApiToken, Item, Membership, Project, Role, User
+from service.security import hash_token, user_for_token
+
+SESSION_COOKIE = "labelloop_session"
+CSRF_COOKIE = "labelloop_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class ErrorOut(Exception):
+    """Marker for OpenAPI docs only."""
+
+
+def _err(desc: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"example": {"detail": desc}}}}
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _err("not signed in, or the token is invalid, expired or revoked"),
+    403: _err("signed in but the role does not allow this (or CSRF token missing)"),
+}
+NOT_FOUND = {404: _err("not found, or not visible to the caller")}
+CONFLICT = {409: _err("conflicts with the current state")}
+PRECONDITION = {
+    412: _err("stale If-Match: the item changed since it was read"),
+    428: _err("If-Match is required to update an item that already has labels"),
+}
+TOO_LARGE = {413: _err("request or file too large")}
+STD_ERRORS = {**AUTH_ERRORS, **NOT_FOUND}
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    engine: Engine = request.app.state.engine
+    if request.method in SAFE_METHODS:
+        engine = read_only(engine)
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def _bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return None
+
+
+def current_user(request: Request, session: SessionDep) -> User:
+    token = _bearer(request)
+    if token:
+        found = user_for_token(session, token)
+        if found is None:
+            raise HTTPException(401, "invalid, expired or revoked token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        request.state.token = found[1]
+        return found[0]
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        found = user_for_token(session, cookie, kind="session")
+        if found is None:
+            raise HTTPException(401, "session expired; sign in again")
+        user, row = found
+        if request.method not in SAFE_METHODS:
+            _check_csrf(request, row)
+        request.state.token = row
+        return user
+    raise HTTPException(401, "sign in, or send Authorization: Bearer <token>",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
+def _check_csrf(request: Request, row: ApiToken) -> None:
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not sent or row.csrf_hash is None or hash_token(sent) != row.csrf_hash:
+        raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header for a cookie-signed request")
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require_admin(user: CurrentUser) -> User:
+    if user.role != Role.admin:
+        raise HTTPException(403, "admins only")
+    return user
+
+
+AdminUser = Annotated[User, Depends(require_admin)]
+
+
+def role_in_project(session: Session, user: User, project_id: int) -> Role | None:
+    if user.role == Role.admin:
+        return Role.admin
+    m = session.exec(
+        select(Membership).where(Membership.project_id == project_id, Membership.user_id == user.id)
+    ).first()
+    return m.role if m else None
+
+
+def check_role(have: Role | None, need: Role) -> None:
+    if have is None:
+        raise HTTPException(404, "project not found")
+    if ROLE_RANK[have] < ROLE_RANK[need]:
+        raise HTTPException(403, f"needs role {need.value} or higher in this project (you are {have.value})")
+
+
+def get_project(session: Session, user: User, project_id: int, need: Role = Role.labeler) -> Project:
+    """The project if the caller may act on it with role ``need``; else 404/403."""
+    project = session.get(Project, project_id)
+    if project is None:
+        raise HTTPException(404, "project not found")
+    check_role(role_in_project(session, user, project_id), need)
+    return project
+
+
+def get_item(session: Session, user: User, item_id: int, need: Role = Role.labeler) -> tuple[Item, Project]:
+    item = session.get(Item, item_id)
+    if item is None:
+        raise HTTPException(404, "item not found")
+    role = role_in_project(session, user, item.project_id)
+    if role is None:
+        raise HTTPException(404, "item not found")
+    check_role(role, need)
+    project = session.get(Project, item.project_id)
+    assert project is not None
+    return item, project

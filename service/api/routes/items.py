@@ -1,0 +1,168 @@
+"""Items: upload, list, read, image/thumbnail, history, labels (ETag), skip, undo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, File, Header, HTTPException, Query, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from service.api.deps import (
+    CONFLICT,
+    PRECONDITION,
+    STD_ERRORS,
+    TOO_LARGE,
+    AdminUser,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    _err,
+    get_item,
+    get_project,
+)
+from service.crud import annotations as ann_crud
+from service.crud import items as crud
+from service.models import AnnotationPublic, Item, ItemPublic, ItemsPublic, ItemStatus, Role
+
+router = APIRouter(tags=["items"])
+
+
+class BatchOut(BaseModel):
+    created: list[dict] = Field(description="[{file, id, sha256}]")
+    duplicates: list[dict] = Field(description="[{file, sha256, of}]")
+    rejected: list[dict] = Field(description="[{file, reason, message}]")
+
+
+def item_public(session: SessionDep, item: Item) -> ItemPublic:
+    cur = ann_crud.current_annotation(session, item)
+    out = ItemPublic.model_validate(item, from_attributes=True)
+    if cur is not None:
+        out.annotation = cur.data
+        out.provenance = cur.provenance
+    return out
+
+
+@router.post("/projects/{project_id}/items", response_model=BatchOut, status_code=201,
+             responses={**STD_ERRORS, **TOO_LARGE, 507: _err("storage full or read-only")})
+async def upload(project_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+                 files: list[UploadFile] = File(..., description="images or zip archives")) -> BatchOut:
+    """Upload many images (or zips of images). Bad files are listed in ``rejected``."""
+    project = get_project(session, user, project_id, Role.manager)
+    batch: list[tuple[str, bytes]] = []
+    cap = max(settings.max_upload_bytes, settings.max_request_bytes)
+    for f in files:
+        data = await f.read(cap + 1)
+        if len(data) > cap:
+            raise HTTPException(413, f"{f.filename}: over {cap} bytes")
+        batch.append((f.filename or "upload", data))
+    result = await run_in_threadpool(crud.ingest, session, project=project, files=batch, settings=settings)
+    return BatchOut(**result.as_dict())
+
+
+class ServerImportIn(BaseModel):
+    path: str = Field(description="folder on the server")
+    watch: bool = Field(default=False, description="re-scan on a schedule for new files")
+    interval_minutes: float = Field(default=10.0, ge=0.5, le=7 * 24 * 60)
+
+
+@router.post("/projects/{project_id}/items/server-import", response_model=BatchOut, status_code=201,
+             responses=STD_ERRORS)
+def server_import(project_id: int, body: ServerImportIn, admin: AdminUser, session: SessionDep,
+                  settings: SettingsDep) -> BatchOut:
+    """Admins only: import a server folder now (and optionally watch it)."""
+    from service.crud.folders import import_folder
+
+    project = get_project(session, admin, project_id, Role.admin)
+    root = crud.check_server_root(settings, Path(body.path))
+    result = import_folder(session, project=project, root=root, settings=settings, watch=body.watch,
+                           interval_minutes=body.interval_minutes)
+    return BatchOut(**result.as_dict())
+
+
+@router.get("/projects/{project_id}/items", response_model=ItemsPublic, responses=STD_ERRORS)
+def list_items(project_id: int, user: CurrentUser, session: SessionDep, status: ItemStatus | None = None,
+               cursor: str | None = Query(default=None, max_length=200),
+               limit: int = Query(default=50, ge=1, le=500)) -> ItemsPublic:
+    project = get_project(session, user, project_id)
+    rows, count, nxt = crud.list_items(session, project=project, status=status, cursor=cursor, limit=limit)
+    return ItemsPublic(data=[item_public(session, r) for r in rows], count=count, next_cursor=nxt)
+
+
+@router.get("/items/{item_id}", response_model=ItemPublic, responses=STD_ERRORS)
+def read_item(item_id: int, user: CurrentUser, session: SessionDep, response: Response) -> ItemPublic:
+    item, _ = get_item(session, user, item_id)
+    response.headers["ETag"] = ann_crud.etag(item)
+    return item_public(session, item)
+
+
+def _blob_response(path: Path, media_type: str, sha: str) -> FileResponse:
+    return FileResponse(path, media_type=media_type, headers={
+        "Cache-Control": "private, max-age=31536000, immutable",
+        "ETag": f'"{sha}"',
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": "inline",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+    })
+
+
+@router.get("/items/{item_id}/image", response_class=FileResponse,
+            responses={**STD_ERRORS, 200: {"content": {"image/*": {}}, "description": "the stored image"}})
+def item_image(item_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    item, _ = get_item(session, user, item_id)
+    path = crud.blob_store(settings).path(item.sha256)
+    if not path.exists():
+        raise HTTPException(404, "image file missing from storage")
+    return _blob_response(path, item.media_type, item.sha256)
+
+
+@router.get("/items/{item_id}/thumbnail", response_class=FileResponse,
+            responses={**STD_ERRORS, 200: {"content": {"image/jpeg": {}}, "description": "a small preview"}})
+def item_thumbnail(item_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    item, _ = get_item(session, user, item_id)
+    path = crud.blob_store(settings).thumbnail(item.sha256, size=settings.thumbnail_size)
+    media = "image/webp" if path.suffix == ".webp" else "image/jpeg"
+    return _blob_response(path, media, item.sha256)
+
+
+@router.get("/items/{item_id}/history", response_model=list[AnnotationPublic], responses=STD_ERRORS)
+def item_history(item_id: int, user: CurrentUser, session: SessionDep) -> list[AnnotationPublic]:
+    item, _ = get_item(session, user, item_id)
+    return [AnnotationPublic.model_validate(a, from_attributes=True)
+            for a in ann_crud.history(session, item=item)]
+
+
+@router.post("/items/{item_id}/annotations", response_model=AnnotationPublic, status_code=201,
+             responses={**STD_ERRORS, **PRECONDITION, **CONFLICT})
+def submit_annotation(item_id: int, body: ann_crud.AnnotationIn, user: CurrentUser, session: SessionDep,
+                      response: Response, if_match: str | None = Header(default=None)) -> AnnotationPublic:
+    """Label an item. Send the item's ETag as ``If-Match`` once it has labels."""
+    item, project = get_item(session, user, item_id)
+    ann = ann_crud.submit(session, item=item, project=project, user=user, body=body, if_match=if_match)
+    response.headers["ETag"] = ann_crud.etag(item)
+    return AnnotationPublic.model_validate(ann, from_attributes=True)
+
+
+class SkipIn(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+@router.post("/items/{item_id}/skip", status_code=204, responses={**STD_ERRORS, **CONFLICT})
+def skip_item(item_id: int, user: CurrentUser, session: SessionDep, body: SkipIn | None = None) -> Response:
+    item, _ = get_item(session, user, item_id)
+    ann_crud.skip(session, item=item, user=user, reason=body.reason if body else "")
+    return Response(status_code=204)
+
+
+@router.post("/items/{item_id}/undo", response_model=AnnotationPublic, status_code=201,
+             responses={**STD_ERRORS, **PRECONDITION, **CONFLICT})
+def undo(item_id: int, user: CurrentUser, session: SessionDep, response: Response,
+         if_match: str | None = Header(default=None)) -> AnnotationPublic:
+    """Restore the previous version as a new version."""
+    item, _ = get_item(session, user, item_id)
+    ann = ann_crud.undo(session, item=item, user=user, if_match=if_match)
+    response.headers["ETag"] = ann_crud.etag(item)
+    return AnnotationPublic.model_validate(ann, from_attributes=True)
+
+

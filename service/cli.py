@@ -1,0 +1,228 @@
+"""``labelloop`` command line: serve, demo, worker, users, import, export."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from service.config import Settings, get_settings
+from service.db import engine_from_settings, upgrade_schema
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    engine = engine_from_settings(settings)
+    upgrade_schema(engine)
+    return engine
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+    import uvicorn
+
+    from service.main import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info")
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    _serve(settings, args.host, args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from service.demo import ensure_demo
+
+    engine = _engine(settings)
+    with Session(engine) as s:
+        name, password = ensure_demo(s, settings)
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"demo project ready in {settings.data_dir.resolve()}")
+    if password:
+        print(f"sign in at http://{host}:{port}/ as {name} / {password}")
+    else:
+        print(f"sign in at http://{host}:{port}/ as {name} (password printed at first start)")
+    sys.stdout.flush()
+    engine.dispose()
+    _serve(settings, args.host, args.port)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import service.jobs.tasks  # noqa: F401
+    from service.jobs.runner import ThreadExecutor
+
+    engine = _engine(settings)
+    ex = ThreadExecutor(engine, settings, threads=args.threads)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ex.start()
+    print(f"worker running {args.threads} thread(s) against {engine.url.render_as_string()}")
+    stop.wait()
+    ex.stop()
+    return 0
+
+
+def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
+    from fastapi import HTTPException
+
+    from service.crud.projects import set_member
+    from service.crud.users import create_user
+    from service.models import Project, Role
+    from service.security import issue_token
+
+    engine = _engine(settings)
+    with Session(engine) as s:
+        try:
+            user = create_user(s, name=args.name, role=Role(args.role), password=args.password)
+            for pname in args.project or []:
+                project = s.exec(select(Project).where(Project.name == pname)).first()
+                if project is None:
+                    print(f"error: no project named {pname!r}", file=sys.stderr)
+                    return 2
+                set_member(s, project=project, user_name=user.name,
+                           role=Role(args.role) if args.role != "admin" else Role.manager, by=user)
+        except HTTPException as exc:
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return 2
+        _, token, _ = issue_token(s, user, kind="api", name="cli")
+        s.commit()
+        print(f"created user {user.name} ({user.role.value}); API token (shown once):")
+        print(token)
+    return 0
+
+
+def _project(s: Session, name: str):  # type: ignore[no-untyped-def]
+    from service.models import Project
+
+    project = s.exec(select(Project).where(Project.name == name)).first()
+    if project is None and name.isdigit():
+        project = s.get(Project, int(name))
+    if project is None:
+        raise SystemExit(f"error: no project {name!r}")
+    return project
+
+
+def _admin(s: Session):  # type: ignore[no-untyped-def]
+    from service.models import Role, User
+
+    admin = s.exec(select(User).where(User.role == Role.admin)).first()
+    if admin is None:
+        raise SystemExit("error: create an admin first (labelloop users create NAME --role admin)")
+    return admin
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from fastapi import HTTPException
+
+    from service.crud.folders import import_folder
+    from service.crud.items import ingest
+    from service.crud.transfer import import_labels
+
+    engine = _engine(settings)
+    path = Path(args.path)
+    with Session(engine) as s:
+        project = _project(s, args.project)
+        try:
+            if args.format:
+                out = import_labels(s, project=project, fmt=args.format, data=path.read_bytes(), user=_admin(s))
+                print(out)
+            elif path.is_dir():
+                res = import_folder(s, project=project, root=path.resolve(), settings=settings)
+                print({k: len(v) for k, v in res.as_dict().items()})
+                for r in res.rejected:
+                    print(f"rejected {r['file']}: {r['message']}", file=sys.stderr)
+            else:
+                res = ingest(s, project=project, files=[(path.name, path.read_bytes())], settings=settings)
+                print({k: len(v) for k, v in res.as_dict().items()})
+        except HTTPException as exc:
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return 2
+        s.commit()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from service.crud.transfer import export
+
+    engine = _engine(settings)
+    with Session(engine) as s:
+        project = _project(s, args.project)
+        body, _, name = export(s, project=project, fmt=args.format, user=_admin(s))
+        s.commit()
+    out = Path(args.out)
+    if out.is_dir():
+        out = out / name
+    tmp = out.with_suffix(out.suffix + ".part")
+    tmp.write_bytes(body)
+    tmp.replace(out)
+    print(f"wrote {out} ({len(body)} bytes)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labelloop", description="human-in-the-loop active learning for images")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, help_ in (("serve", "run the API, web UI and scheduler"),
+                        ("demo", "create the demo project and an admin login, then serve")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--host")
+        sp.add_argument("--port", type=int)
+    w = sub.add_parser("worker", help="run jobs in this process against the same database")
+    w.add_argument("--threads", type=int, default=1)
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_cmd", required=True)
+    uc = users.add_parser("create", help="create a user and print an API token on the last line")
+    uc.add_argument("name")
+    uc.add_argument("--role", required=True, choices=["labeler", "reviewer", "manager", "admin"])
+    uc.add_argument("--password")
+    uc.add_argument("--project", action="append", help="add as a member of this project (repeatable)")
+    im = sub.add_parser("import", help="import images (file, zip, folder) or, with --format, annotations")
+    im.add_argument("project")
+    im.add_argument("path")
+    im.add_argument("--format", choices=["coco", "yolo", "voc", "cvat", "labelstudio", "csv"])
+    ex = sub.add_parser("export", help="export annotations")
+    ex.add_argument("project")
+    ex.add_argument("--format", required=True, choices=["coco", "yolo", "voc", "cvat", "labelstudio", "csv"])
+    ex.add_argument("--out", required=True)
+    _extra_commands(sub)
+    return p
+
+
+def _extra_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands of later parts (simulate, annotate, backup) when present."""
+    import importlib
+
+    for name in ("service.cli_learning",):
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        mod.register(sub)
+
+
+COMMANDS = {"serve": cmd_serve, "demo": cmd_demo, "worker": cmd_worker, "import": cmd_import,
+            "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    if args.cmd == "users":
+        return cmd_users_create(args, settings)
+    fn = COMMANDS.get(args.cmd) or getattr(args, "func", None)
+    if fn is None:
+        raise SystemExit(f"unknown command {args.cmd}")
+    return int(fn(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

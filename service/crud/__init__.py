@@ -1,0 +1,1 @@
+"""Domain operations called by routes, the CLI and jobs (keyword-only functions)."""

@@ -1,0 +1,82 @@
+"""Server folders: one-off import and watched folders re-scanned on a schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from service.config import Settings
+from service.crud.items import BatchResult, ingest
+from service.ingest import scan_folder
+from service.jobs.scheduler import periodic
+from service.models import ImportedFile, Project, WatchedFolder, utcnow
+
+BATCH = 200
+
+
+def import_folder(session: Session, *, project: Project, root: Path, settings: Settings,
+                  watch: bool = False, interval_minutes: float = 10.0) -> BatchResult:
+    assert project.id is not None
+    folder = session.exec(select(WatchedFolder).where(WatchedFolder.project_id == project.id,
+                                                      WatchedFolder.path == str(root))).first()
+    if folder is None:
+        folder = WatchedFolder(project_id=project.id, path=str(root),
+                               interval_minutes=interval_minutes if watch else 0.0)
+        session.add(folder)
+        session.flush()
+    elif watch:
+        folder.interval_minutes = interval_minutes
+    return scan(session, folder=folder, project=project, settings=settings)
+
+
+def scan(session: Session, *, folder: WatchedFolder, project: Project, settings: Settings) -> BatchResult:
+    """Import files of ``folder`` not imported before (incremental refresh)."""
+    root = Path(folder.path)
+    seen = set(session.exec(select(ImportedFile.rel_path).where(ImportedFile.folder_id == folder.id)).all())
+    total = BatchResult()
+    batch: list[Path] = []
+    for path in scan_folder(root, seen=seen):
+        batch.append(path)
+        if len(batch) >= BATCH:
+            _one_batch(session, folder, project, settings, root, batch, total)
+            batch = []
+    if batch:
+        _one_batch(session, folder, project, settings, root, batch, total)
+    folder.last_scan_at = utcnow()
+    session.add(folder)
+    return total
+
+
+def _one_batch(session: Session, folder: WatchedFolder, project: Project, settings: Settings, root: Path,
+               paths: list[Path], total: BatchResult) -> None:
+    assert folder.id is not None
+    files = []
+    for p in paths:
+        rel = p.relative_to(root).as_posix() if p.is_absolute() else p.as_posix()
+        try:
+            files.append((rel, (root / rel).read_bytes()))
+        except OSError:
+            files.append((rel, b""))
+    res = ingest(session, project=project, files=files, settings=settings)
+    for rel, _ in files:
+        session.add(ImportedFile(folder_id=folder.id, rel_path=rel))
+    total.created += res.created
+    total.duplicates += res.duplicates
+    total.rejected += res.rejected
+
+
+@periodic("watched-folders")
+def rescan_due(engine: Engine, settings: Settings) -> None:
+    with Session(engine) as session:
+        folders = session.exec(select(WatchedFolder).where(WatchedFolder.interval_minutes > 0)).all()
+        now = utcnow()
+        for f in folders:
+            if f.last_scan_at and (now - f.last_scan_at).total_seconds() < f.interval_minutes * 60:
+                continue
+            project = session.get(Project, f.project_id)
+            if project is None or not Path(f.path).is_dir():
+                continue
+            scan(session, folder=f, project=project, settings=settings)
+            session.commit()

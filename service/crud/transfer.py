@@ -1,0 +1,107 @@
+"""Annotation import and export through ``service.formats`` (LabelSet in, LabelSet out)."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+from sqlmodel import Session, col, select
+
+from service.crud.annotations import canonical, current_annotation, is_empty, write_version
+from service.crud.projects import class_names
+from service.formats import FormatError, get_format
+from service.formats.base import ImageLabels, LabelSet, Shape
+from service.models import Item, LabelClass, Project, Provenance, Task, User
+from service.security import audit
+
+
+def _to_data(img: ImageLabels) -> dict:
+    boxes, polys = [], []
+    for s in img.shapes:
+        if s.points:
+            polys.append({"label": s.label, "points": list(s.points)})
+        elif s.box:
+            boxes.append({"label": s.label, "bbox": list(s.box)})
+    return canonical({"labels": list(img.labels), "boxes": boxes, "polygons": polys})
+
+
+def import_labels(session: Session, *, project: Project, fmt: str, data: bytes, user: User) -> dict:
+    """Attach imported labels to the project's items, matched by file name.
+
+    Idempotent: an item whose current labels already equal the imported ones
+    is left alone. Unknown classes are added to the project.
+    """
+    assert project.id is not None
+    try:
+        f = get_format(fmt)
+    except FormatError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    items = session.exec(select(Item).where(Item.project_id == project.id)).all()
+    by_name: dict[str, Item] = {}
+    for it in items:
+        by_name.setdefault(it.file_name, it)
+    sizes = {it.file_name: (it.width, it.height) for it in items}
+    try:
+        labels = f.load(data, image_sizes=sizes)
+    except FormatError as exc:
+        raise HTTPException(422, f"{fmt}: {exc}") from exc
+    known = class_names(session, project.id)
+    added = [c for c in labels.classes if c not in known]
+    used = {lab for img in labels.images for lab in img.labels} | {
+        s.label for img in labels.images for s in img.shapes}
+    added += sorted(c for c in used if c not in known and c not in added)
+    for i, c in enumerate(added):
+        session.add(LabelClass(project_id=project.id, name=c, position=len(known) + i))
+    updated, unchanged, unmatched = 0, 0, []
+    for img in labels.images:
+        item = by_name.get(img.file_name) or by_name.get(img.file_name.rsplit("/", 1)[-1])
+        if item is None:
+            unmatched.append(img.file_name)
+            continue
+        new = _to_data(img)
+        if project.task == Task.multiclass and len(new["labels"]) > 1:
+            raise HTTPException(422, f"{img.file_name}: several labels in a multiclass project")
+        cur = current_annotation(session, item)
+        if (cur is not None and cur.data == new) or (cur is None and is_empty(new)):
+            unchanged += 1
+            continue
+        write_version(session, item=item, data=new, provenance=Provenance.imported, origin="import",
+                      author=user)
+        updated += 1
+    audit(session, user.id, "import", project_id=project.id,
+          detail={"format": fmt, "updated": updated, "unchanged": unchanged})
+    return {"format": fmt, "updated": updated, "unchanged": unchanged, "unmatched": unmatched[:1000],
+            "unmatched_count": len(unmatched), "classes_added": added}
+
+
+def build_labelset(session: Session, *, project: Project) -> LabelSet:
+    assert project.id is not None
+    images = []
+    rows = session.exec(select(Item).where(Item.project_id == project.id, col(Item.version) > 0)
+                        .order_by(col(Item.id))).all()
+    for item in rows:
+        ann = current_annotation(session, item)
+        if ann is None or is_empty(ann.data):
+            continue
+        d = ann.data
+        shapes = [Shape(label=b["label"], box=list(b["bbox"])) for b in d.get("boxes", [])]
+        shapes += [Shape(label=p["label"], points=list(p["points"])) for p in d.get("polygons", [])]
+        images.append(ImageLabels(file_name=item.file_name, width=item.width, height=item.height,
+                                  labels=list(d.get("labels", [])), shapes=shapes,
+                                  provenance=str(ann.provenance.value), score=ann.score))
+    return LabelSet(classes=class_names(session, project.id), images=images)
+
+
+def export(session: Session, *, project: Project, fmt: str, user: User) -> tuple[bytes, str, str]:
+    """(bytes, media type, file name) of the project's current labels in ``fmt``."""
+    try:
+        f = get_format(fmt)
+    except FormatError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    labels = build_labelset(session, project=project)
+    try:
+        body = f.dump(labels)
+    except FormatError as exc:
+        raise HTTPException(422, f"cannot export this project as {fmt}: {exc}") from exc
+    audit(session, user.id, "export", project_id=project.id, detail={"format": fmt,
+                                                                     "images": len(labels.images)})
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in project.name)[:60] or "project"
+    return body, f.media_type, f"{safe}-{fmt}{f.suffix}"

@@ -1,0 +1,1 @@
+"""Jobs: state machine, runner, in-process executor, scheduler, task functions."""

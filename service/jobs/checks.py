@@ -1,0 +1,23 @@
+"""Periodic checks every deployment runs: crash recovery and lease expiry."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from service.config import Settings
+from service.crud.queue import expire_leases
+from service.jobs.runner import recover_stale
+from service.jobs.scheduler import periodic
+
+
+@periodic("recover-stale-jobs")
+def recover(engine: Engine, settings: Settings) -> None:
+    recover_stale(engine, timeout_seconds=settings.job_heartbeat_timeout_seconds)
+
+
+@periodic("expire-leases")
+def leases(engine: Engine, settings: Settings) -> None:
+    with Session(engine) as s:
+        expire_leases(s)
+        s.commit()

@@ -1,0 +1,39 @@
+"""Job functions. Importing this module registers them with the runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+import service.crud.folders  # noqa: F401  (registers the watched-folder check)
+import service.jobs.checks  # noqa: F401  (registers recovery and lease expiry)
+from service.crud.folders import scan
+from service.jobs.runner import JobContext, task
+from service.models import Project, WatchedFolder
+
+
+@task("scan_folder")
+def scan_folder_task(ctx: JobContext) -> dict[str, Any]:
+    with Session(ctx.engine) as s:
+        folder = s.get(WatchedFolder, int(ctx.payload["folder_id"]))
+        if folder is None:
+            raise ValueError("watched folder was deleted")
+        project = s.get(Project, folder.project_id)
+        assert project is not None
+        ctx.progress(0.0, f"scanning {folder.path}")
+        res = scan(s, folder=folder, project=project, settings=ctx.settings)
+        s.commit()
+    return {k: len(v) for k, v in res.as_dict().items()}
+
+
+@task("sleep")
+def sleep_task(ctx: JobContext) -> dict[str, Any]:
+    """A job that only reports progress (used to check progress, SSE and cancel)."""
+    import time
+
+    steps = int(ctx.payload.get("steps", 10))
+    for i in range(steps):
+        ctx.progress(i / steps, f"step {i + 1} of {steps}")
+        time.sleep(float(ctx.payload.get("seconds", 0.1)))
+    return {"steps": steps}

@@ -1,0 +1,106 @@
+"""Items (images), append-only annotation versions, leases and skips."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from service.models.common import ItemStatus, Provenance, json_field, utcnow
+
+
+class Item(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("project_id", "sha256"),
+        Index("ix_item_queue", "project_id", "status", "queue_rank"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    sha256: str = Field(max_length=64)
+    file_name: str = Field(max_length=1000, description="client's name, for display and matching only")
+    media_type: str = "image/png"
+    width: int
+    height: int
+    size_bytes: int
+    status: ItemStatus = Field(default=ItemStatus.unlabelled, index=True)
+    queue_rank: float = Field(description="uniform random: the random/hold-out stream order")
+    query_score: float | None = Field(default=None, description="strategy score, higher = ask first")
+    is_holdout: bool = Field(default=False, index=True)
+    version: int = Field(default=0, description="current annotation version (ETag)")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ItemPublic(SQLModel):
+    id: int
+    project_id: int
+    file_name: str
+    media_type: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+    status: ItemStatus
+    is_holdout: bool
+    version: int
+    created_at: datetime
+    annotation: dict[str, Any] | None = None
+    provenance: Provenance | None = None
+
+
+class ItemsPublic(SQLModel):
+    data: list[ItemPublic]
+    count: int
+    next_cursor: str | None = None
+
+
+class Annotation(SQLModel, table=True):
+    """One version of an item's labels. Never updated: a change is a new row."""
+
+    __table_args__ = (UniqueConstraint("item_id", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True, ondelete="CASCADE")
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    version: int
+    data: dict[str, Any] = json_field(dict)
+    provenance: Provenance = Provenance.human
+    origin: str = Field(default="queue", description="queue | grid | pending | import | undo | review")
+    author_id: int | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+    model_version_id: int | None = Field(default=None, foreign_key="model_version.id")
+    score: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AnnotationPublic(SQLModel):
+    id: int
+    item_id: int
+    version: int
+    data: dict[str, Any]
+    provenance: Provenance
+    origin: str
+    author_id: int | None
+    model_version_id: int | None
+    score: float | None
+    created_at: datetime
+
+
+class Lease(SQLModel, table=True):
+    """An item handed to one labeler until ``expires_at`` (unique per item)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", unique=True, ondelete="CASCADE")
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    reason: str = "random"
+    expires_at: datetime = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Skip(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("item_id", "user_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    reason: str = ""
+    created_at: datetime = Field(default_factory=utcnow)

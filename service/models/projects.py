@@ -1,0 +1,99 @@
+"""Projects, their label classes, and watched server folders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from service.models.common import Task, json_field, utcnow
+
+
+class ProjectBase(SQLModel):
+    name: str = Field(index=True, unique=True, min_length=1, max_length=200)
+    task: Task = Task.multiclass
+    instructions: str = Field(default="", max_length=20_000)
+
+
+class Project(ProjectBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    policy: dict[str, Any] = json_field(dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: int | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+    stream_counter: int = Field(default=0, description="queue draws so far (drives stream mixing)")
+    last_trained_at: datetime | None = None
+    labels_at_last_training: int = 0
+
+
+class ProjectCreate(ProjectBase):
+    classes: list[str] = Field(default_factory=list, max_length=1000)
+    policy: dict[str, Any] | None = None
+
+
+class ProjectUpdate(SQLModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    instructions: str | None = Field(default=None, max_length=20_000)
+
+
+class LabelClassBase(SQLModel):
+    name: str = Field(min_length=1, max_length=200)
+    color: str | None = Field(default=None, max_length=32)
+
+
+class LabelClass(LabelClassBase, table=True):
+    __tablename__ = "label_class"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    position: int = Field(default=0, description="hotkey order: positions 0-8 are keys 1-9")
+
+
+class LabelClassCreate(LabelClassBase):
+    position: int | None = None
+
+
+class LabelClassUpdate(SQLModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    color: str | None = Field(default=None, max_length=32)
+    position: int | None = Field(default=None, ge=0)
+
+
+class LabelClassPublic(LabelClassBase):
+    id: int
+    position: int
+
+
+class ProjectPublic(ProjectBase):
+    id: int
+    created_at: datetime
+    classes: list[LabelClassPublic]
+    policy: dict[str, Any]
+    my_role: str | None = None
+
+
+class ProjectsPublic(SQLModel):
+    data: list[ProjectPublic]
+    count: int
+
+
+class WatchedFolder(SQLModel, table=True):
+    __tablename__ = "watched_folder"
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    path: str
+    interval_minutes: float = 10.0
+    last_scan_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ImportedFile(SQLModel, table=True):
+    """A server file already imported (so a re-scan only takes new files)."""
+
+    __tablename__ = "imported_file"
+    __table_args__ = (UniqueConstraint("folder_id", "rel_path"),)
+    id: int | None = Field(default=None, primary_key=True)
+    folder_id: int = Field(foreign_key="watched_folder.id", index=True, ondelete="CASCADE")
+    rel_path: str
+    item_id: int | None = None

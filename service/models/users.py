@@ -1,0 +1,98 @@
+"""Users, project memberships, API tokens / sessions, and the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from service.models.common import Role, json_field, utcnow
+
+
+class UserBase(SQLModel):
+    name: str = Field(index=True, unique=True, min_length=1, max_length=100)
+    role: Role = Field(default=Role.labeler, description="global role; admin sees everything")
+
+
+class User(UserBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    password_hash: str | None = None
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class UserCreate(UserBase):
+    password: str | None = Field(default=None, min_length=8, max_length=200)
+
+
+class UserPublic(UserBase):
+    id: int
+    created_at: datetime
+
+
+class Membership(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("project_id", "user_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    role: Role = Role.labeler
+
+
+class MembershipPublic(SQLModel):
+    user_id: int
+    user_name: str
+    role: Role
+
+
+class MembershipSet(SQLModel):
+    user: str = Field(description="user name")
+    role: Role
+
+
+class ApiToken(SQLModel, table=True):
+    """A personal API token or a browser session; only the sha256 is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    kind: str = Field(default="api", description="api | session")
+    name: str = ""
+    token_hash: str = Field(index=True, unique=True)
+    csrf_hash: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class TokenPublic(SQLModel):
+    id: int
+    name: str
+    kind: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="shown once; store it now")
+
+
+class AuditLog(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    user_id: int | None = Field(default=None, index=True)
+    project_id: int | None = Field(default=None, index=True)
+    action: str = Field(index=True)
+    detail: dict[str, Any] = json_field(dict)
+
+
+class AuditPublic(SQLModel):
+    id: int
+    at: datetime
+    user_id: int | None
+    project_id: int | None
+    action: str
+    detail: dict[str, Any]

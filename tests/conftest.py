@@ -1,0 +1,113 @@
+"""Shared fixtures: settings on a temporary data dir, the app on SQLite (and on
+PostgreSQL when ``LABELLOOP_TEST_DATABASE_URL`` is set), users with tokens."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import text
+from sqlmodel import Session
+
+from service.config import Settings
+from service.main import create_app
+
+PG_URL = os.environ.get("LABELLOOP_TEST_DATABASE_URL", "")
+DB_PARAMS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+def reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    eng.dispose()
+
+
+def make_settings(tmp_path: Path, backend: str = "sqlite", **kw: object) -> Settings:
+    data = tmp_path / "data"
+    url = f"sqlite:///{data / 'labelloop.db'}" if backend == "sqlite" else PG_URL
+    if backend == "postgresql":
+        reset_postgres(url)
+    return Settings(data_dir=data, database_url=url, secret_key="test-secret", scheduler_enabled=False,
+                    run_jobs_in_process=False, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, backend: str) -> Settings:
+    return make_settings(tmp_path, backend)
+
+
+@dataclass
+class Ctx:
+    client: TestClient
+    settings: Settings
+
+    @property
+    def engine(self):  # type: ignore[no-untyped-def]
+        return self.client.app.state.engine  # type: ignore[attr-defined]
+
+    def user(self, name: str, role: str = "labeler", password: str | None = None) -> dict[str, str]:
+        """Create a user; return Authorization headers for it."""
+        from service.crud.users import create_user
+        from service.models import Role
+        from service.security import issue_token
+
+        with Session(self.engine) as s:
+            u = create_user(s, name=name, role=Role(role), password=password)
+            _, tok, _ = issue_token(s, u, name="test")
+            s.commit()
+        return {"Authorization": f"Bearer {tok}"}
+
+    def member(self, project_id: int, name: str, role: str) -> None:
+        from service.crud.projects import set_member
+        from service.models import Project, Role
+
+        with Session(self.engine) as s:
+            p = s.get(Project, project_id)
+            assert p is not None
+            set_member(s, project=p, user_name=name, role=Role(role), by=None)  # type: ignore[arg-type]
+            s.commit()
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[Ctx]:
+    app = create_app(settings, background=False)
+    with TestClient(app) as client:
+        yield Ctx(client, settings)
+
+
+def png_bytes(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (32, 24),
+              fmt: str = "PNG", seed: int = 0) -> bytes:
+    im = Image.new("RGB", size, color)
+    im.putpixel((seed % size[0], (seed // size[0]) % size[1]), (seed % 256, 7, 9))
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def make_project(c: Ctx, headers: dict[str, str], name: str = "p", classes: list[str] | None = None,
+                 task: str = "multiclass", n_images: int = 0) -> dict:
+    r = c.client.post("/api/v1/projects", json={"name": name, "task": task,
+                                                "classes": classes or ["cat", "dog"]}, headers=headers)
+    assert r.status_code == 201, r.text
+    project = r.json()
+    if n_images:
+        files = [("files", (f"img_{i:04d}.png", png_bytes(seed=i + 1), "image/png")) for i in range(n_images)]
+        r = c.client.post(f"/api/v1/projects/{project['id']}/items", files=files, headers=headers)
+        assert r.status_code == 201, r.text
+        assert len(r.json()["created"]) == n_images, r.json()
+    return project
