@@ -82,12 +82,17 @@ def kmeans(
     seed: int,
     niter: int = 20,
     init_sample: int = 20_000,
+    init_flops: float = 2e9,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spherical k-means of ``vecs [N, D]`` (rows are L2-normalised first).
 
     ``k`` is capped at ``N``. Returns ``(centroids [k, D] float32 unit rows,
     assign [N] int64 in [0, k), dist [N] float32)`` where ``dist = 1 - cosine``
     to the assigned centroid (0 = on the centroid, smaller is closer).
+
+    Seeds come from k-means++ on a random sample of at most ``init_sample``
+    rows (fewer when ``sample * k * D`` would exceed ``init_flops``, but at
+    least ``2k``); ``niter`` FAISS Lloyd iterations follow.
     """
     x = l2_normalize(np.asarray(vecs, dtype=np.float32))
     if x.ndim != 2 or len(x) == 0:
@@ -101,7 +106,9 @@ def kmeans(
         mean = x.mean(axis=0, keepdims=True)
         centroids = l2_normalize(mean) if np.linalg.norm(mean) > 0 else x[:1].copy()
     else:
-        init = _kmeans_pp(x, k, rng, max(init_sample, k))
+        # k-means++ costs ~ sample * k * D: keep it within init_flops.
+        sample = max(2 * k, min(init_sample, int(init_flops // (k * d))))
+        init = _kmeans_pp(x, k, rng, sample)
         km = faiss.Kmeans(
             d,
             k,
@@ -165,12 +172,12 @@ def grid_pages(
         return []
     k = choose_k(n, page_size) if k is None else k
     centroids, assign, dist = kmeans(x, k, seed=seed, niter=niter)
+    # One sort: by cluster, then distance to the centroid, then item id.
+    order = np.lexsort((id_arr, dist, assign))
+    bounds = np.searchsorted(assign[order], np.arange(len(centroids) + 1))
     pages: list[GridPage] = []
     for c in range(len(centroids)):
-        members = np.flatnonzero(assign == c)
-        if not len(members):
-            continue
-        members = members[np.lexsort((id_arr[members], dist[members]))]
+        members = order[bounds[c] : bounds[c + 1]]
         for j, start in enumerate(range(0, len(members), page_size)):
             rows = members[start : start + page_size]
             if len(rows) < page_size and not keep_partial:

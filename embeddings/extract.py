@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image
 
 from embeddings.cache import EmbeddingCache
+from embeddings.images import ImageLoadError, load_image, to_rgb
 
 __all__ = [
     "EmbeddingCache",
@@ -39,23 +40,6 @@ __all__ = [
 EmbedFn = Callable[[list[Image.Image]], np.ndarray]
 ProgressFn = Callable[[int, int], None]
 StopFn = Callable[[], bool]
-
-# Errors Pillow raises on unreadable, truncated or oversized images.
-_LOAD_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    Image.DecompressionBombError,
-)
-
-
-class ImageLoadError(ValueError):
-    """An image could not be opened or decoded; ``path`` names it."""
-
-    def __init__(self, path: Path, cause: BaseException) -> None:
-        super().__init__(f"cannot read image {str(path)!r}: {type(cause).__name__}: {cause}")
-        self.path = path
 
 
 class ExtractionCancelled(RuntimeError):
@@ -83,53 +67,16 @@ def l2_normalize(x: npt.ArrayLike, eps: float = 1e-12) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow image to 8-bit ``RGB``.
+def _loader(max_side: int | None, skip_bad: bool) -> Callable[[Path], Image.Image | None]:
+    def load(path: Path) -> Image.Image | None:
+        try:
+            return load_image(path, max_side=max_side)
+        except ImageLoadError:
+            if skip_bad:
+                return None
+            raise
 
-    EXIF orientation is applied; alpha (RGBA, LA, palette with transparency) is
-    composited over white rather than dropped; 16-bit and 32-bit integer
-    grayscale is scaled from 0..65535; float images are min-max scaled.
-    """
-    img = ImageOps.exif_transpose(img) or img
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-        mode = img.mode
-    if mode in ("I", "F") or mode.startswith("I;16"):
-        arr = np.asarray(img, dtype=np.float64)
-        if mode == "F":
-            lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        elif mode != "I" or arr.max(initial=0.0) > 255.0:
-            arr = arr / 257.0
-        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def load_image(path: Path | str) -> Image.Image:
-    """Open, fully decode and convert one image to RGB; raise :class:`ImageLoadError`."""
-    p = Path(path)
-    try:
-        with Image.open(p) as img:
-            img.load()
-            rgb = to_rgb(img)
-            return rgb.copy() if rgb is img else rgb
-    except _LOAD_ERRORS as exc:
-        raise ImageLoadError(p, exc) from exc
-
-
-def _load_or_none(path: Path) -> Image.Image | None:
-    try:
-        return load_image(path)
-    except ImageLoadError:
-        return None
+    return load
 
 
 def _check_output(out: object, n: int, dim: int | None) -> np.ndarray:
@@ -152,6 +99,7 @@ def _run(
     should_stop: StopFn | None,
     skip_bad: bool,
     workers: int,
+    max_side: int | None = None,
     progress_offset: int = 0,
     progress_total: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -166,7 +114,7 @@ def _run(
     ok = np.zeros(n, dtype=bool)
     out: np.ndarray | None = None
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
-    loader = load_image if not skip_bad else _load_or_none
+    loader = _loader(max_side, skip_bad)
     done = 0
     try:
         for start in range(0, n, batch_size):
@@ -207,6 +155,7 @@ def extract(
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     workers: int = 0,
+    max_side: int | None = None,
 ) -> np.ndarray:
     """Embed every image in ``paths``; return float32 ``[N, D]`` with unit-L2 rows.
 
@@ -214,7 +163,9 @@ def extract(
     ``[B, D]`` finite values. ``progress(done, total)`` is called after each
     batch; ``should_stop()`` is polled before each batch and a true answer raises
     :class:`ExtractionCancelled`. ``workers > 0`` decodes images in that many
-    threads. An unreadable image raises :class:`ImageLoadError` naming its path.
+    threads; ``max_side`` shrinks large images while decoding (see
+    :func:`load_image`; vectors then differ slightly, so keep it fixed per
+    model version when caching). An unreadable image raises :class:`ImageLoadError` naming its path.
     With no paths the result has shape ``[0, 0]`` (the dimension is unknown).
     """
     vecs, _, done = _run(
@@ -225,6 +176,7 @@ def extract(
         should_stop=should_stop,
         skip_bad=False,
         workers=workers,
+        max_side=max_side,
     )
     if done < len(paths):
         raise ExtractionCancelled(done, len(paths))
@@ -239,6 +191,7 @@ def extract_masked(
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     workers: int = 0,
+    max_side: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`extract` but skips unreadable images.
 
@@ -253,6 +206,7 @@ def extract_masked(
         should_stop=should_stop,
         skip_bad=True,
         workers=workers,
+        max_side=max_side,
     )
     if done < len(paths):
         raise ExtractionCancelled(done, len(paths))
@@ -271,6 +225,7 @@ def extract_incremental(
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     workers: int = 0,
+    max_side: int | None = None,
 ) -> np.ndarray:
     """Embed only the items missing from ``cache`` for ``version``; return all of them.
 
@@ -299,6 +254,7 @@ def extract_incremental(
             should_stop=should_stop,
             skip_bad=False,
             workers=workers,
+            max_side=max_side,
             progress_offset=start,
             progress_total=total,
         )

@@ -14,26 +14,23 @@ Kinds (``VectorIndex.kind``; FAISS details in :mod:`embeddings.faiss_kinds`):
   graph from the stored vectors: O(N log N).
 
 ``build(..., kind="auto")`` picks ``flat`` below ``ivf_threshold`` vectors and
-``ivf`` at or above it. Files: ``save(path)`` writes the FAISS file at ``path``
-and a JSON header at ``<path>.json`` (model version, dim, kind, count, sha256 of
-the FAISS file), each atomically; ``load`` checks the header before reading the
-index and raises :class:`IndexVersionError` on a version or dimension mismatch.
+``ivf`` at or above it. Files (:mod:`embeddings.index_file`): ``save(path)``
+writes the FAISS file at ``path`` and a JSON header at ``<path>.json`` (model
+version, dim, kind, count, sha256 of the FAISS file), each atomically; ``load``
+checks the header before reading the index and raises
+:class:`IndexVersionError` on a version or dimension mismatch.
 Methods take an internal lock, so one instance may be shared between threads.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from pathlib import Path
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.cache import atomic_write_bytes
 from embeddings.extract import l2_normalize
 from embeddings.faiss_kinds import (
     KINDS,
@@ -44,20 +41,14 @@ from embeddings.faiss_kinds import (
     remove_ids,
     stored_ids,
 )
+from embeddings.index_file import (
+    IndexFileError,
+    IndexVersionError,
+    read_index_files,
+    write_index_files,
+)
 
-_FORMAT = "labelloop-vector-index"
-
-
-class IndexVersionError(ValueError):
-    """A stored index was made by another model version or has another dimension."""
-
-
-class IndexFileError(ValueError):
-    """An index file and its JSON header do not belong together (torn or corrupt save)."""
-
-
-def _header_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
+__all__ = ["IndexFileError", "IndexKind", "IndexVersionError", "VectorIndex"]
 
 
 def _as_ids(ids: npt.ArrayLike, *, new: bool = False) -> np.ndarray:
@@ -267,12 +258,8 @@ class VectorIndex:
     # ---- persistence ----------------------------------------------------
     def save(self, path: Path | str) -> None:
         """Write the FAISS index to ``path`` and its header to ``<path>.json``, atomically."""
-        path = Path(path)
         with self._lock:
-            blob = faiss.serialize_index(self._index)
             header = {
-                "format": _FORMAT,
-                "format_version": 1,
                 "model_version": self.model_version,
                 "dim": self.dim,
                 "kind": self._kind,
@@ -283,11 +270,8 @@ class VectorIndex:
                 "ivf_threshold": self.ivf_threshold,
                 "trained_on": self._trained_on,
                 "seed": self.seed,
-                "sha256": hashlib.sha256(blob.data).hexdigest(),
             }
-        atomic_write_bytes(path, lambda fh: fh.write(blob.data))
-        text = json.dumps(header, indent=1).encode()
-        atomic_write_bytes(_header_path(path), lambda fh: fh.write(text))
+            write_index_files(Path(path), self._index, header)
 
     @classmethod
     def load(
@@ -300,34 +284,19 @@ class VectorIndex:
         given), before reading the FAISS file; :class:`IndexFileError` when the
         file and header do not match; ``FileNotFoundError`` when either is absent.
         """
-        path = Path(path)
-        header = json.loads(_header_path(path).read_text())
-        if header.get("format") != _FORMAT:
-            raise IndexFileError(f"{_header_path(path)} is not a {_FORMAT} header")
-        stored, dim = str(header["model_version"]), int(header["dim"])
-        if stored != expected_version:
-            raise IndexVersionError(
-                f"index {path} was built for model version {stored!r}, "
-                f"expected {expected_version!r}"
-            )
-        if expected_dim is not None and dim != expected_dim:
-            raise IndexVersionError(f"index {path} has dim {dim}, expected {expected_dim}")
-        blob = np.fromfile(path, dtype=np.uint8)
-        if hashlib.sha256(blob.data).hexdigest() != header["sha256"]:
-            raise IndexFileError(f"{path} does not match its header (torn or corrupt save)")
-        index: Any = faiss.deserialize_index(blob)
-        kind = header["kind"]
-        if index.d != dim or index.ntotal != int(header["count"]) or kind not in KINDS:
-            raise IndexFileError(f"{path}: header and index disagree on dim/count/kind")
+        index, header = read_index_files(
+            Path(path), expected_version=expected_version, expected_dim=expected_dim
+        )
         out = cls(
-            dim,
-            stored,
+            int(header["dim"]),
+            str(header["model_version"]),
             ivf_threshold=int(header["ivf_threshold"]),
             nprobe=header.get("nprobe"),
             hnsw_m=int(header["hnsw_m"]),
             ef_search=int(header["ef_search"]),
             seed=int(header["seed"]),
         )
+        kind: IndexKind = header["kind"]
         out._index, out._kind = index, kind
         out._trained_on = int(header.get("trained_on", 0))
         apply_params(index, kind, out._params())

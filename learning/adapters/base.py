@@ -105,7 +105,7 @@ class FitConfig:
     patience: int = 3
     val_fraction: float = 0.15
     unfreeze_stages: int = 2
-    head_l2: float = 1.0
+    head_l2: float = 30.0
     head_max_iter: int = 300
     use_unlabelled: bool = False
     unlabelled: Sequence[ImageSource] = field(default_factory=list)

@@ -81,6 +81,7 @@ class ClassifierAdapter:
         self.pretrained = pretrained
         self.num_threads = num_threads
         self.backbone: Any = create_backbone(backbone, checkpoint=checkpoint, pretrained=pretrained)
+        self.backbone.requires_grad_(False)  # only fit_precise unfreezes its top stages
         self.image_size = int(image_size or data_config(self.backbone)["input_size"][-1])
         self.head = LinearHead(feature_dim(self.backbone), len(self.classes))
         self.net = nn.ModuleDict({"backbone": self.backbone, "head": self.head})

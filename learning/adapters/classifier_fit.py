@@ -4,7 +4,8 @@
   a logistic-regression head is fit by full-batch L-BFGS; with ``use_unlabelled`` one
   round of self-training adds confident unlabelled embeddings as pseudo-labels.
 * ``precise``: head first on frozen features, then the top ``unfreeze_stages`` stages and
-  the final conv are fine-tuned (lower LR, augmentation, early stopping on a validation
+  the final conv are fine-tuned (lower LR, BatchNorm statistics frozen, augmentation,
+  early stopping on a validation
   split carved from train, never the hold-out). With ``use_unlabelled``, FixMatch-lite:
   each epoch the unlabelled sample is predicted on a weak view; images whose confidence
   is >= ``pseudo_label_threshold`` are trained with that hard label on a strong view.
@@ -260,9 +261,7 @@ def fit_precise(
             seed=config.seed + epoch,
             loader=_identity,
         )
-        model.backbone.eval()
-        for m in tail:
-            m.train()
+        model.backbone.eval()  # BatchNorm keeps its running statistics: small batches
         total, correct, seen = 0.0, 0.0, 0
         for i, (x, idx) in enumerate(batches):
             logits = model.head(model.features(x))
@@ -270,7 +269,7 @@ def fit_precise(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             correct += accuracy(task, logits.detach(), ye[idx], me[idx]) * len(idx)
             seen += len(idx)
             notify(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 00:53:55.682479
+Create Date: 2026-11-23 01:03:28.717415
 """
 from collections.abc import Sequence
 

@@ -143,8 +143,14 @@ def _release_lease(session: Session, *, item: Item, user: User, lease_id: int | 
     return lease
 
 
+def lock(session: Session, item: Item) -> None:
+    """Re-read the item under a row lock (PostgreSQL) so version checks cannot race."""
+    session.refresh(item, with_for_update=True)
+
+
 def submit(session: Session, *, item: Item, project: Project, user: User, body: AnnotationIn,
            if_match: str | None) -> Annotation:
+    lock(session, item)
     check_if_match(item, if_match)
     data = canonical(body)
     validate_for_project(session, project, item, data)
@@ -168,6 +174,7 @@ def _settle_predictions(session: Session, item: Item, data: dict[str, Any], user
 
 def undo(session: Session, *, item: Item, user: User, if_match: str | None) -> Annotation:
     """Restore the previous version as a new version (history stays intact)."""
+    lock(session, item)
     if item.version == 0:
         raise HTTPException(409, "nothing to undo: the item has no labels")
     check_if_match(item, if_match)

@@ -173,7 +173,8 @@ def update_class(session: Session, *, project: Project, class_id: int, data: Lab
     return cls
 
 
-def set_member(session: Session, *, project: Project, user_name: str, role: Role, by: User) -> Membership:
+def set_member(session: Session, *, project: Project, user_name: str, role: Role,
+               by: User | None) -> Membership:
     target = session.exec(select(User).where(User.name == user_name)).first()
     if target is None:
         raise HTTPException(404, f"no user named {user_name!r}")
@@ -186,6 +187,6 @@ def set_member(session: Session, *, project: Project, user_name: str, role: Role
         m = Membership(project_id=project.id, user_id=target.id, role=role)
     m.role = role
     session.add(m)
-    audit(session, by.id, "member.set", project_id=project.id, detail={"user": user_name, "role": role.value})
+    audit(session, by.id if by else None, "member.set", project_id=project.id, detail={"user": user_name, "role": role.value})
     session.flush()
     return m

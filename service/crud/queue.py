@@ -20,13 +20,14 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, exists
+from sqlalchemy import delete, exists, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
 
 _rng = random.Random()
+CLAIM_LOCK = 7_340_000_000  # advisory-lock key space for queue claims
 
 
 @dataclass
@@ -65,6 +66,17 @@ def _candidates(session: Session, project: Project, user: User, reason: str, lim
     return list(session.exec(q.limit(limit)).all())
 
 
+def _still_free(session: Session, item_id: int, reason: str) -> bool:
+    """Re-check a locked candidate with a fresh statement (PostgreSQL READ COMMITTED may
+    have shown it from a snapshot older than a claim or a label committed meanwhile)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    if session.exec(select(Lease.id).where(Lease.item_id == item_id)).first() is not None:
+        return False
+    status = session.exec(select(Item.status).where(Item.id == item_id)).one()
+    return reason == QueueReason.audit or status in (ItemStatus.unlabelled, ItemStatus.skipped)
+
+
 def choose_stream(session: Session, project: Project, rng: random.Random) -> list[str]:
     """Streams to try in order for the next draw."""
     policy = project.policy or {}
@@ -81,6 +93,10 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
               rng: random.Random | None = None) -> Leased | None:
     """Lease the next item for ``user`` (their current lease first), or None when nothing is left."""
     assert project.id is not None and user.id is not None
+    if session.get_bind().dialect.name == "postgresql":
+        # claims of one project take turns (SQLite gets the same from BEGIN IMMEDIATE);
+        # every statement after the lock sees every claim committed before it.
+        session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=CLAIM_LOCK + project.id))
     now = utcnow()
     expire_leases(session, project_id=project.id)
     mine = session.exec(select(Lease).where(Lease.project_id == project.id, Lease.user_id == user.id)
@@ -97,6 +113,8 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
     for reason in choose_stream(session, project, rng or _rng):
         for item in _candidates(session, project, user, reason, limit=5):
             assert item.id is not None
+            if not _still_free(session, item.id, reason):
+                continue
             lease = Lease(item_id=item.id, project_id=project.id, user_id=user.id, reason=reason,
                           expires_at=now + timedelta(seconds=ttl_seconds))
             try:

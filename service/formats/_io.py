@@ -41,6 +41,13 @@ _SKIP_PREFIXES = ("__MACOSX/",)
 _SKIP_BASENAMES = (".DS_Store", "Thumbs.db")
 
 
+def as_bytes(data: object, fmt: str) -> bytes:
+    """``data`` as bytes (bytes, bytearray or memoryview), else FormatError."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise fail(fmt, "", f"expected bytes, got {type(data).__name__}")
+
+
 def is_zip(data: bytes) -> bool:
     """Whether ``data`` starts like a zip archive."""
     return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")

@@ -13,6 +13,7 @@ the format and the place (file, line, element) that is wrong.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -93,7 +94,7 @@ def as_number(value: Any, fmt: str, where: str) -> float:
             value = float(value.strip())
         except ValueError:
             raise fail(fmt, where, f"expected a number, got {value!r}") from None
-    if not isinstance(value, int | float):
+    if not isinstance(value, numbers.Real):  # also numpy scalars
         raise fail(fmt, where, f"expected a number, got {type(value).__name__}")
     number = float(value)
     if not math.isfinite(number):
@@ -105,8 +106,8 @@ def as_int(value: Any, fmt: str, where: str) -> int:
     """An integer (``3`` or ``"3"``; not ``3.5`` or ``True``), else FormatError."""
     if isinstance(value, bool):
         raise fail(fmt, where, f"expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
+    if isinstance(value, numbers.Integral):  # also numpy integers
+        return int(value)
     if isinstance(value, str):
         try:
             return int(value.strip())
@@ -154,10 +155,12 @@ def check_box(box: list[float], fmt: str, where: str) -> list[float]:
 
 
 def check_points(points: list[float], fmt: str, where: str) -> list[float]:
-    """``points`` if it is a polygon of at least 3 vertices, else FormatError."""
+    """``points`` if it is a polygon of >= 3 vertices spanning some area, else FormatError."""
     if len(points) < 6 or len(points) % 2:
         raise fail(fmt, where, f"polygon needs an even number (>= 6) of coordinates, "
                    f"got {len(points)}")
+    if min(bbox_of(points)[2:]) <= 0:
+        raise fail(fmt, where, "polygon has zero width or height")
     return points
 
 
@@ -180,7 +183,7 @@ def shape_box(shape: Shape) -> list[float]:
     """The shape's box, or the bounding box of its polygon."""
     if shape.box is not None:
         return list(shape.box)
-    assert shape.points is not None  # validate() guarantees one of them
+    assert shape.points is not None  # prepare() guarantees one of them
     return bbox_of(shape.points)
 
 
@@ -195,45 +198,59 @@ def lookup_size(
     """``(width, height)`` for ``file_name`` by exact name, else by basename."""
     if not image_sizes:
         return None
-    if file_name in image_sizes:
-        return image_sizes[file_name]
+    key: str | None = file_name if file_name in image_sizes else None
     base = file_name.replace("\\", "/").rsplit("/", 1)[-1]
-    for name in sorted(image_sizes):
+    for name in sorted(image_sizes) if key is None else ():
         if name.replace("\\", "/").rsplit("/", 1)[-1] == base:
-            return image_sizes[name]
-    return None
+            key = name
+            break
+    if key is None:
+        return None
+    try:
+        width, height = image_sizes[key]
+    except (TypeError, ValueError):
+        raise fail("image_sizes", key, "expected (width, height)") from None
+    return as_size(width, "image_sizes", key), as_size(height, "image_sizes", key)
 
 
 # --- whole-set check (used before dumping) ----------------------------------
 
 
-def validate(labels: LabelSet, fmt: str) -> None:
-    """Raise FormatError when ``labels`` is not something any format may write."""
-    if len(set(labels.classes)) != len(labels.classes):
+def prepare(labels: LabelSet, fmt: str) -> LabelSet:
+    """A checked copy of ``labels`` with plain Python values (no numpy scalars).
+
+    Raises FormatError when ``labels`` is not something any format may write:
+    duplicate classes or file names, labels outside ``classes``, bad sizes,
+    provenance or scores, shapes without geometry or with a non-positive box.
+    """
+    classes = [as_str(name, fmt, "classes") for name in labels.classes]
+    if len(set(classes)) != len(classes):
         raise fail(fmt, "classes", "duplicate class names")
-    for name in labels.classes:
-        as_str(name, fmt, "classes")
-    known = set(labels.classes)
+    known = set(classes)
     seen: set[str] = set()
+    images = []
     for index, image in enumerate(labels.images):
-        where = f"image {image.file_name!r}"
-        as_str(image.file_name, fmt, f"images[{index}].file_name")
-        if image.file_name in seen:
+        file_name = as_str(image.file_name, fmt, f"images[{index}].file_name")
+        where = f"image {file_name!r}"
+        if file_name in seen:
             raise fail(fmt, where, "file name appears twice")
-        seen.add(image.file_name)
-        for dim in (image.width, image.height):
-            if dim is not None:
-                as_size(dim, fmt, where)
-        as_provenance(image.provenance, fmt, where)
-        if image.score is not None:
-            as_number(image.score, fmt, f"{where} score")
-        if len(set(image.labels)) != len(image.labels):
-            raise fail(fmt, where, f"duplicate image labels {image.labels}")
-        for name in image.labels:
+        seen.add(file_name)
+        width, height = (None if dim is None else as_size(dim, fmt, where)
+                         for dim in (image.width, image.height))
+        names = [as_str(name, fmt, where) for name in image.labels]
+        if len(set(names)) != len(names):
+            raise fail(fmt, where, f"duplicate image labels {names}")
+        for name in names:
             if name not in known:
                 raise fail(fmt, where, f"label {name!r} is not in classes")
-        for number, shape in enumerate(image.shapes):
-            _validate_shape(shape, known, fmt, f"{where} shape {number}")
+        images.append(ImageLabels(
+            file_name, width, height, names,
+            [_prepare_shape(shape, known, fmt, f"{where} shape {number}")
+             for number, shape in enumerate(image.shapes)],
+            as_provenance(image.provenance, fmt, where),
+            None if image.score is None else as_number(image.score, fmt, f"{where} score"),
+        ))
+    return LabelSet(classes, images)
 
 
 def check_line_names(classes: list[str], fmt: str) -> None:
@@ -243,16 +260,18 @@ def check_line_names(classes: list[str], fmt: str) -> None:
             raise fail(fmt, "classes", f"class name {name!r} has a line break or outer spaces")
 
 
-def _validate_shape(shape: Shape, known: set[str], fmt: str, where: str) -> None:
+def _prepare_shape(shape: Shape, known: set[str], fmt: str, where: str) -> Shape:
     if shape.label not in known:
         raise fail(fmt, where, f"label {shape.label!r} is not in classes")
     if shape.box is None and shape.points is None:
         raise fail(fmt, where, "shape has neither box nor points")
+    box = points = score = None
     if shape.box is not None:
         if len(shape.box) != 4:
             raise fail(fmt, where, f"box needs 4 numbers, got {len(shape.box)}")
-        check_box([as_number(v, fmt, where) for v in shape.box], fmt, where)
+        box = check_box([as_number(v, fmt, where) for v in shape.box], fmt, where)
     if shape.points is not None:
-        check_points([as_number(v, fmt, where) for v in shape.points], fmt, where)
+        points = check_points([as_number(v, fmt, where) for v in shape.points], fmt, where)
     if shape.score is not None:
-        as_number(shape.score, fmt, where)
+        score = as_number(shape.score, fmt, where)
+    return Shape(str(shape.label), box, points, score)

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._io import dump_json, parse_json
+from ._io import as_bytes, dump_json, parse_json
 from .base import (
     ImageLabels,
     LabelSet,
@@ -52,8 +52,8 @@ from .base import (
     fail,
     lookup_size,
     polygon_area,
+    prepare,
     shape_box,
-    validate,
 )
 
 NAME = "coco"
@@ -69,6 +69,7 @@ class CocoFormat:
     def load(
         self, data: bytes, *, image_sizes: Mapping[str, tuple[int, int]] | None = None
     ) -> LabelSet:
+        data = as_bytes(data, NAME)
         doc = parse_json(data, NAME)
         if not isinstance(doc, dict):
             raise fail(NAME, "", "top level must be a JSON object")
@@ -96,7 +97,7 @@ class CocoFormat:
         return LabelSet(classes=classes, images=out)
 
     def dump(self, labels: LabelSet) -> bytes:
-        validate(labels, NAME)
+        labels = prepare(labels, NAME)
         cat_ids = {name: index + 1 for index, name in enumerate(labels.classes)}
         images: list[dict[str, Any]] = []
         annotations: list[dict[str, Any]] = []

@@ -18,7 +18,7 @@ import csv
 import io
 from collections.abc import Mapping
 
-from ._io import decode_text, fmt_num
+from ._io import as_bytes, decode_text, fmt_num
 from .base import (
     ImageLabels,
     LabelSet,
@@ -27,7 +27,7 @@ from .base import (
     dedupe,
     fail,
     lookup_size,
-    validate,
+    prepare,
 )
 
 NAME = "csv"
@@ -45,6 +45,7 @@ class CsvFormat:
     def load(
         self, data: bytes, *, image_sizes: Mapping[str, tuple[int, int]] | None = None
     ) -> LabelSet:
+        data = as_bytes(data, NAME)
         text = decode_text(data, NAME)
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         try:
@@ -79,7 +80,7 @@ class CsvFormat:
         return LabelSet(classes=classes, images=images)
 
     def dump(self, labels: LabelSet) -> bytes:
-        validate(labels, NAME)
+        labels = prepare(labels, NAME)
         for name in labels.classes:
             if SEPARATOR in name or name != name.strip():
                 raise fail(NAME, "classes", f"class name {name!r} has a ';' or outer spaces")

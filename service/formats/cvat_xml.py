@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from xml.etree.ElementTree import Element, SubElement
 
-from ._io import fmt_num, is_zip, parse_xml, read_zip, xml_bytes
+from ._io import as_bytes, fmt_num, is_zip, parse_xml, read_zip, xml_bytes
 from .base import (
     ImageLabels,
     LabelSet,
@@ -49,9 +49,9 @@ from .base import (
     dedupe,
     fail,
     lookup_size,
+    prepare,
     px,
     shape_box,
-    validate,
 )
 
 NAME = "cvat"
@@ -71,6 +71,7 @@ class CvatFormat:
     def load(
         self, data: bytes, *, image_sizes: Mapping[str, tuple[int, int]] | None = None
     ) -> LabelSet:
+        data = as_bytes(data, NAME)
         where = ""
         if is_zip(data):
             members = read_zip(data, NAME)
@@ -96,7 +97,7 @@ class CvatFormat:
         return LabelSet(classes=dedupe(declared + used), images=images)
 
     def dump(self, labels: LabelSet) -> bytes:
-        validate(labels, NAME)
+        labels = prepare(labels, NAME)
         root = Element("annotations")
         SubElement(root, "version").text = "1.1"
         label_list = SubElement(SubElement(SubElement(root, "meta"), "task"), "labels")

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from ._io import dump_json, parse_json
+from ._io import as_bytes, dump_json, parse_json
 from .base import (
     ImageLabels,
     LabelSet,
@@ -49,8 +49,8 @@ from .base import (
     dedupe,
     fail,
     lookup_size,
+    prepare,
     px,
-    validate,
 )
 
 NAME = "labelstudio"
@@ -72,6 +72,7 @@ class LabelStudioFormat:
     def load(
         self, data: bytes, *, image_sizes: Mapping[str, tuple[int, int]] | None = None
     ) -> LabelSet:
+        data = as_bytes(data, NAME)
         doc = parse_json(data, NAME)
         tasks = [doc] if isinstance(doc, dict) else doc
         if not isinstance(tasks, list):
@@ -89,7 +90,7 @@ class LabelStudioFormat:
         return LabelSet(classes=classes, images=images)
 
     def dump(self, labels: LabelSet) -> bytes:
-        validate(labels, NAME)
+        labels = prepare(labels, NAME)
         tasks = []
         for task_id, image in enumerate(labels.images, start=1):
             meta = {key: getattr(image, key) for key in _META

@@ -31,7 +31,9 @@ import posixpath
 from collections.abc import Mapping
 from xml.etree.ElementTree import Element, SubElement
 
+from ._classlist import class_lines, parse_class_lines
 from ._io import (
+    as_bytes,
     decode_text,
     fmt_num,
     is_zip,
@@ -54,9 +56,9 @@ from .base import (
     dedupe,
     fail,
     lookup_size,
+    prepare,
     px,
     shape_box,
-    validate,
 )
 
 NAME = "voc"
@@ -73,6 +75,7 @@ class VocFormat:
     def load(
         self, data: bytes, *, image_sizes: Mapping[str, tuple[int, int]] | None = None
     ) -> LabelSet:
+        data = as_bytes(data, NAME)
         if is_zip(data):
             members = read_zip(data, NAME)
         else:
@@ -83,9 +86,7 @@ class VocFormat:
         class_file = next((n for n in sorted(members) if posixpath.basename(n) == CLASSES), None)
         if class_file is not None:
             text = decode_text(members[class_file], NAME, class_file)
-            classes = [line.strip() for line in text.splitlines() if line.strip()]
-            if len(set(classes)) != len(classes):
-                raise fail(NAME, class_file, "duplicate class names")
+            classes = parse_class_lines(text, NAME, class_file)
         images = [_load_xml(members[name], name, image_sizes) for name in under or xmls]
         if not images:
             raise fail(NAME, "", "no VOC XML files found")
@@ -104,7 +105,7 @@ class VocFormat:
         return LabelSet(classes=classes, images=images)
 
     def dump(self, labels: LabelSet) -> bytes:
-        validate(labels, NAME)
+        labels = prepare(labels, NAME)
         check_line_names(labels.classes, NAME)
         members: dict[str, bytes] = {}
         for image in labels.images:
@@ -112,7 +113,7 @@ class VocFormat:
             if path in members:
                 raise fail(NAME, f"image {image.file_name!r}", f"another image maps to {path}")
             members[path] = xml_bytes(_dump_xml(image))
-        members[CLASSES] = "".join(name + "\n" for name in labels.classes).encode()
+        members[CLASSES] = class_lines(labels.classes)
         return write_zip(members)
 
 

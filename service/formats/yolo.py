@@ -25,12 +25,21 @@ Classes come from ``classes.txt``, ``obj.names`` or ``data.yaml`` ``names``
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Mapping
 from typing import Any
 
-from ._io import decode_text, dump_json, fmt_num, member_path, parse_json, read_zip, write_zip
+from ._classlist import class_lines, parse_class_lines, parse_yaml_names, yaml_names
+from ._io import (
+    as_bytes,
+    decode_text,
+    dump_json,
+    fmt_num,
+    member_path,
+    parse_json,
+    read_zip,
+    write_zip,
+)
 from .base import (
     ImageLabels,
     LabelSet,
@@ -47,8 +56,8 @@ from .base import (
     dedupe,
     fail,
     lookup_size,
+    prepare,
     px,
-    validate,
 )
 
 NAME = "yolo"
@@ -67,22 +76,29 @@ class YoloFormat:
     def load(
         self, data: bytes, *, image_sizes: Mapping[str, tuple[int, int]] | None = None
     ) -> LabelSet:
-        members = read_zip(data, NAME)
+        members = read_zip(as_bytes(data, NAME), NAME)
         classes = _load_classes(members)
         sidecar = _load_sidecar(members)
         files = _label_files(members)
         images = []
+        seen: set[str] = set()
         for stem in sorted(set(files) | set(sidecar)):
             entry = sidecar.get(stem, {})
             image = _image_for(stem, entry, image_sizes)
+            if image.file_name in seen:
+                raise fail(NAME, f"labels/{stem}", f"image {image.file_name!r} appears twice")
+            seen.add(image.file_name)
             if stem in files:
                 image.shapes = _parse_label_file(members[files[stem]], files[stem],
                                                  classes, image)
             images.append(image)
+            for label in image.labels:
+                if label not in classes:
+                    raise fail(NAME, f"{SIDECAR} {stem!r}", f"label {label!r} is not a class")
         return LabelSet(classes=classes, images=images)
 
     def dump(self, labels: LabelSet) -> bytes:
-        validate(labels, NAME)
+        labels = prepare(labels, NAME)
         check_line_names(labels.classes, NAME)
         ids = {name: index for index, name in enumerate(labels.classes)}
         members: dict[str, bytes] = {}
@@ -95,8 +111,8 @@ class YoloFormat:
             lines = [_shape_line(shape, ids[shape.label], image) for shape in image.shapes]
             members[f"labels/{stem}.txt"] = "".join(line + "\n" for line in lines).encode()
             sidecar[stem] = _sidecar_entry(image)
-        members["classes.txt"] = "".join(name + "\n" for name in labels.classes).encode()
-        members["data.yaml"] = _data_yaml(labels.classes).encode()
+        members["classes.txt"] = class_lines(labels.classes)
+        members["data.yaml"] = yaml_names(labels.classes).encode()
         members[SIDECAR] = dump_json({"version": 1, "images": sidecar})
         return write_zip(members)
 
@@ -105,85 +121,11 @@ def _load_classes(members: dict[str, bytes]) -> list[str]:
     by_depth = sorted(members, key=lambda name: (name.count("/"), name))
     for name in by_depth:
         if posixpath.basename(name) in _CLASS_LISTS:
-            text = decode_text(members[name], NAME, name)
-            return _unique([line.strip() for line in text.splitlines() if line.strip()], name)
+            return parse_class_lines(decode_text(members[name], NAME, name), NAME, name)
     for name in by_depth:
         if posixpath.basename(name) in _YAMLS:
-            return _unique(_yaml_names(decode_text(members[name], NAME, name), name), name)
+            return parse_yaml_names(decode_text(members[name], NAME, name), NAME, name)
     raise fail(NAME, "", "no class list: expected classes.txt, obj.names or data.yaml")
-
-
-def _unique(names: list[str], where: str) -> list[str]:
-    if len(set(names)) != len(names):
-        raise fail(NAME, where, "duplicate class names")
-    return names
-
-
-def _yaml_names(text: str, where: str) -> list[str]:
-    """``names`` of a data.yaml: ``[a, b]``, a block list, or an ``id: name`` map."""
-    lines = text.splitlines()
-    for index, line in enumerate(lines):
-        if not line.startswith("names:"):
-            continue
-        rest = line[len("names:"):].strip()
-        if rest.startswith("["):
-            return [_unquote(item) for item in _split_flow(rest.strip("[] "))]
-        if rest.startswith("{"):
-            return _by_id([_pair(item, where) for item in _split_flow(rest.strip("{} "))], where)
-        block = []
-        for item in lines[index + 1:]:
-            if item.strip() and not item[:1].isspace():
-                break
-            if item.strip() and not item.strip().startswith("#"):
-                block.append(item.strip())
-        if block and all(item.startswith("- ") for item in block):
-            return [_unquote(item[2:]) for item in block]
-        return _by_id([_pair(item, where) for item in block], where)
-    raise fail(NAME, where, "no 'names:' key")
-
-
-def _split_flow(text: str) -> list[str]:
-    items, current, quote = [], "", ""
-    for char in text:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char == ",":
-            items.append(current)
-            current = ""
-            continue
-        current += char
-    items.append(current)
-    return [item.strip() for item in items if item.strip()]
-
-
-def _pair(item: str, where: str) -> tuple[str, str]:
-    key, sep, value = item.partition(":")
-    if not sep:
-        raise fail(NAME, where, f"expected 'id: name' in names, got {item!r}")
-    return key, value
-
-
-def _by_id(pairs: list[tuple[str, str]], where: str) -> list[str]:
-    names: dict[int, str] = {}
-    for key, value in pairs:
-        names[as_int(key, NAME, f"{where} names")] = _unquote(value)
-    if sorted(names) != list(range(len(names))):
-        raise fail(NAME, where, f"class ids must be 0..{len(names) - 1}, got {sorted(names)}")
-    return [names[i] for i in range(len(names))]
-
-
-def _unquote(text: str) -> str:
-    text = text.strip()
-    if text.startswith('"'):
-        try:
-            return str(json.loads(text))
-        except json.JSONDecodeError:
-            raise fail(NAME, "data.yaml", f"bad quoted name {text}") from None
-    if text.startswith("'") and text.endswith("'") and len(text) >= 2:
-        return text[1:-1].replace("''", "'")
-    return text.split(" #", 1)[0].strip()
 
 
 def _load_sidecar(members: dict[str, bytes]) -> dict[str, dict[str, Any]]:
@@ -205,8 +147,7 @@ def _label_files(members: dict[str, bytes]) -> dict[str, str]:
             continue
         parts = name[: -len(".txt")].split("/")
         if under:
-            dirs = parts[:-1]
-            parts = parts[len(dirs) - dirs[::-1].index("labels"):]
+            parts = parts[parts[:-1].index("labels") + 1:]
         files["/".join(parts)] = name
     return files
 
@@ -307,9 +248,3 @@ def _sidecar_entry(image: ImageLabels) -> dict[str, Any]:
         if getattr(image, key) is not None:
             entry[key] = getattr(image, key)
     return entry
-
-
-def _data_yaml(classes: list[str]) -> str:
-    names = "".join(f"  {i}: {json.dumps(name, ensure_ascii=False)}\n"
-                    for i, name in enumerate(classes))
-    return f"# written by labelloop\nnc: {len(classes)}\nnames:\n{names}"

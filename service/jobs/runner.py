@@ -25,14 +25,15 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from learning.adapters.base import Cancelled as LearningCancelled
 from service.config import Settings
 from service.models import TERMINAL_JOB_STATES, Job, JobState, utcnow
 
 log = logging.getLogger("labelloop.jobs")
 
 
-class Cancelled(Exception):
-    """Raised inside a task when its job was asked to stop."""
+class Cancelled(LearningCancelled):
+    """Raised inside a task when its job was asked to stop (adapters let it through)."""
 
 
 class JobConflict(Exception):
@@ -191,7 +192,7 @@ def run_job(engine: Engine, settings: Settings, job_id: int) -> JobState:
     beat.start()
     try:
         result = spec.fn(ctx) or {}
-    except Cancelled as exc:
+    except LearningCancelled as exc:
         _finish(engine, job_id, JobState.cancelled, message=f"cancelled: {exc}")
         return JobState.cancelled
     except Exception as exc:  # a task failure ends the job, never the worker

@@ -8,6 +8,9 @@ from sqlmodel import Session
 
 import service.crud.folders  # noqa: F401  (registers the watched-folder check)
 import service.jobs.checks  # noqa: F401  (registers recovery and lease expiry)
+import service.loop.infer  # noqa: F401  (registers the infer job)
+import service.loop.state  # noqa: F401  (registers the retraining check)
+import service.loop.train  # noqa: F401  (registers the train job)
 from service.crud.folders import scan
 from service.jobs.runner import JobContext, task
 from service.models import Project, WatchedFolder

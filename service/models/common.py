@@ -11,8 +11,8 @@ from sqlmodel import Field
 
 
 def utcnow() -> datetime:
-    """Naive UTC now (both SQLite and PostgreSQL store it the same way)."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Timezone-aware UTC now (SQLModel stores aware datetimes on both databases)."""
+    return datetime.now(UTC)
 
 
 def json_field(default: Any = None, **kw: Any) -> Any:

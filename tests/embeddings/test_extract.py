@@ -130,3 +130,22 @@ def test_load_image_closes_file_and_returns_rgb(image_files: list[Path]) -> None
     for p in image_files:
         im = load_image(p)
         assert im.mode == "RGB" and im.size == (16, 12)
+
+
+def test_max_side_shrinks_large_images(tmp_path: Path, fake_embed) -> None:
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (1600, 900), (200, 30, 30)).save(big, quality=90)
+    small = load_image(big, max_side=256)
+    assert max(small.size) == 256 and small.size[1] == 144
+    assert load_image(big).size == (1600, 900)
+    vecs = extract(fake_embed, [big], max_side=256)
+    np.testing.assert_allclose(vecs, extract(fake_embed, [big]), atol=0.02)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    img = Image.new("RGB", (30, 10), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif)
+    assert load_image(path).size == (10, 30)

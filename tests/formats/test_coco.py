@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -168,6 +167,8 @@ def test_malformed_documents(data: bytes, match: str) -> None:
         ({"image_id": 7, "category_id": 3, "bbox": [0, 0, "a", 1]}, "expected a number"),
         ({"image_id": 7, "category_id": 3, "bbox": [0, 0, 1e400, 1]}, "finite"),
         ({"image_id": 7, "category_id": 3, "segmentation": [[0, 0, 1, 1, 2]]}, "even number"),
+        ({"image_id": 7, "category_id": 3, "segmentation": [[0, 0, 1, 0, 2, 0]]},
+         "zero width or height"),
         ({"image_id": 7, "category_id": 3, "segmentation": 5}, "list of polygons or an RLE"),
         ({"image_id": 7, "category_id": 3, "segmentation": {"counts": []}}, "RLE needs"),
         ({"image_id": 7, "category_id": 3, "bbox": [0, 0, 1, 1], "score": "high"},

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pytest
 
-from service.formats import FORMATS, FormatError, LabelSet, get_format
+from service.formats import FORMATS, Format, FormatError, LabelSet, get_format
 
 
 def _used_classes(labels: LabelSet) -> list[str]:
@@ -73,7 +75,7 @@ EXPECTED: dict[str, Callable[[LabelSet], LabelSet]] = {
 def test_registry_has_all_formats() -> None:
     assert sorted(FORMATS) == ["coco", "csv", "cvat", "labelstudio", "voc", "yolo"]
     for name, fmt in FORMATS.items():
-        assert fmt.name == name
+        assert fmt.name == name and isinstance(fmt, Format)
         assert fmt.suffix.startswith(".") and "/" in fmt.media_type
         assert get_format(name) is fmt
 
@@ -136,3 +138,26 @@ def test_unicode_names_round_trip(source: Source) -> None:
                     shape.label = "chat noir é"
         loaded = fmt.load(fmt.dump(copy.deepcopy(labels)))
         assert loaded == EXPECTED[name](copy.deepcopy(labels)), name
+
+
+def _numpy(value: float) -> Any:
+    """float32 where that is exact (so that bytes can be compared), else float64."""
+    return np.float32(value) if float(np.float32(value)) == value else np.float64(value)
+
+
+def _int(kind: Any, value: int) -> Any:
+    return kind(value)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_numpy_values_are_written_as_plain_numbers(name: str, source: Source) -> None:
+    labels = source(name)
+    for image in labels.images:
+        if image.width is not None and image.height is not None:
+            image.width, image.height = _int(np.int64, image.width), _int(np.int32, image.height)
+        image.score = None if image.score is None else _numpy(image.score)
+        for shape in image.shapes:
+            shape.box = None if shape.box is None else [_numpy(v) for v in shape.box]
+            shape.score = None if shape.score is None else _numpy(shape.score)
+    fmt = get_format(name)
+    assert fmt.dump(labels) == fmt.dump(source(name))

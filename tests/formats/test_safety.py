@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from service.formats import FORMATS, FormatError, LabelSet, _io, get_format
+from service.formats import FORMATS, FormatError, ImageLabels, LabelSet, _io, get_format
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [
@@ -166,3 +166,8 @@ def test_corrupted_zip_members_raise_only_format_error(
 def test_non_bytes_or_empty_input(name: str) -> None:
     with pytest.raises(FormatError):
         get_format(name).load(b"")
+    with pytest.raises(FormatError, match="expected bytes, got str"):
+        get_format(name).load("text")  # type: ignore[arg-type]
+    dumped = get_format(name).dump(LabelSet(["a"], [ImageLabels("x.jpg", labels=["a"])]))
+    loaded = get_format(name).load(bytearray(dumped))  # type: ignore[arg-type]
+    assert loaded.images[0].labels == ["a"]

@@ -62,7 +62,7 @@ def login(body: LoginIn, request: Request, response: Response, session: SessionD
     response.set_cookie(CSRF_COOKIE, csrf, max_age=max_age, httponly=False, samesite="strict",
                         secure=settings.cookie_secure, path="/")
     return LoginOut(user=UserPublic.model_validate(user, from_attributes=True), csrf_token=csrf,
-                    expires_at=row.expires_at.isoformat() + "Z")
+                    expires_at=row.expires_at.isoformat())
 
 
 @router.post("/auth/logout", status_code=204, responses=AUTH_ERRORS)

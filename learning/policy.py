@@ -1,0 +1,260 @@
+"""Readiness and retraining decisions for one project (pure).
+
+:class:`Policy` is what an ML engineer sets; :class:`ProjectState` is a snapshot
+that the job layer builds from the database.  The functions here only read them
+and answer in words a project manager can act on:
+
+* :func:`readiness` - can a model be trained at all?  At least two classes each
+  with ``min_labels_per_class`` human labels in the training split, and some
+  unlabelled items left to help with.
+* :func:`should_retrain` - the first model as soon as the project is ready, then
+  every ``retrain_every_labels`` new labels or every ``retrain_every_minutes``
+  (whichever comes first; time alone never retrains a model on unchanged labels),
+  and never while a training job runs.
+* :func:`next_training_progress` - how far the next training is, for the dashboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from learning.calibration import min_evidence_for
+from learning.query import STRATEGIES
+
+ALGORITHMS = ("fast", "precise")
+CALIBRATIONS = ("per_class", "pooled")
+
+
+@dataclass
+class Policy:
+    """Retraining, calibration and querying settings of one project.
+
+    ``holdout_share``: share of human labels routed to the random hold-out stream
+    used for calibration; ``audit_share``: share of auto-accepted pre-labels sent
+    back to people; ``batch_size``: items a query round selects;
+    ``retrain_every_labels``/``retrain_every_minutes``: ``None`` switches a trigger off;
+    ``calibration``: ``per_class`` thresholds (each class proves its own precision) or
+    one ``pooled`` threshold (precision of all pre-labels together); ``epochs``,
+    ``semi_supervised`` (pseudo-labels from confident unlabelled images) and
+    ``image_size`` (``None``: the backbone's default) tune the ``precise`` algorithm.
+    """
+
+    min_labels_per_class: int = 5
+    retrain_every_labels: int | None = 100
+    retrain_every_minutes: float | None = None
+    algorithm: Literal["fast", "precise"] = "fast"
+    target_precision: float = 0.95
+    delta: float = 0.05
+    holdout_share: float = 0.2
+    strategy: str = "margin"
+    auto_accept: bool = False
+    audit_share: float = 0.02
+    batch_size: int = 32
+    calibration: Literal["per_class", "pooled"] = "per_class"
+    epochs: int = 12
+    semi_supervised: bool = False
+    image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid policy: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, as sentences (empty when the policy is valid)."""
+        out: list[str] = []
+
+        def check(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                out.append(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        n_labels, minutes = self.retrain_every_labels, self.retrain_every_minutes
+        check(
+            _is_int(self.min_labels_per_class) and self.min_labels_per_class >= 1,
+            "min_labels_per_class",
+            "an integer >= 1",
+        )
+        check(
+            n_labels is None or (_is_int(n_labels) and n_labels >= 1),
+            "retrain_every_labels",
+            "an integer >= 1 or None",
+        )
+        check(
+            minutes is None or (_is_number(minutes) and minutes > 0),
+            "retrain_every_minutes",
+            "a number > 0 or None",
+        )
+        check(self.algorithm in ALGORITHMS, "algorithm", "one of " + ", ".join(ALGORITHMS))
+        for name in ("target_precision", "delta", "holdout_share"):
+            value = getattr(self, name)
+            check(_is_number(value) and 0.0 < value < 1.0, name, "strictly between 0 and 1")
+        check(
+            _is_number(self.audit_share) and 0.0 <= self.audit_share <= 1.0,
+            "audit_share",
+            "between 0 and 1",
+        )
+        check(
+            self.strategy in STRATEGIES,
+            "strategy",
+            "a known query strategy (" + ", ".join(sorted(STRATEGIES)) + ")",
+        )
+        check(isinstance(self.auto_accept, bool), "auto_accept", "true or false")
+        check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
+        check(self.calibration in CALIBRATIONS, "calibration", "one of " + ", ".join(CALIBRATIONS))
+        check(_is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1")
+        check(isinstance(self.semi_supervised, bool), "semi_supervised", "true or false")
+        size = self.image_size
+        check(
+            size is None or (_is_int(size) and size >= 16), "image_size", "an integer >= 16 or None"
+        )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Policy:
+        """Build from a (partial) dict; missing keys take defaults, unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            names, known_names = ", ".join(unknown), ", ".join(sorted(known))
+            raise ValueError(f"unknown policy setting(s): {names}; known: {known_names}")
+        return cls(**data)
+
+
+@dataclass
+class ProjectState:
+    """What the policy needs to know about a project right now.
+
+    ``train_counts``/``holdout_counts``: human labels per class name in each split
+    (every class of the project should appear, with 0 if it has none);
+    ``minutes_since_training``: ``None`` when no training has finished yet.
+    """
+
+    train_counts: dict[str, int]
+    holdout_counts: dict[str, int] = field(default_factory=dict)
+    unlabelled: int = 0
+    labels_since_training: int = 0
+    minutes_since_training: float | None = None
+    training_running: bool = False
+    has_model: bool = False
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """``ready``: a model can be trained; ``reasons``: why not (empty when ready);
+    ``notes``: things worth showing even when ready (e.g. classes still short)."""
+
+    ready: bool
+    reasons: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Decision:
+    train: bool
+    reason: str
+
+
+def readiness(state: ProjectState, policy: Policy) -> Readiness:
+    """Whether the project has enough human labels, and items left, to train a model."""
+    need = policy.min_labels_per_class
+    enough = [c for c, n in state.train_counts.items() if n >= need]
+    short = [
+        f"class {c!r} has {n} of {need} human labels for training"
+        for c, n in state.train_counts.items()
+        if n < need
+    ]
+    reasons: list[str] = []
+    if len(state.train_counts) < 2:
+        reasons.append(f"needs at least two classes; the project has {len(state.train_counts)}")
+    elif len(enough) < 2:
+        have = f" (only {enough[0]!r})" if enough else ""
+        reasons.append(f"needs at least two classes with {need} human labels each{have}")
+        reasons.extend(short)
+    if state.unlabelled <= 0:
+        reasons.append("no unlabelled items left")
+    if reasons:
+        return Readiness(False, reasons)
+    notes = [s + "; it will not be pre-labelled yet" for s in short]
+    proof = min_evidence_for(policy.target_precision, policy.delta)
+    notes += [
+        f"class {c!r} has {state.holdout_counts.get(c, 0)} hold-out labels; proving "
+        f"{policy.target_precision:.0%} precision for its pre-labels needs at least {proof}"
+        for c in state.train_counts
+        if state.holdout_counts.get(c, 0) < proof
+    ]
+    return Readiness(True, [], notes)
+
+
+def should_retrain(state: ProjectState, policy: Policy) -> Decision:
+    """Whether to start a training job now, and why (or why not)."""
+    if state.training_running:
+        return Decision(False, "a training job is already running")
+    ready = readiness(state, policy)
+    if not ready.ready:
+        return Decision(False, "not ready: " + "; ".join(ready.reasons))
+    if not state.has_model:
+        return Decision(True, "first model: the project has just become ready")
+    every_n, every_t = policy.retrain_every_labels, policy.retrain_every_minutes
+    if every_n is None and every_t is None:
+        return Decision(False, "automatic retraining is off (no label or time trigger set)")
+    new = state.labels_since_training
+    if every_n is not None and new >= every_n:
+        return Decision(True, f"{new} new labels since the last training (every {every_n})")
+    minutes = state.minutes_since_training
+    if every_t is not None and minutes is not None and minutes >= every_t:
+        if new > 0:
+            return Decision(
+                True, f"{minutes:.0f} minutes and {new} new labels since the last training"
+            )
+        return Decision(False, f"{minutes:.0f} minutes passed but there are no new labels")
+    return Decision(False, "waiting: " + _waiting(state, policy))
+
+
+def next_training_progress(state: ProjectState, policy: Policy) -> dict[str, Any]:
+    """Progress toward the next training, for the dashboard.
+
+    Keys: ``labels``/``labels_needed``/``labels_share`` and ``minutes``/
+    ``minutes_needed``/``minutes_share`` (``None`` when that trigger is off or, for
+    minutes, before the first training), ``training_running``, ``ready``, ``reason``.
+    Shares are clipped to ``[0, 1]``.
+    """
+    every_n, every_t = policy.retrain_every_labels, policy.retrain_every_minutes
+    minutes, labels = state.minutes_since_training, state.labels_since_training
+    decision = should_retrain(state, policy)
+    return {
+        "labels": labels,
+        "labels_needed": every_n,
+        "labels_share": None if every_n is None else min(1.0, labels / every_n),
+        "minutes": minutes,
+        "minutes_needed": every_t,
+        "minutes_share": None
+        if every_t is None or minutes is None
+        else min(1.0, max(0.0, minutes / every_t)),
+        "training_running": state.training_running,
+        "ready": readiness(state, policy).ready,
+        "will_train": decision.train,
+        "reason": decision.reason,
+    }
+
+
+def _waiting(state: ProjectState, policy: Policy) -> str:
+    parts = []
+    if policy.retrain_every_labels is not None:
+        parts.append(f"{state.labels_since_training} of {policy.retrain_every_labels} new labels")
+    if policy.retrain_every_minutes is not None and state.minutes_since_training is not None:
+        parts.append(
+            f"{state.minutes_since_training:.0f} of {policy.retrain_every_minutes:g} minutes"
+        )
+    return "; ".join(parts) if parts else "no trigger can fire yet"
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)

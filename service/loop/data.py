@@ -1,0 +1,111 @@
+"""Gather labelled and unlabelled items of a project as arrays for ``learning``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlmodel import Session, col, select
+
+from service.crud.projects import class_names
+from service.ingest import BlobStore
+from service.models import Annotation, Item, ItemStatus, Project, Provenance, Task
+
+#: label provenances that count as people's labels (training and readiness)
+HUMAN = (Provenance.human, Provenance.imported, Provenance.model_confirmed)
+
+
+@dataclass
+class Snapshot:
+    """Item ids, image paths and labels of one project at one moment.
+
+    ``labels``: ``[N]`` class ids (multiclass) or ``[N, C]`` 0/1 (multilabel).
+    """
+
+    classes: list[str]
+    task: Task
+    train_ids: list[int] = field(default_factory=list)
+    train_paths: list[Path] = field(default_factory=list)
+    train_labels: list = field(default_factory=list)
+    holdout_ids: list[int] = field(default_factory=list)
+    holdout_paths: list[Path] = field(default_factory=list)
+    holdout_labels: list = field(default_factory=list)
+    pool_ids: list[int] = field(default_factory=list)
+    pool_paths: list[Path] = field(default_factory=list)
+
+    def y(self, labels: list) -> np.ndarray:
+        if self.task == Task.multilabel:
+            return np.asarray(labels, dtype=np.int64).reshape(-1, len(self.classes))
+        return np.asarray(labels, dtype=np.int64)
+
+
+def _encode(task: Task, classes: list[str], labels: list[str]) -> object | None:
+    index = {c: i for i, c in enumerate(classes)}
+    if task == Task.multilabel:
+        vec = [0] * len(classes)
+        for lab in labels:
+            if lab in index:
+                vec[index[lab]] = 1
+        return vec
+    if len(labels) == 1 and labels[0] in index:
+        return index[labels[0]]
+    return None
+
+
+def current_labels(session: Session, project_id: int) -> list[tuple[Item, Annotation]]:
+    """Items with their current annotation (labelled items only)."""
+    rows = session.exec(
+        select(Item, Annotation)
+        .join(Annotation, (col(Annotation.item_id) == Item.id) & (col(Annotation.version) == Item.version))
+        .where(Item.project_id == project_id, Item.status == ItemStatus.labelled)
+    ).all()
+    return list(rows)
+
+
+def snapshot(session: Session, *, project: Project, store: BlobStore, with_pool: bool = True) -> Snapshot:
+    assert project.id is not None
+    classes = class_names(session, project.id)
+    snap = Snapshot(classes=classes, task=project.task)
+    for item, ann in current_labels(session, project.id):
+        if ann.provenance not in HUMAN:
+            continue
+        enc = _encode(project.task, classes, list(ann.data.get("labels", [])))
+        if enc is None:
+            continue
+        assert item.id is not None
+        # the hold-out keeps only random-stream labels that a person gave
+        if item.is_holdout and ann.provenance == Provenance.human:
+            snap.holdout_ids.append(item.id)
+            snap.holdout_paths.append(store.path(item.sha256))
+            snap.holdout_labels.append(enc)
+        else:
+            snap.train_ids.append(item.id)
+            snap.train_paths.append(store.path(item.sha256))
+            snap.train_labels.append(enc)
+    if with_pool:
+        for item in session.exec(select(Item).where(
+                Item.project_id == project.id,
+                col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed]))
+                .order_by(col(Item.id))).all():
+            assert item.id is not None
+            snap.pool_ids.append(item.id)
+            snap.pool_paths.append(store.path(item.sha256))
+    return snap
+
+
+def label_counts(session: Session, project_id: int) -> tuple[dict[str, int], dict[str, int], int]:
+    """(train counts per class, hold-out counts per class, total people's labels)."""
+    train: dict[str, int] = {}
+    hold: dict[str, int] = {}
+    total = 0
+    for item, ann in current_labels(session, project_id):
+        if ann.provenance not in HUMAN:
+            continue
+        total += 1
+        target = hold if (item.is_holdout and ann.provenance == Provenance.human) else train
+        for lab in ann.data.get("labels", []):
+            target[lab] = target.get(lab, 0) + 1
+        for s in ann.data.get("boxes", []) + ann.data.get("polygons", []):
+            target[s["label"]] = target.get(s["label"], 0) + 1
+    return train, hold, total

@@ -1,0 +1,149 @@
+"""The ``infer`` job: predict the unlabelled pool, score it for the queue, propose pre-labels.
+
+An item is proposed (state ``proposed``, shown in Pending) when the current
+model's top class clears that class's calibrated threshold (or the pooled
+threshold, by policy). Proposals of an older model version are superseded,
+not piled up; a label a person rejected is never proposed again for that
+item by the same model version. With ``auto_accept`` the proposal becomes a
+label with provenance ``model`` at once, and a random ``audit_share`` of them
+is queued for a person to check.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from learning.adapters import load_adapter
+from learning.policy import Policy
+from service.config import Settings
+from service.crud.annotations import write_version
+from service.crud.items import blob_store
+from service.jobs.runner import JobContext, task
+from service.loop.features import cached_embeddings
+from service.loop.scoring import query_scores
+from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, Provenance, Task, utcnow
+
+CHUNK = 256
+
+
+def current_model(session: Session, project_id: int) -> ModelVersion | None:
+    return session.exec(select(ModelVersion).where(ModelVersion.project_id == project_id,
+                                                   col(ModelVersion.is_current).is_(True),
+                                                   ModelVersion.status == "ready")).first()
+
+
+def thresholds_for(mv: ModelVersion, classes: list[str]) -> list[float | None]:
+    """Per class, the threshold in force (``None``: this class is not pre-labelled)."""
+    ths = mv.thresholds or {}
+    if ths.get("mode") == "pooled" and ths.get("pooled"):
+        t = ths["pooled"].get("threshold")
+        return [t for _ in classes]
+    per = ths.get("per_class") or {}
+    return [(per.get(c) or {}).get("threshold") for c in classes]
+
+
+def predict_pool(adapter: Any, mv: ModelVersion, ids: list[int], paths: list, *, settings: Settings,
+                 progress: Any) -> np.ndarray:
+    """``probs [N, C]`` for the pool (cached embeddings when the backbone is frozen)."""
+    if not ids:
+        return np.zeros((0, len(mv.classes)), dtype=np.float32)
+    if mv.algorithm == "fast" and hasattr(adapter, "predict_embeddings"):
+        vecs = cached_embeddings(adapter, ids, paths, settings=settings,
+                                 progress=lambda f, m: progress(0.05 + 0.6 * f, m))
+        return np.asarray(adapter.predict_embeddings(vecs).probs)
+    out = []
+    for start in range(0, len(ids), CHUNK):
+        out.append(np.asarray(adapter.predict(paths[start:start + CHUNK]).probs))
+        progress(0.05 + 0.6 * (start + CHUNK) / len(ids), f"predicted {min(start + CHUNK, len(ids))} of {len(ids)}")
+    return np.concatenate(out)
+
+
+def infer_project(session: Session, *, project: Project, settings: Settings, progress: Any,
+                  model_version_id: int | None = None, rng: random.Random | None = None) -> dict[str, Any]:
+    assert project.id is not None
+    rng = rng or random.Random()
+    mv = session.get(ModelVersion, model_version_id) if model_version_id else current_model(session, project.id)
+    if mv is None or mv.status != "ready" or mv.path is None:
+        raise ValueError("no ready model version to run")
+    if not mv.is_current:
+        return {"skipped": f"model v{mv.version} is no longer current"}
+    policy = Policy.from_dict(project.policy or {})
+    adapter = load_adapter(mv.path)
+    store = blob_store(settings)
+    pool = list(session.exec(select(Item).where(
+        Item.project_id == project.id,
+        col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed]))
+        .order_by(col(Item.id))).all())
+    ids = [int(i.id) for i in pool if i.id is not None]
+    probs = predict_pool(adapter, mv, ids, [store.path(i.sha256) for i in pool], settings=settings,
+                         progress=progress)
+    progress(0.7, "scoring and proposing")
+    scores = query_scores(policy.strategy, probs, multilabel=project.task == Task.multilabel)
+    classes = list(mv.classes)
+    ths = thresholds_for(mv, classes)
+    rejected = {(p.item_id, p.label) for p in session.exec(select(Prediction).where(
+        Prediction.model_version_id == mv.id, Prediction.state == "rejected")).all()}
+    # old predictions of the pool: plain ones go, open proposals are superseded
+    session.exec(delete(Prediction).where(col(Prediction.item_id).in_(ids), Prediction.state == "none"))
+    for p in session.exec(select(Prediction).where(col(Prediction.item_id).in_(ids),
+                                                   Prediction.state == "proposed")).all():
+        p.state, p.decided_at = "superseded", utcnow()
+        session.add(p)
+    n_prop = n_auto = n_audit = 0
+    for k, item in enumerate(pool):
+        labels, score = _decide(project.task, classes, probs[k], ths)
+        label = labels[0] if len(labels) == 1 else (";".join(labels) if labels else None)
+        proposed = bool(labels) and (item.id, label) not in rejected
+        item.query_score = float(scores[k])
+        pred = Prediction(item_id=item.id, project_id=project.id, model_version_id=mv.id,  # type: ignore[arg-type]
+                          label=label, score=score, state="proposed" if proposed else "none",
+                          data={"labels": labels, "top": _top(classes, probs[k])})
+        if proposed and policy.auto_accept:
+            write_version(session, item=item, data={"labels": labels, "boxes": [], "polygons": []},
+                          provenance=Provenance.model, origin="auto", author=None,
+                          model_version_id=mv.id, score=score)
+            pred.state = "auto"
+            pred.audit = rng.random() < policy.audit_share
+            n_auto += 1
+            n_audit += int(pred.audit)
+        elif proposed:
+            item.status = ItemStatus.proposed
+            n_prop += 1
+        elif item.status == ItemStatus.proposed:
+            item.status = ItemStatus.unlabelled
+        session.add(item)
+        session.add(pred)
+    session.commit()
+    progress(1.0, f"{n_prop} proposed, {n_auto} auto-accepted of {len(pool)}")
+    return {"model_version_id": mv.id, "pool": len(pool), "proposed": n_prop, "auto_accepted": n_auto,
+            "audit": n_audit, "coverage": (n_prop + n_auto) / len(pool) if pool else 0.0}
+
+
+def _decide(task_: Task, classes: list[str], p: np.ndarray, ths: list[float | None]) -> tuple[list[str], float]:
+    if task_ == Task.multilabel:
+        chosen = [c for c, s, t in zip(classes, p, ths, strict=True) if t is not None and s >= t]
+        return chosen, float(max((p[classes.index(c)] for c in chosen), default=float(p.max())))
+    c = int(p.argmax())
+    s = float(p[c])
+    t = ths[c]
+    return ([classes[c]] if t is not None and s >= t else []), s
+
+
+def _top(classes: list[str], p: np.ndarray, k: int = 3) -> list[list[Any]]:
+    idx = np.argsort(-p)[:k]
+    return [[classes[int(i)], round(float(p[int(i)]), 5)] for i in idx]
+
+
+@task("infer")
+def infer_task(ctx: JobContext) -> dict[str, Any]:
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        project = s.get(Project, ctx.project_id)
+        if project is None:
+            raise ValueError("project was deleted")
+        return infer_project(s, project=project, settings=ctx.settings, progress=ctx.progress,
+                             model_version_id=ctx.payload.get("model_version_id"))

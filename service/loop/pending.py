@@ -1,0 +1,91 @@
+"""Pending: people confirm, correct or reject proposed pre-labels (many at once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from sqlmodel import Session, col, func, select
+
+from service.crud.annotations import canonical, validate_for_project, write_version
+from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, Provenance, ReviewFlag, User, utcnow
+
+
+def list_pending(session: Session, *, project: Project, label: str | None = None, min_score: float | None = None,
+                 max_score: float | None = None, model_version_id: int | None = None, offset: int = 0,
+                 limit: int = 60) -> tuple[list[dict[str, Any]], int]:
+    q = select(Prediction, Item, ModelVersion).join(Item, col(Item.id) == Prediction.item_id).join(
+        ModelVersion, col(ModelVersion.id) == Prediction.model_version_id).where(
+        Prediction.project_id == project.id, Prediction.state == "proposed")
+    if label is not None:
+        q = q.where(Prediction.label == label)
+    if min_score is not None:
+        q = q.where(col(Prediction.score) >= min_score)
+    if max_score is not None:
+        q = q.where(col(Prediction.score) <= max_score)
+    if model_version_id is not None:
+        q = q.where(Prediction.model_version_id == model_version_id)
+    count = session.exec(select(func.count()).select_from(q.subquery())).one()
+    rows = session.exec(q.order_by(col(Prediction.label), col(Prediction.score).desc(), col(Prediction.id))
+                        .offset(offset).limit(limit)).all()
+    flags: dict[int, list[str]] = {}
+    ids = [it.id for _, it, _ in rows]
+    if ids:
+        for f in session.exec(select(ReviewFlag).where(col(ReviewFlag.item_id).in_(ids),
+                                                       ReviewFlag.state == "open")).all():
+            flags.setdefault(f.item_id, []).append(f.kind)
+    out = []
+    for p, it, mv in rows:
+        out.append({"prediction_id": p.id, "item_id": it.id, "file_name": it.file_name, "label": p.label,
+                    "labels": p.data.get("labels", []), "score": p.score, "model_version": mv.version,
+                    "model_version_id": mv.id, "etag": f'"v{it.version}"', "flags": flags.get(it.id or 0, []),
+                    "top": p.data.get("top", [])})
+    return out, count
+
+
+def _open(session: Session, project: Project, ids: list[int]) -> list[tuple[Prediction, Item]]:
+    if not ids:
+        raise HTTPException(422, "no prediction ids given")
+    rows = session.exec(select(Prediction, Item).join(Item, col(Item.id) == Prediction.item_id)
+                        .where(col(Prediction.id).in_(ids), Prediction.project_id == project.id)).all()
+    found = {p.id for p, _ in rows}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise HTTPException(404, f"predictions not found in this project: {missing[:20]}")
+    closed = [p.id for p, _ in rows if p.state != "proposed"]
+    if closed:
+        raise HTTPException(409, f"no longer pending (decided or superseded): {closed[:20]}")
+    return list(rows)
+
+
+def confirm(session: Session, *, project: Project, ids: list[int], user: User) -> int:
+    """Proposals become labels with provenance ``model-confirmed``."""
+    for p, item in _open(session, project, ids):
+        data = canonical({"labels": p.data.get("labels") or ([p.label] if p.label else [])})
+        write_version(session, item=item, data=data, provenance=Provenance.model_confirmed, origin="pending",
+                      author=user, model_version_id=p.model_version_id, score=p.score)
+        p.state, p.decided_at, p.decided_by = "confirmed", utcnow(), user.id
+        session.add(p)
+    return len(ids)
+
+
+def correct(session: Session, *, project: Project, prediction_id: int, labels: list[str], user: User) -> int:
+    """A person's different answer: a ``human`` label; the proposal counts as wrong."""
+    [(p, item)] = _open(session, project, [prediction_id])
+    data = canonical({"labels": labels})
+    validate_for_project(session, project, item, data)
+    write_version(session, item=item, data=data, provenance=Provenance.human, origin="pending", author=user)
+    p.state, p.decided_at, p.decided_by = "corrected", utcnow(), user.id
+    session.add(p)
+    return 1
+
+
+def reject(session: Session, *, project: Project, ids: list[int], user: User) -> int:
+    """Back to the queue; the same model version never proposes that label for the item again."""
+    for p, item in _open(session, project, ids):
+        p.state, p.decided_at, p.decided_by = "rejected", utcnow(), user.id
+        if item.status == ItemStatus.proposed:
+            item.status = ItemStatus.unlabelled
+        session.add(p)
+        session.add(item)
+    return len(ids)

@@ -1,0 +1,71 @@
+"""Readiness and retraining: build a ``learning.policy.ProjectState`` from the database,
+and the periodic check that enqueues trainings when the policy says so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from learning.policy import Decision, Policy, ProjectState, Readiness, next_training_progress, readiness, should_retrain
+from service.config import Settings
+from service.jobs.runner import JobConflict, enqueue
+from service.jobs.scheduler import periodic
+from service.loop.data import label_counts
+from service.models import Item, ItemStatus, Job, JobState, ModelVersion, Project, utcnow
+
+
+def project_state(session: Session, project: Project) -> ProjectState:
+    assert project.id is not None
+    train, hold, total = label_counts(session, project.id)
+    unlabelled = session.exec(select(func.count()).select_from(Item).where(
+        Item.project_id == project.id,
+        col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed]))).one()
+    running = session.exec(select(Job.id).where(
+        Job.project_id == project.id, Job.kind == "train",
+        col(Job.state).in_([JobState.queued, JobState.running]))).first() is not None
+    has_model = session.exec(select(ModelVersion.id).where(
+        ModelVersion.project_id == project.id, col(ModelVersion.is_current).is_(True))).first() is not None
+    minutes = None
+    if project.last_trained_at is not None:
+        minutes = (utcnow() - project.last_trained_at).total_seconds() / 60
+    return ProjectState(train_counts=train, holdout_counts=hold, unlabelled=int(unlabelled),
+                        labels_since_training=max(0, total - project.labels_at_last_training),
+                        minutes_since_training=minutes, training_running=running, has_model=has_model)
+
+
+def decide(session: Session, project: Project) -> tuple[ProjectState, Policy, Readiness, Decision]:
+    policy = Policy.from_dict(project.policy or {})
+    state = project_state(session, project)
+    return state, policy, readiness(state, policy), should_retrain(state, policy)
+
+
+def readiness_report(session: Session, project: Project) -> dict[str, Any]:
+    state, policy, ready, decision = decide(session, project)
+    return {"ready": ready.ready, "reasons": ready.reasons, "notes": ready.notes,
+            "retrain_now": decision.train, "decision": decision.reason,
+            "next_training": next_training_progress(state, policy),
+            "human_labels": state.train_counts, "holdout_labels": state.holdout_counts,
+            "unlabelled": state.unlabelled}
+
+
+def maybe_train(session: Session, project: Project) -> int | None:
+    """Enqueue a training when the policy says so; returns the job id."""
+    _, _, _, decision = decide(session, project)
+    if not decision.train:
+        return None
+    try:
+        job = enqueue(session, kind="train", project_id=project.id, payload={"reason": decision.reason})
+    except JobConflict:
+        return None
+    session.commit()
+    return job.id
+
+
+@periodic("retraining-policy")
+def policy_check(engine: Engine, settings: Settings) -> None:
+    with Session(engine) as session:
+        for project in session.exec(select(Project)).all():
+            if project.task in ("multiclass", "multilabel"):
+                maybe_train(session, project)

@@ -1,0 +1,151 @@
+"""The ``train`` job: fit on people's labels, calibrate on the hold-out, publish a model version.
+
+A model version row is created as ``training`` and becomes ``ready`` (and the
+project's current model) only after its files are written completely and its
+thresholds computed; a failed or cancelled run is marked ``failed`` and the
+previous current model stays in place.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import numpy as np
+from sqlmodel import Session, col, func, select
+
+from learning import calibration
+from learning.adapters import create_adapter
+from learning.adapters.base import FitConfig, FitEmbeddings, LabelledImages
+from learning.policy import Policy
+from service.config import Settings
+from service.crud.items import blob_store
+from service.jobs.runner import Cancelled, JobContext, enqueue, task
+from service.loop.data import Snapshot, label_counts, snapshot
+from service.loop.features import cached_embeddings
+from service.models import ModelVersion, Project, Task, utcnow
+
+
+def make_adapter(settings: Settings, snap: Snapshot, policy: Policy) -> Any:
+    return create_adapter("classifier", classes=snap.classes, task=str(snap.task.value),
+                          backbone=settings.backbone, checkpoint=settings.backbone_checkpoint,
+                          image_size=policy.image_size or settings.image_size,
+                          num_threads=settings.torch_threads)
+
+
+def calibrate_version(task_: Task, classes: list[str], probs: np.ndarray, y: np.ndarray,
+                      policy: Policy) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(thresholds, metrics, risk-coverage) from hold-out ``probs [H, C]`` and labels ``y``."""
+    target, delta = policy.target_precision, policy.delta
+    metrics: dict[str, Any] = {"n_holdout": int(len(y))}
+    if len(y) == 0:
+        none = {"mode": policy.calibration, "pooled": None, "per_class": {},
+                "reason": "no hold-out labels yet"}
+        return none, metrics, {}
+    if task_ == Task.multilabel:
+        per = calibration.calibrate_multilabel(probs, y.astype(bool), target=target, delta=delta)
+        metrics["holdout_f1_micro"] = _micro_f1(probs >= 0.5, y.astype(bool))
+        ths = {"mode": "per_class", "pooled": None,
+               "per_class": {c: t.to_dict() for c, t in zip(classes, per, strict=True)}}
+        return ths, metrics, {}
+    pred = probs.argmax(1)
+    metrics["holdout_accuracy"] = float((pred == y).mean())
+    per = calibration.calibrate_per_class(probs, y, target=target, delta=delta)
+    pooled = calibration.calibrate_pooled(probs, y, target=target, delta=delta)
+    curve = calibration.risk_coverage_curve(probs.max(1), pred == y, delta=delta)
+    ths = {"mode": policy.calibration, "pooled": pooled.to_dict(),
+           "per_class": {c: t.to_dict() for c, t in zip(classes, per, strict=True)}}
+    return ths, metrics, curve
+
+
+def _micro_f1(pred: np.ndarray, y: np.ndarray) -> float:
+    tp = float((pred & y).sum())
+    denom = float(pred.sum() + y.sum())
+    return 2 * tp / denom if denom else 0.0
+
+
+def fit_config(policy: Policy, snap: Snapshot, *, seed: int) -> FitConfig:
+    precise = policy.algorithm == "precise"
+    return FitConfig(algorithm=policy.algorithm, seed=seed, epochs=policy.epochs,
+                     use_unlabelled=precise and policy.semi_supervised,
+                     unlabelled=list(snap.pool_paths) if precise and policy.semi_supervised else [],
+                     image_size=policy.image_size or None)
+
+
+def train_project(session: Session, *, project: Project, settings: Settings, progress: Any,
+                  job_id: int | None = None) -> ModelVersion:
+    """Fit, calibrate and publish; returns the new ready model version."""
+    assert project.id is not None
+    policy = Policy.from_dict(project.policy or {})
+    store = blob_store(settings)
+    snap = snapshot(session, project=project, store=store,
+                    with_pool=policy.algorithm == "precise" and policy.semi_supervised)
+    version = (session.exec(select(func.max(ModelVersion.version))
+                            .where(ModelVersion.project_id == project.id)).one() or 0) + 1
+    mv = ModelVersion(project_id=project.id, version=version, name=f"v{version}", algorithm=policy.algorithm,
+                      status="training", classes=snap.classes, policy=policy.to_dict(),
+                      n_train=len(snap.train_ids), n_holdout=len(snap.holdout_ids), job_id=job_id)
+    session.add(mv)
+    session.commit()
+    path = settings.models_dir / f"project-{project.id}" / f"v{version}"
+    try:
+        progress(0.02, f"training v{version} on {len(snap.train_ids)} labels ({policy.algorithm})")
+        adapter = make_adapter(settings, snap, policy)
+        emb = None
+        if policy.algorithm == "fast":
+            ids = snap.train_ids + snap.holdout_ids
+            paths = snap.train_paths + snap.holdout_paths
+            vecs = cached_embeddings(adapter, ids, paths, settings=settings,
+                                     progress=lambda f, m: progress(0.02 + 0.4 * f, m))
+            n = len(snap.train_ids)
+            emb = FitEmbeddings(train=vecs[:n], holdout=vecs[n:])
+        train = LabelledImages(list(snap.train_paths), snap.y(snap.train_labels))
+        holdout = LabelledImages(list(snap.holdout_paths), snap.y(snap.holdout_labels)) if snap.holdout_ids else None
+        report = adapter.fit(train, holdout, config=fit_config(policy, snap, seed=version),
+                             progress=lambda f, m: progress(0.45 + 0.4 * f, m), embeddings=emb)
+        probs = report.holdout_probs if report.holdout_probs is not None else np.zeros((0, len(snap.classes)))
+        ths, metrics, curve = calibrate_version(snap.task, snap.classes, probs,
+                                                snap.y(snap.holdout_labels), policy)
+        metrics.update({"fit_seconds": report.seconds, "epochs_run": report.epochs_run,
+                        "stopped_early": report.stopped_early,
+                        "history": [h.__dict__ for h in report.history][-50:]})
+        progress(0.9, "saving model")
+        adapter.save(path)
+    except BaseException as exc:
+        session.rollback()
+        mv.status = "failed"
+        mv.metrics = {"error": f"{type(exc).__name__}: {exc}"}
+        session.add(mv)
+        session.commit()
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    for old in session.exec(select(ModelVersion).where(ModelVersion.project_id == project.id,
+                                                       col(ModelVersion.is_current).is_(True))).all():
+        old.is_current = False
+        session.add(old)
+    mv.status, mv.is_current, mv.path = "ready", True, str(path)
+    mv.thresholds, mv.metrics, mv.risk_coverage = ths, metrics, curve
+    _, _, total = label_counts(session, project.id)
+    project.last_trained_at = utcnow()
+    project.labels_at_last_training = total
+    session.add(mv)
+    session.add(project)
+    session.commit()
+    return mv
+
+
+@task("train", one_per_project=True)
+def train_task(ctx: JobContext) -> dict[str, Any]:
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        project = s.get(Project, ctx.project_id)
+        if project is None:
+            raise ValueError("project was deleted")
+        try:
+            mv = train_project(s, project=project, settings=ctx.settings, progress=ctx.progress, job_id=ctx.job_id)
+        except Cancelled:
+            raise
+        if ctx.payload.get("infer", True):
+            enqueue(s, kind="infer", project_id=project.id, payload={"model_version_id": mv.id})
+            s.commit()
+        return {"model_version_id": mv.id, "version": mv.version, "n_train": mv.n_train,
+                "n_holdout": mv.n_holdout, "holdout_accuracy": mv.metrics.get("holdout_accuracy")}

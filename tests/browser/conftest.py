@@ -1,0 +1,185 @@
+"""Browser tests: the real app under uvicorn on a free port, driven by Debian's Chromium.
+
+Skipped (with the reason) where /usr/bin/chromium or Playwright is missing. One
+browser per session; a fresh app, data dir and database per test.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlmodel import Session
+
+from service.config import Settings
+from service.main import create_app
+from tests.conftest import make_settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "web" / "screenshots"
+PASSWORD = "correct-horse-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("browser tests need the playwright Python package")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class Live:
+    """A running app: its URL, engine, and helpers to make users, projects and API calls."""
+
+    url: str
+    app: Any
+    settings: Settings
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> Any:
+        return self.app.state.engine
+
+    def user(self, name: str, role: str = "labeler") -> str:
+        from service.crud.users import create_user
+        from service.models import Role
+        from service.security import issue_token
+
+        with Session(self.engine) as s:
+            u = create_user(s, name=name, role=Role(role), password=PASSWORD)
+            _, tok, _ = issue_token(s, u, name="test")
+            s.commit()
+        self.tokens[name] = tok
+        return tok
+
+    def member(self, project_id: int, name: str, role: str) -> None:
+        from service.crud.projects import set_member
+        from service.models import Project, Role
+
+        with Session(self.engine) as s:
+            p = s.get(Project, project_id)
+            assert p is not None
+            set_member(s, project=p, user_name=name, role=Role(role), by=None)  # type: ignore[arg-type]
+            s.commit()
+
+    def api(self, name: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url + "/api/v1", timeout=30,
+                            headers={"Authorization": f"Bearer {self.tokens[name]}"})
+
+    def project(self, owner: str, *, name: str = "pets", classes: list[str] | None = None,
+                task: str = "multiclass", n_images: int = 12, size: tuple[int, int] = (64, 48)) -> dict:
+        with self.api(owner) as c:
+            r = c.post("/projects", json={"name": name, "task": task, "classes": classes or ["circle", "square", "triangle"]})
+            assert r.status_code == 201, r.text
+            p = r.json()
+            if n_images:
+                files = [("files", (f"img_{i:03d}.png", shape_png(i, size), "image/png"))
+                         for i in range(n_images)]
+                r = c.post(f"/projects/{p['id']}/items", files=files)
+                assert r.status_code == 201, r.text
+                assert len(r.json()["created"]) == n_images
+        return p
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    settings = make_settings(tmp_path, login_attempts_per_minute=1000)
+    app = create_app(settings, background=False)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield Live(f"http://127.0.0.1:{port}", app, settings)
+    server.should_exit = True
+    t.join(timeout=10)
+
+
+@pytest.fixture
+def new_page(browser: Any, live: Live) -> Iterator[Callable[..., Any]]:
+    """new_page(user) -> a signed-in page in its own browser context (own cookies and storage)."""
+    contexts: list[Any] = []
+
+    def make(user: str | None = None, *, viewport: dict | None = None) -> Any:
+        ctx = browser.new_context(viewport=viewport or {"width": 1280, "height": 800}, base_url=live.url)
+        ctx.set_default_timeout(10_000)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Failed to load" not in m.text
+                and "net::" not in m.text else None)
+        page.js_errors = errors  # type: ignore[attr-defined]
+        if user is not None:
+            sign_in(page, user)
+        return page
+
+    yield make
+    for c in contexts:
+        c.close()
+
+
+def shape_png(i: int, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small distinct picture: a circle, square or triangle on a tinted background."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    bg = [(236, 240, 247), (250, 240, 228), (232, 245, 236), (244, 234, 246)][i % 4]
+    im = Image.new("RGB", size, bg)
+    d = ImageDraw.Draw(im)
+    color = [(214, 69, 65), (52, 120, 246), (46, 160, 90), (240, 170, 40), (140, 80, 200)][(i // 3) % 5]
+    cx, cy, r = w * (0.3 + 0.4 * ((i * 7) % 5) / 4), h * (0.35 + 0.3 * ((i * 3) % 4) / 3), min(w, h) * 0.28
+    kind = i % 3
+    if kind == 0:
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
+    elif kind == 1:
+        d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=color)
+    else:
+        d.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=color)
+    d.point((i % w, (i // w) % h), fill=(i % 256, 3, 5))  # every file distinct
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def sign_in(page: Any, user: str, password: str = PASSWORD) -> None:
+    page.goto("/web/#/login")
+    page.get_by_test_id("login-name").fill(user)
+    page.get_by_test_id("login-password").fill(password)
+    page.get_by_test_id("login-submit").click()
+    page.get_by_test_id("whoami").wait_for()
+
+
+def shot(page: Any, name: str) -> None:
+    """Save a screenshot for the README (web/screenshots/NAME.png)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))

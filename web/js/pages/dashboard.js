@@ -1,0 +1,235 @@
+// Dashboard (managers): progress, queue make-up, label distribution, model versions
+// with hold-out metrics and thresholds, next retraining, runs (live), realised precision.
+
+import { get, parseTime, post, rows, watchJob } from "../api.js";
+import { chartInto } from "../charts.js";
+import { classColor, clear, fmtNum, fmtPct, fmtTime, h, notAvailable, progressBar, showError, toast } from "../ui.js";
+
+const STATUS_COLORS = { labelled: "#1f8a4c", proposed: "#2f6fed", unlabelled: "#c3cad6", skipped: "#b7791f", review: "#c53030" };
+const TILES = [["total", "Images"], ["labelled", "Labelled"], ["unlabelled", "Unlabelled"], ["proposed", "Pending"],
+  ["skipped", "Skipped"], ["review", "In review"]];
+
+export async function render(root, { project }) {
+  const watchers = [];
+  const charts = [];
+  let timer = null;
+  let stopped = false;
+  const classes = [...project.classes].sort((a, b) => a.position - b.position);
+
+  const head = h("div", { class: "grid-head" }, h("h1", {}, "Dashboard"),
+    h("button", { type: "button", testid: "train-now", onclick: () => trainNow() }, "Train now"),
+    h("button", { type: "button", testid: "open-annotate", onclick: () => openAnnotate() }, "Automatic annotation…"),
+    h("button", { type: "button", class: "link", onclick: () => refresh() }, "Refresh"));
+  const body = h("div", { testid: "dashboard" });
+  root.append(head, body);
+
+  async function openAnnotate() {
+    const mod = await import("../annotate.js");
+    mod.openAnnotateDialog(project, { onDone: () => refresh() });
+  }
+
+  async function trainNow() {
+    try {
+      const job = await post(`/projects/${project.id}/train`, {});
+      toast(`Training started (job ${job.id})`, "ok");
+      refresh();
+    } catch (err) { showError(err, "Cannot train"); }
+  }
+
+  async function refresh() {
+    let stats;
+    try {
+      stats = await get(`/projects/${project.id}/stats`);
+    } catch (err) {
+      if (err.missingRoute) { clear(body, notAvailable("The dashboard")); return; }
+      showError(err);
+      return;
+    }
+    let versions = [];
+    try { versions = rows(await get(`/projects/${project.id}/model-versions`)); } catch (err) {
+      if (!err.missingRoute) showError(err);
+    }
+    if (stopped) return;
+    for (const w of watchers.splice(0)) w.close();
+    for (const c of charts.splice(0)) if (c) c.destroy();
+    clear(body);
+    await draw(stats, versions);
+  }
+
+  async function draw(st, versions) {
+    const c = st.counts || {};
+    const pct = c.total ? (c.labelled || 0) / c.total : 0;
+    body.append(h("div", { class: "tiles" },
+      TILES.map(([k, name]) => h("div", { class: "tile" },
+        h("div", { class: "value", testid: `stat-${k}` }, fmtNum(c[k] ?? 0)), h("div", { class: "name" }, name))),
+      h("div", { class: "tile" }, h("div", { class: "value", testid: "stat-holdout" }, fmtNum(st.queue ? st.queue.holdout_labels : 0)),
+        h("div", { class: "name" }, "Hold-out labels")),
+      h("div", { class: "tile" }, h("div", { class: "value", testid: "stat-coverage" }, fmtPct(st.coverage)),
+        h("div", { class: "name" }, "Pre-label coverage"))));
+    const grid = h("div", { class: "dash" });
+    body.append(grid);
+
+    // progress
+    const prog = h("section", { class: "card", "aria-labelledby": "d-progress" },
+      h("h2", { id: "d-progress" }, "Progress ", h("span", { class: "muted", testid: "stat-progress" }, fmtPct(pct, 0)), " labelled"));
+    grid.append(prog);
+    const statuses = Object.keys(STATUS_COLORS);
+    charts.push(await chartInto(prog, { type: "doughnut",
+      data: { labels: statuses, datasets: [{ data: statuses.map((k) => c[k] || 0), backgroundColor: statuses.map((k) => STATUS_COLORS[k]) }] },
+      options: { plugins: { legend: { position: "right" } }, cutout: "60%" } }, "Items by status", "chart-progress"));
+
+    // queue make-up
+    const q = st.queue || {};
+    const origins = q.human_labels_by_origin || {};
+    const queue = h("section", { class: "card", "aria-labelledby": "d-queue" }, h("h2", { id: "d-queue" }, "Queue make-up"),
+      h("p", { class: "muted small" },
+        h("span", { testid: "stat-pool" }, fmtNum(q.unlabelled_pool ?? 0)), " images in the pool · ",
+        h("span", { testid: "stat-audit-open" }, fmtNum(q.audit_open ?? 0)), " audits open · ",
+        h("span", {}, fmtNum(q.holdout_labels ?? 0)), " hold-out labels"));
+    grid.append(queue);
+    const oKeys = Object.keys(origins);
+    if (oKeys.length) {
+      charts.push(await chartInto(queue, { type: "bar",
+        data: { labels: oKeys, datasets: [{ label: "human labels", data: oKeys.map((k) => origins[k]), backgroundColor: "#2f6fed" }] },
+        options: { plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } } },
+      "Human labels by where they were made", "chart-queue"));
+    } else queue.append(h("p", { class: "muted" }, "No human labels yet."));
+
+    // label distribution
+    const dist = st.label_distribution || {};
+    const names = [...classes.map((x) => x.name), ...Object.keys(dist).filter((k) => !classes.some((x) => x.name === k))];
+    const distCard = h("section", { class: "card", "aria-labelledby": "d-dist" }, h("h2", { id: "d-dist" }, "Label distribution"),
+      h("ul", { class: "chips", testid: "label-distribution" }, names.map((n) =>
+        h("li", { class: "chip", dataset: { class: n } }, `${n}: `, h("span", { testid: `dist-${n}` }, fmtNum(dist[n] || 0))))));
+    grid.append(distCard);
+    charts.push(await chartInto(distCard, { type: "bar",
+      data: { labels: names, datasets: [{ label: "labels", data: names.map((n) => dist[n] || 0),
+        backgroundColor: names.map((n, i) => classColor(classes.find((x) => x.name === n), i)) }] },
+      options: { indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } } },
+    "Labels per class", "chart-distribution"));
+
+    // next training
+    grid.append(nextTraining(st));
+    // precision
+    grid.append(precisionCard(st));
+    // runs
+    grid.append(runsCard(st.runs || []));
+    // model versions (full width)
+    body.append(versionsCard(versions));
+  }
+
+  function nextTraining(st) {
+    const nt = st.next_training || {};
+    const card = h("section", { class: "card", "aria-labelledby": "d-next", testid: "next-training" },
+      h("h2", { id: "d-next" }, "Next retraining"));
+    if (nt.labels_needed != null) {
+      const bar = progressBar("next-labels");
+      bar.set(nt.labels_share, `${nt.labels} of ${nt.labels_needed} new labels`);
+      card.append(h("p", { class: "small" }, "New labels since the last training"), bar.el);
+    }
+    if (nt.minutes_needed != null) {
+      const bar = progressBar("next-minutes");
+      bar.set(nt.minutes_share || 0, nt.minutes == null ? `every ${nt.minutes_needed} min (after the first training)`
+        : `${Math.round(nt.minutes)} of ${nt.minutes_needed} minutes`);
+      card.append(h("p", { class: "small" }, "Time since the last training"), bar.el);
+    }
+    const ready = st.readiness || {};
+    card.append(h("p", { class: "small", testid: "next-reason" },
+      nt.training_running ? "A training is running now." : nt.reason || ""));
+    if (ready.ready === false && (ready.reasons || []).length) {
+      card.append(h("ul", { class: "small muted" }, ready.reasons.map((r) => h("li", {}, r))));
+    }
+    return card;
+  }
+
+  function precisionCard(st) {
+    const card = h("section", { class: "card", "aria-labelledby": "d-prec", testid: "precision" },
+      h("h2", { id: "d-prec" }, "Realised pre-label precision"),
+      h("p", { class: "muted small" }, `Share of proposals people found right (confirmed or audited), with its 95% interval, against the target `,
+        h("strong", { testid: "target-precision" }, fmtPct(st.target_precision)), "."));
+    const list = st.precision || [];
+    if (!list.length) { card.append(h("p", { class: "muted" }, "No decided proposals yet.")); return card; }
+    for (const p of list) {
+      const [lo, hi] = p.interval || [null, null];
+      const iv = h("div", { class: "interval", title: `interval ${fmtPct(lo)} – ${fmtPct(hi)}` });
+      if (lo != null && hi != null) iv.append(h("div", { class: "ci", style: { left: `${lo * 100}%`, width: `${(hi - lo) * 100}%` } }));
+      if (p.precision != null) iv.append(h("div", { class: "point", style: { left: `calc(${p.precision * 100}% - 1px)` } }));
+      iv.append(h("div", { class: "target", style: { left: `${(p.target ?? st.target_precision) * 100}%` } }));
+      const ok = lo != null && lo >= (p.target ?? st.target_precision);
+      card.append(h("div", { testid: `precision-v${p.version}` },
+        h("p", { class: "small" }, h("strong", {}, `model v${p.version ?? "?"}: `),
+          h("span", { testid: "precision-value" }, fmtPct(p.precision)),
+          ` (${fmtPct(lo)} – ${fmtPct(hi)}) from ${p.decided} decided · ${p.open} open · ${p.auto_accepted} auto-accepted `,
+          h("span", { class: `badge ${ok ? "" : "hard"}` }, ok ? "meets target" : lo == null ? "no evidence yet" : "below target")),
+        iv));
+    }
+    card.append(h("div", { class: "legend" }, h("span", {}, "▮ interval"), h("span", {}, "| realised"), h("span", { style: { color: "var(--err)" } }, "| target")));
+    return card;
+  }
+
+  function runsCard(runs) {
+    const tbody = h("tbody");
+    for (const r of runs.slice(0, 10)) {
+      const bar = progressBar(`run-progress-${r.id}`);
+      bar.set(r.progress, r.state === "running" ? `${Math.round(r.progress * 100)}%` : r.state);
+      const msg = h("span", { class: "small muted" }, r.message || "");
+      const state = h("span", { class: "badge", testid: `run-state-${r.id}` }, r.state);
+      const cancel = ["queued", "running"].includes(r.state)
+        ? h("button", { type: "button", class: "icon", "aria-label": `Cancel job ${r.id}`, onclick: () => post(`/jobs/${r.id}/cancel`, {}).catch(showError) }, "Cancel") : null;
+      tbody.append(h("tr", { testid: `run-${r.id}` },
+        h("td", {}, `#${r.id} ${r.kind}`, h("br"), h("span", { class: "small muted" }, fmtTime(parseTime(r.created_at)))),
+        h("td", {}, state), h("td", { style: { width: "40%" } }, bar.el, msg), h("td", {}, cancel)));
+      if (["queued", "running"].includes(r.state)) {
+        watchers.push(watchJob(r.id, (job) => {
+          if (!job) return;
+          bar.set(job.progress, job.state === "running" ? `${Math.round(job.progress * 100)}%` : job.state);
+          state.textContent = job.state;
+          msg.textContent = job.message || "";
+          if (["succeeded", "failed", "cancelled"].includes(job.state) && cancel) cancel.remove();
+        }));
+      }
+    }
+    return h("section", { class: "card", "aria-labelledby": "d-runs" }, h("h2", { id: "d-runs" }, "Recent runs"),
+      runs.length ? h("table", { testid: "runs" }, h("thead", {}, h("tr", {}, h("th", {}, "Job"), h("th", {}, "State"), h("th", {}, "Progress"), h("th", {}, ""))), tbody)
+        : h("p", { class: "muted" }, "No runs yet."));
+  }
+
+  function versionsCard(versions) {
+    const card = h("section", { class: "card", "aria-labelledby": "d-versions", style: { marginTop: "1rem" }, testid: "model-versions" },
+      h("h2", { id: "d-versions" }, "Model versions"));
+    if (!versions.length) { card.append(h("p", { class: "muted" }, "No model trained yet.")); return card; }
+    const tbody = h("tbody");
+    for (const v of versions) {
+      const m = v.metrics || {};
+      const metricText = Object.entries(m).filter(([k, x]) => typeof x === "number" && k !== "n_holdout")
+        .slice(0, 4).map(([k, x]) => `${k.replace(/_/g, " ")} ${fmtNum(x)}`).join(" · ");
+      const th = v.thresholds || {};
+      const per = th.per_class || {};
+      tbody.append(h("tr", { testid: `version-${v.version}` },
+        h("td", {}, h("strong", {}, `v${v.version}`), v.is_current ? h("span", { class: "badge model" }, " current") : null,
+          h("br"), h("span", { class: "small muted" }, `${v.algorithm} · ${v.kind} · ${fmtTime(parseTime(v.created_at))}`)),
+        h("td", {}, h("span", { class: "badge" }, v.status)),
+        h("td", { class: "num" }, fmtNum(v.n_train)), h("td", { class: "num" }, fmtNum(v.n_holdout)),
+        h("td", { class: "small" }, metricText || (m.error ? h("span", { class: "warn" }, m.error) : "–")),
+        h("td", { class: "small" }, h("div", { class: "chips" },
+          Object.entries(per).map(([cls, t]) => h("span", { class: "chip", title: t && t.reason ? t.reason :
+            t ? `precision ≥ ${fmtPct(t.lower_bound)} (bound) on ${t.n_above} hold-out items, coverage ${fmtPct(t.coverage)}` : "" },
+          `${cls} `, t && t.threshold != null ? `≥ ${fmtNum(t.threshold, 2)}` : "none")),
+          th.pooled && th.pooled.threshold != null ? h("span", { class: "chip" }, `pooled ≥ ${fmtNum(th.pooled.threshold, 2)}`) : null,
+          !Object.keys(per).length && th.reason ? h("span", { class: "muted" }, th.reason) : null))));
+    }
+    card.append(h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Version"), h("th", {}, "Status"),
+      h("th", { class: "num" }, "Train"), h("th", { class: "num" }, "Hold-out"), h("th", {}, "Hold-out metrics"),
+      h("th", {}, "Thresholds (per class)"))), tbody));
+    return card;
+  }
+
+  await refresh();
+  timer = setInterval(() => { if (!document.hidden && !document.querySelector("dialog[open]")) refresh(); }, 30000);
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+    for (const w of watchers) w.close();
+    for (const c of charts) if (c) c.destroy();
+  };
+}
