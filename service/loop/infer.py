@@ -80,6 +80,7 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
         col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed]))
         .order_by(col(Item.id))).all())
     ids = [int(i.id) for i in pool if i.id is not None]
+    session.commit()  # end the read transaction: SQLite must not hold its lock while we predict
     probs = predict_pool(adapter, mv, ids, [store.path(i.sha256) for i in pool], settings=settings,
                          progress=progress)
     progress(0.7, "scoring and proposing")

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, func, select
 
 from learning.policy import Decision, Policy, ProjectState, Readiness, next_training_progress, readiness, should_retrain
 from service.config import Settings
+from service.crud.projects import class_names
 from service.jobs.runner import JobConflict, enqueue
 from service.jobs.scheduler import periodic
 from service.loop.data import label_counts
@@ -18,7 +19,8 @@ from service.models import Item, ItemStatus, Job, JobState, ModelVersion, Projec
 
 def project_state(session: Session, project: Project) -> ProjectState:
     assert project.id is not None
-    train, hold, total = label_counts(session, project.id)
+    counted, hold, total = label_counts(session, project.id)
+    train = {c: counted.get(c, 0) for c in class_names(session, project.id)}
     unlabelled = session.exec(select(func.count()).select_from(Item).where(
         Item.project_id == project.id,
         col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed]))).one()

@@ -85,6 +85,42 @@ class Live:
             set_member(s, project=p, user_name=name, role=Role(role), by=None)  # type: ignore[arg-type]
             s.commit()
 
+    def model_version(self, project_id: int, version: int = 1, **kw: Any) -> int:
+        """A ready model version row (as a training would leave it); returns its id."""
+        from service.crud.projects import class_names
+        from service.models import ModelVersion
+
+        with Session(self.engine) as s:
+            mv = ModelVersion(project_id=project_id, version=version, status="ready", is_current=True,
+                              classes=class_names(s, project_id), **kw)
+            s.add(mv)
+            s.commit()
+            assert mv.id is not None
+            return mv.id
+
+    def propose(self, project_id: int, mv_id: int, proposals: list[tuple[int, str, float]],
+                flags: dict[int, str] | None = None) -> list[int]:
+        """Proposed pre-labels ``(item_id, label, score)`` (+ open hard-example flags); prediction ids."""
+        from service.models import Item, ItemStatus, Prediction, ReviewFlag
+
+        ids = []
+        with Session(self.engine) as s:
+            for item_id, label, score in proposals:
+                p = Prediction(item_id=item_id, project_id=project_id, model_version_id=mv_id, label=label,
+                               score=score, state="proposed", data={"labels": [label]})
+                s.add(p)
+                item = s.get(Item, item_id)
+                assert item is not None
+                item.status = ItemStatus.proposed
+                s.add(item)
+                s.flush()
+                ids.append(p.id)
+            for item_id, kind in (flags or {}).items():
+                s.add(ReviewFlag(project_id=project_id, item_id=item_id, model_version_id=mv_id, kind=kind,
+                                 score=0.9))
+            s.commit()
+        return ids
+
     def api(self, name: str) -> httpx.Client:
         return httpx.Client(base_url=self.url + "/api/v1", timeout=30,
                             headers={"Authorization": f"Bearer {self.tokens[name]}"})

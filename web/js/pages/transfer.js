@@ -49,7 +49,8 @@ function uploadCard(project) {
       try {
         const { data } = await request("POST", `/projects/${project.id}/items`, { form });
         for (const c of data.created || []) { totals.created++; row(c.file, "created", `item #${c.id}`); }
-        for (const d of data.duplicates || []) { totals.duplicates++; row(d.file, "duplicate", d.of ? `same as item #${d.of}` : "already in the project"); }
+        for (const d of data.duplicates || []) { totals.duplicates++; row(d.file, "duplicate", d.of == null ? "already in the project"
+          : typeof d.of === "number" ? `same as item #${d.of}` : `same as ${d.of}`); }
         for (const r of data.rejected || []) { totals.rejected++; row(r.file, "rejected", `${r.reason}: ${r.message}`); }
       } catch (err) {
         for (const f of batch) { totals.rejected++; row(f.name, "rejected", `upload failed: ${err.message}`); }
@@ -58,7 +59,7 @@ function uploadCard(project) {
       bar.set(done / files.length, `${done} of ${files.length} files`);
     }
     summary.textContent = `${totals.created} added · ${totals.duplicates} duplicates · ${totals.rejected} rejected`;
-    toast(summary.textContent, totals.rejected ? "error" : "ok");
+    toast(summary.textContent, totals.created ? "ok" : "info");
   }
 
   function row(file, status, detail) {
