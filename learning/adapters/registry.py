@@ -90,9 +90,7 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} is not a saved model: {MANIFEST} missing")
     manifest: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} was saved by a newer labelloop (format {manifest['format_version']})"
-        )
+        raise ValueError(f"{path} was saved by a newer labelloop (format {manifest['format_version']})")
     return manifest
 
 

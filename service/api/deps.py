@@ -37,14 +37,14 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _err("not signed in, or the token is invalid, expired or revoked"),
     403: _err("signed in but the role does not allow this (or CSRF token missing)"),
 }
-NOT_FOUND = {404: _err("not found, or not visible to the caller")}
-CONFLICT = {409: _err("conflicts with the current state")}
-PRECONDITION = {
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _err("not found, or not visible to the caller")}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: _err("conflicts with the current state")}
+PRECONDITION: dict[int | str, dict[str, Any]] = {
     412: _err("stale If-Match: the item changed since it was read"),
     428: _err("If-Match is required to update an item that already has labels"),
 }
-TOO_LARGE = {413: _err("request or file too large")}
-STD_ERRORS = {**AUTH_ERRORS, **NOT_FOUND}
+TOO_LARGE: dict[int | str, dict[str, Any]] = {413: _err("request or file too large")}
+STD_ERRORS: dict[int | str, dict[str, Any]] = {**AUTH_ERRORS, **NOT_FOUND}
 
 
 def get_settings(request: Request) -> Settings:

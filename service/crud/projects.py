@@ -67,7 +67,7 @@ def create_project(session: Session, *, data: ProjectCreate, user: User) -> Proj
     assert project.id is not None
     for i, n in enumerate(names):
         session.add(LabelClass(project_id=project.id, name=n, position=i))
-    if user.role != Role.admin:
+    if user.role != Role.admin and user.id is not None:
         session.add(Membership(project_id=project.id, user_id=user.id, role=Role.manager))
     audit(session, user.id, "project.create", project_id=project.id, detail={"name": data.name})
     session.flush()
@@ -187,6 +187,7 @@ def set_member(session: Session, *, project: Project, user_name: str, role: Role
         m = Membership(project_id=project.id, user_id=target.id, role=role)
     m.role = role
     session.add(m)
-    audit(session, by.id if by else None, "member.set", project_id=project.id, detail={"user": user_name, "role": role.value})
+    audit(session, by.id if by else None, "member.set", project_id=project.id,
+          detail={"user": user_name, "role": role.value})
     session.flush()
     return m

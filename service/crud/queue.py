@@ -51,7 +51,7 @@ def _candidates(session: Session, project: Project, user: User, reason: str, lim
     q = select(Item).where(Item.project_id == project.id, ~leased, ~skipped)
     if reason == QueueReason.audit:
         audit = exists().where(col(Prediction.item_id) == Item.id, col(Prediction.audit).is_(True),
-                               col(Prediction.audit_correct).is_(None), Prediction.state == "auto")
+                               col(Prediction.audit_correct).is_(None), col(Prediction.state) == "auto")
         q = q.where(audit).order_by(col(Item.queue_rank))
     else:
         q = q.where(col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped]))
@@ -96,7 +96,7 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
     if session.get_bind().dialect.name == "postgresql":
         # claims of one project take turns (SQLite gets the same from BEGIN IMMEDIATE);
         # every statement after the lock sees every claim committed before it.
-        session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=CLAIM_LOCK + project.id))
+        session.connection().execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK + project.id})
     now = utcnow()
     expire_leases(session, project_id=project.id)
     mine = session.exec(select(Lease).where(Lease.project_id == project.id, Lease.user_id == user.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from sqlmodel import Session
@@ -40,3 +41,12 @@ def sleep_task(ctx: JobContext) -> dict[str, Any]:
         ctx.progress(i / steps, f"step {i + 1} of {steps}")
         time.sleep(float(ctx.payload.get("seconds", 0.1)))
     return {"steps": steps}
+
+
+# Job modules of later parts register themselves when present.
+for _name in ("service.loop.clusters", "service.loop.review", "service.loop.audit", "service.loop.annotate"):
+    try:
+        importlib.import_module(_name)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _name:
+            raise

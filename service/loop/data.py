@@ -26,9 +26,11 @@ class Snapshot:
     classes: list[str]
     task: Task
     train_ids: list[int] = field(default_factory=list)
+    train_shas: list[str] = field(default_factory=list)
     train_paths: list[Path] = field(default_factory=list)
     train_labels: list = field(default_factory=list)
     holdout_ids: list[int] = field(default_factory=list)
+    holdout_shas: list[str] = field(default_factory=list)
     holdout_paths: list[Path] = field(default_factory=list)
     holdout_labels: list = field(default_factory=list)
     pool_ids: list[int] = field(default_factory=list)
@@ -77,10 +79,12 @@ def snapshot(session: Session, *, project: Project, store: BlobStore, with_pool:
         # the hold-out keeps only random-stream labels that a person gave
         if item.is_holdout and ann.provenance == Provenance.human:
             snap.holdout_ids.append(item.id)
+            snap.holdout_shas.append(item.sha256)
             snap.holdout_paths.append(store.path(item.sha256))
             snap.holdout_labels.append(enc)
         else:
             snap.train_ids.append(item.id)
+            snap.train_shas.append(item.sha256)
             snap.train_paths.append(store.path(item.sha256))
             snap.train_labels.append(enc)
     if with_pool:

@@ -20,12 +20,18 @@ def cache_for(settings: Settings) -> EmbeddingCache:
     return EmbeddingCache(settings.data_dir / "embeddings")
 
 
-def cached_embeddings(adapter: object, ids: Sequence[int], paths: Sequence[Path], *, settings: Settings,
+def content_key(sha256: str) -> int:
+    """A 60-bit cache key from an image's sha256: the same image is embedded once,
+    whatever project or item it belongs to."""
+    return int(sha256[:15], 16)
+
+
+def cached_embeddings(adapter: object, shas: Sequence[str], paths: Sequence[Path], *, settings: Settings,
                       progress: Callable[[float, str], None] | None = None, chunk: int = 512) -> np.ndarray:
-    """``[N, D]`` float32 rows for ``ids`` (computing and caching the missing ones)."""
+    """``[N, D]`` float32 rows for the images ``shas`` (computing and caching the missing ones)."""
     version: str = adapter.feature_version  # type: ignore[attr-defined]
     cache = cache_for(settings)
-    ids_arr = np.asarray(list(ids), dtype=np.int64)
+    ids_arr = np.asarray([content_key(s) for s in shas], dtype=np.int64)
     missing = set(cache.missing(ids_arr, version).tolist()) if len(ids_arr) else set()
     todo = [(i, p) for i, p in zip(ids_arr.tolist(), paths, strict=True) if i in missing]
     for start in range(0, len(todo), chunk):

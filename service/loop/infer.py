@@ -47,19 +47,20 @@ def thresholds_for(mv: ModelVersion, classes: list[str]) -> list[float | None]:
     return [(per.get(c) or {}).get("threshold") for c in classes]
 
 
-def predict_pool(adapter: Any, mv: ModelVersion, ids: list[int], paths: list, *, settings: Settings,
+def predict_pool(adapter: Any, mv: ModelVersion, shas: list[str], paths: list, *, settings: Settings,
                  progress: Any) -> np.ndarray:
     """``probs [N, C]`` for the pool (cached embeddings when the backbone is frozen)."""
-    if not ids:
+    if not shas:
         return np.zeros((0, len(mv.classes)), dtype=np.float32)
     if mv.algorithm == "fast" and hasattr(adapter, "predict_embeddings"):
-        vecs = cached_embeddings(adapter, ids, paths, settings=settings,
+        vecs = cached_embeddings(adapter, shas, paths, settings=settings,
                                  progress=lambda f, m: progress(0.05 + 0.6 * f, m))
         return np.asarray(adapter.predict_embeddings(vecs).probs)
     out = []
-    for start in range(0, len(ids), CHUNK):
+    n = len(shas)
+    for start in range(0, n, CHUNK):
         out.append(np.asarray(adapter.predict(paths[start:start + CHUNK]).probs))
-        progress(0.05 + 0.6 * (start + CHUNK) / len(ids), f"predicted {min(start + CHUNK, len(ids))} of {len(ids)}")
+        progress(0.05 + 0.6 * min(1.0, (start + CHUNK) / n), f"predicted {min(start + CHUNK, n)} of {n}")
     return np.concatenate(out)
 
 
@@ -81,7 +82,7 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
         .order_by(col(Item.id))).all())
     ids = [int(i.id) for i in pool if i.id is not None]
     session.commit()  # end the read transaction: SQLite must not hold its lock while we predict
-    probs = predict_pool(adapter, mv, ids, [store.path(i.sha256) for i in pool], settings=settings,
+    probs = predict_pool(adapter, mv, [i.sha256 for i in pool], [store.path(i.sha256) for i in pool], settings=settings,
                          progress=progress)
     progress(0.7, "scoring and proposing")
     scores = query_scores(policy.strategy, probs, multilabel=project.task == Task.multilabel)
@@ -90,7 +91,7 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
     rejected = {(p.item_id, p.label) for p in session.exec(select(Prediction).where(
         Prediction.model_version_id == mv.id, Prediction.state == "rejected")).all()}
     # old predictions of the pool: plain ones go, open proposals are superseded
-    session.exec(delete(Prediction).where(col(Prediction.item_id).in_(ids), Prediction.state == "none"))
+    session.exec(delete(Prediction).where(col(Prediction.item_id).in_(ids), col(Prediction.state) == "none"))
     for p in session.exec(select(Prediction).where(col(Prediction.item_id).in_(ids),
                                                    Prediction.state == "proposed")).all():
         p.state, p.decided_at = "superseded", utcnow()

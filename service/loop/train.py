@@ -39,7 +39,7 @@ def calibrate_version(task_: Task, classes: list[str], probs: np.ndarray, y: np.
     target, delta = policy.target_precision, policy.delta
     metrics: dict[str, Any] = {"n_holdout": int(len(y))}
     if len(y) == 0:
-        none = {"mode": policy.calibration, "pooled": None, "per_class": {},
+        none: dict[str, Any] = {"mode": policy.calibration, "pooled": None, "per_class": {},
                 "reason": "no hold-out labels yet"}
         return none, metrics, {}
     if task_ == Task.multilabel:
@@ -93,9 +93,9 @@ def train_project(session: Session, *, project: Project, settings: Settings, pro
         adapter = make_adapter(settings, snap, policy)
         emb = None
         if policy.algorithm == "fast":
-            ids = snap.train_ids + snap.holdout_ids
+            shas = snap.train_shas + snap.holdout_shas
             paths = snap.train_paths + snap.holdout_paths
-            vecs = cached_embeddings(adapter, ids, paths, settings=settings,
+            vecs = cached_embeddings(adapter, shas, paths, settings=settings,
                                      progress=lambda f, m: progress(0.02 + 0.4 * f, m))
             n = len(snap.train_ids)
             emb = FitEmbeddings(train=vecs[:n], holdout=vecs[n:])

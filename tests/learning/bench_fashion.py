@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--algorithms", nargs="+", default=["fast"])
     ap.add_argument("--head-l2", type=float, default=FitConfig.head_l2)
     ap.add_argument("--lr", type=float, default=FitConfig.lr)
+    ap.add_argument("--backbone-lr-mult", type=float, default=FitConfig.backbone_lr_mult)
+    ap.add_argument("--unfreeze-stages", type=int, default=FitConfig.unfreeze_stages)
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
@@ -77,13 +79,13 @@ def main() -> None:
                 num_threads=args.threads,
                 head_l2=args.head_l2,
                 lr=args.lr,
+                backbone_lr_mult=args.backbone_lr_mult,
+                unfreeze_stages=args.unfreeze_stages,
                 use_unlabelled=bool(len(unl_paths)),
                 unlabelled=unl_paths,
             )
             t0 = time.perf_counter()
-            report = adapter.fit(
-                LabelledImages(train_paths, y_train[tr].astype(np.int64)), None, config=config
-            )
+            report = adapter.fit(LabelledImages(train_paths, y_train[tr].astype(np.int64)), None, config=config)
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             probs = adapter.predict(test_paths, batch_size=64).probs

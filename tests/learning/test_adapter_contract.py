@@ -41,10 +41,7 @@ def _multiclass(seed: int) -> Data:
     rng = np.random.default_rng(seed)
     labels = np.repeat([0, 1, 2], 4)
     base = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]])[labels]
-    images = [
-        Image.fromarray(np.clip(b + rng.normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8))
-        for b in base
-    ]
+    images = [Image.fromarray(np.clip(b + rng.normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8)) for b in base]
     return images, labels
 
 
@@ -52,10 +49,11 @@ def _multilabel(seed: int) -> Data:
     rng = np.random.default_rng(seed)
     labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 3)
     images = [
-        Image.fromarray(np.clip(np.array([220 * a, 0, 220 * b]) + rng.normal(0, 20, (24, 24, 3)),
-                                0, 255).astype(np.uint8))
+        Image.fromarray(
+            np.clip(np.array([220 * a, 0, 220 * b]) + rng.normal(0, 20, (24, 24, 3)), 0, 255).astype(np.uint8)
+        )
         for a, b in labels
-    ]  # fmt: skip
+    ]
     return images, labels
 
 
@@ -65,10 +63,12 @@ CASES: dict[str, list[Case]] = {
         Case("multiclass", dict(classes=["r", "g", "b"], task="multiclass", image_size=32), _multiclass, FAST),
         Case("multilabel", dict(classes=["red", "blue"], task="multilabel", image_size=32), _multilabel, FAST),
     ],
-}  # fmt: skip
+}
 PARAMS = [
-    pytest.param(key, case, id=f"{key}-{case.name}") for key in list_adapters() for case in CASES.get(key, [None])  # type: ignore[list-item]
-]  # fmt: skip
+    pytest.param(key, case, id=f"{key}-{case.name}")
+    for key in list_adapters()
+    for case in CASES.get(key, [None])  # type: ignore[list-item]
+]
 
 
 def _check_predictions(adapter: ModelAdapter, probs: np.ndarray, n: int) -> None:

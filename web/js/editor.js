@@ -28,12 +28,15 @@ export class Editor {
     this.spaceDown = false;
 
     this.img = h("img", { alt: "", draggable: "false", class: "stage-img", testid: "stage-image" });
-    this.svg = s("svg", { class: "stage-svg", "data-testid": "stage-svg" });
-    this.world = h("div", { class: "world" }, this.img, this.svg);
+    // The image moves by CSS transform; the shapes live in an SVG over the whole stage whose
+    // group gets the same transform, so strokes and handles keep their screen size.
+    this.layer = s("g");
+    this.svg = s("svg", { class: "stage-svg", "data-testid": "stage-svg" }, this.layer);
+    this.world = h("div", { class: "world" }, this.img);
     this.zoomLabel = h("span", { class: "zoom-label", testid: "zoom-level" }, "100%");
     this.el = h("div", { class: `stage tool-${this.tool}`, tabindex: "0", testid: "stage",
       "aria-label": "Image. Scroll to zoom, drag to pan" + (this.spatial ? ", draw to annotate" : "") },
-    this.world,
+    this.world, this.svg,
     h("div", { class: "zoom-tools" },
       h("button", { type: "button", title: "Zoom out (-)", "aria-label": "Zoom out", onclick: () => this.zoomBy(1 / 1.25) }, "−"),
       this.zoomLabel,
@@ -65,9 +68,6 @@ export class Editor {
     this.selected = null; this.draft = null; this.drag = null;
     this.img.style.width = `${width}px`;
     this.img.style.height = `${height}px`;
-    this.svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    this.svg.setAttribute("width", String(width));
-    this.svg.setAttribute("height", String(height));
     this.img.src = url;
     this.fit();
     this.render();
@@ -144,6 +144,7 @@ export class Editor {
 
   applyView() {
     this.world.style.transform = `translate(${this.tx}px, ${this.ty}px) scale(${this.k})`;
+    this.layer.setAttribute("transform", `translate(${this.tx} ${this.ty}) scale(${this.k})`);
     this.img.classList.toggle("pixelated", this.k > 3);
     this.zoomLabel.textContent = `${Math.round(this.k * 100)}%`;
     this.render();
@@ -370,7 +371,7 @@ export class Editor {
       this.draft.forEach(([x, y], j) => out.push(s("circle", { cx: x, cy: y, r: hs / 2,
         class: j === 0 ? "handle first" : "handle" })));
     }
-    this.svg.replaceChildren(...out);
+    this.layer.replaceChildren(...out);
   }
 }
 

@@ -134,11 +134,11 @@ export async function render(root, { project }) {
       card.append(h("p", { class: "small" }, "Time since the last training"), bar.el);
     }
     const ready = st.readiness || {};
-    card.append(h("p", { class: "small", testid: "next-reason" },
-      nt.training_running ? "A training is running now." : nt.reason || ""));
-    if (ready.ready === false && (ready.reasons || []).length) {
-      card.append(h("ul", { class: "small muted" }, ready.reasons.map((r) => h("li", {}, r))));
-    }
+    if (nt.training_running) card.append(h("p", { class: "small", testid: "next-reason" }, "A training is running now."));
+    else if (ready.ready === false && (ready.reasons || []).length) {
+      card.append(h("p", { class: "small", testid: "next-reason" }, "Not ready to train yet:"),
+        h("ul", { class: "small muted" }, ready.reasons.map((r) => h("li", {}, r))));
+    } else card.append(h("p", { class: "small", testid: "next-reason" }, nt.will_train ? `Training is due: ${nt.reason}` : nt.reason || ""));
     return card;
   }
 

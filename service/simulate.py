@@ -1,0 +1,269 @@
+"""Replay a fully labelled dataset through the real loop with a simulated labeler.
+
+Everything but the person is the service's own code on an in-process database:
+the queue (leases, hold-out stream, strategy order), annotation submits, the
+retraining policy, the train and infer jobs, calibration and pre-labelling.
+The oracle answers each leased item with its true label. At every training
+the proposals in Pending are checked against the truth, as a truthful
+labeler would confirm or reject them, which gives the realised precision and
+the coverage of the unlabelled pool. The same run with the ``random``
+strategy gives the baseline for label efficiency.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import random
+import struct
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sqlmodel import Session, col, select
+
+from service.config import Settings
+from service.crud.annotations import AnnotationIn, submit
+from service.crud.items import ingest
+from service.crud.projects import create_project
+from service.crud.queue import next_item
+from service.crud.users import create_user
+from service.db import engine_from_settings, upgrade_schema
+import service.jobs.tasks  # noqa: F401  (registers the train and infer jobs)
+from service.jobs.runner import ThreadExecutor, enqueue
+from service.loop.infer import current_model
+from service.loop.state import maybe_train
+from service.models import Item, ItemStatus, Prediction, Project, ProjectCreate, Role
+
+log = logging.getLogger("labelloop.simulate")
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle-boot"]
+
+
+@dataclass
+class SimConfig:
+    pool: int = 10_000
+    seed: int = 0
+    budgets: list[int] = field(default_factory=lambda: [1000, 2000])
+    retrain_every: int = 200
+    algorithm: str = "fast"
+    strategy: str = "margin"
+    holdout_share: float = 0.2
+    target: float = 0.95
+    delta: float = 0.05
+    calibration: str = "pooled"
+    image_size: int = 64
+    semi_supervised: bool = False
+    epochs: int = 12
+    min_labels_per_class: int = 5
+    dataset: Path = FASHION_DIR
+    torch_threads: int = 2
+
+
+def load_idx(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
+    """IDX files (gzipped or not) -> ``uint8 [N, H, W]``, ``int64 [N]``."""
+    def read(p: Path) -> bytes:
+        data = p.read_bytes()
+        return gzip.decompress(data) if p.suffix == ".gz" else data
+    raw = read(images)
+    _, n, h, w = struct.unpack(">IIII", raw[:16])
+    x = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, h, w)
+    rawy = read(labels)
+    y = np.frombuffer(rawy, dtype=np.uint8, offset=8).astype(np.int64)
+    return x, y
+
+
+def load_fashion(root: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_idx(root / "train-images-idx3-ubyte.gz", root / "train-labels-idx1-ubyte.gz")
+    idx = np.random.default_rng(seed).permutation(len(x))[:n]
+    return x[idx], y[idx]
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = None) -> dict[str, Any]:
+    """One simulated project; returns a curve of checkpoints (one per training)."""
+    strategy = strategy or cfg.strategy
+    t0 = time.perf_counter()
+    x, y = load_fashion(cfg.dataset, cfg.pool, cfg.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="labelloop-sim-", dir=work_dir))
+    settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'sim.db'}", secret_key="sim",
+                        scheduler_enabled=False, run_jobs_in_process=False, image_size=cfg.image_size,
+                        torch_threads=cfg.torch_threads, thumbnail_size=32)
+    if work_dir is not None and (work_dir / "embeddings").exists():
+        (tmp / "embeddings").symlink_to((work_dir / "embeddings").resolve())
+    engine = engine_from_settings(settings)
+    upgrade_schema(engine)
+    timing = {"setup": 0.0, "labelling": 0.0, "train": 0.0, "infer": 0.0, "measure": 0.0}
+    policy = {"min_labels_per_class": cfg.min_labels_per_class, "retrain_every_labels": cfg.retrain_every,
+              "algorithm": cfg.algorithm, "strategy": strategy, "holdout_share": cfg.holdout_share,
+              "target_precision": cfg.target, "delta": cfg.delta, "calibration": cfg.calibration,
+              "image_size": cfg.image_size, "semi_supervised": cfg.semi_supervised, "epochs": cfg.epochs}
+    with Session(engine, expire_on_commit=False) as s:
+        admin = create_user(s, name="oracle", role=Role.admin, password=None)
+        project = create_project(s, data=ProjectCreate(name="sim", classes=FASHION_CLASSES, policy=policy),
+                                 user=admin)
+        truth: dict[int, str] = {}
+        for start in range(0, len(x), 1000):
+            files = [(f"fm_{start + i:05d}.png", _png(x[start + i])) for i in range(min(1000, len(x) - start))]
+            res = ingest(s, project=project, files=files, settings=settings, thumbnails=False)
+            for c in res.created:
+                truth[c["id"]] = FASHION_CLASSES[int(y[int(c["file"][3:8])])]
+        s.commit()
+    timing["setup"] = time.perf_counter() - t0
+    executor = ThreadExecutor(engine, settings)
+    rng = random.Random(cfg.seed)
+    curve: list[dict[str, Any]] = []
+    labels = 0
+    max_budget = max(cfg.budgets)
+    while labels < max_budget:
+        t = time.perf_counter()
+        with Session(engine, expire_on_commit=False) as s:
+            project = s.get(Project, project.id)  # type: ignore[assignment]
+            assert project is not None and admin is not None
+            got = next_item(s, project=project, user=admin, ttl_seconds=600, rng=rng)
+            if got is None:
+                break
+            assert got.item.id is not None and got.lease.id is not None
+            submit(s, item=got.item, project=project, user=admin, if_match=None,
+                   body=AnnotationIn(labels=[truth[got.item.id]], lease_id=got.lease.id))
+            s.commit()
+        labels += 1
+        timing["labelling"] += time.perf_counter() - t
+        if labels % 20 == 0 or labels == max_budget:
+            with Session(engine, expire_on_commit=False) as s:
+                p = s.get(Project, project.id)
+                assert p is not None
+                job = maybe_train(s, p)
+                if job is None and labels % cfg.retrain_every == 0 and current_model(s, p.id) is not None:
+                    # checkpoints line up with the budgets: train at every multiple of retrain_every
+                    job = enqueue(s, kind="train", project_id=p.id, payload={"reason": "simulation checkpoint"}).id
+                    s.commit()
+            if job is not None:
+                t = time.perf_counter()
+                executor.run_pending()
+                timing["train"] += time.perf_counter() - t  # train + infer (split below)
+                t = time.perf_counter()
+                point = measure(engine, project.id, truth, labels)  # type: ignore[arg-type]
+                timing["measure"] += time.perf_counter() - t
+                curve.append(point)
+                log.info("%s labels=%d coverage=%.3f precision=%s", strategy, labels, point["coverage"],
+                         point["precision"])
+    engine.dispose()
+    return {"strategy": strategy, "curve": curve, "timing": timing, "data_dir": str(tmp),
+            "seconds": time.perf_counter() - t0}
+
+
+def measure(engine: Any, project_id: int, truth: dict[int, str], labels: int) -> dict[str, Any]:
+    """Score the current proposals against the truth (what a truthful labeler would decide)."""
+    with Session(engine) as s:
+        mv = current_model(s, project_id)
+        pool = s.exec(select(Item.id).where(Item.project_id == project_id, col(Item.status).in_(
+            [ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed]))).all()
+        preds = s.exec(select(Prediction).where(Prediction.project_id == project_id,
+                                                col(Prediction.state).in_(["proposed", "none"]),
+                                                Prediction.model_version_id == (mv.id if mv else -1))).all()
+        proposed = [p for p in preds if p.state == "proposed"]
+        right = sum(1 for p in proposed if p.label == truth[p.item_id])
+        top = [p.data.get("top", [[None]])[0][0] for p in preds]
+        acc = float(np.mean([t == truth[p.item_id] for t, p in zip(top, preds, strict=True)])) if preds else None
+        scores = np.array([p.score for p in preds])
+        correct = np.array([t == truth[p.item_id] for t, p in zip(top, preds, strict=True)])
+        hindsight = _best_hindsight(scores, correct, 0.95)
+        ths = mv.thresholds if mv else {}
+        job_metrics = mv.metrics if mv else {}
+    return {"labels": labels, "model_version": mv.version if mv else None, "pool": len(pool),
+            "proposed": len(proposed), "right": right,
+            "precision": right / len(proposed) if proposed else None,
+            "coverage": len(proposed) / len(pool) if pool else 0.0,
+            "pool_accuracy": acc, "hindsight_coverage": hindsight,
+            "holdout": (ths.get("pooled") or {}).get("n_total"),
+            "threshold": (ths.get("pooled") or {}).get("threshold"),
+            "holdout_accuracy": job_metrics.get("holdout_accuracy"),
+            "fit_seconds": job_metrics.get("fit_seconds")}
+
+
+def _best_hindsight(scores: np.ndarray, correct: np.ndarray, target: float) -> float:
+    """Largest coverage whose precision on the pool itself reaches ``target`` (an upper reference)."""
+    if len(scores) == 0:
+        return 0.0
+    order = np.argsort(-scores)
+    prec = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(prec >= target)
+    return float((ok.max() + 1) / len(scores)) if len(ok) else 0.0
+
+
+def label_efficiency(active: list[dict], baseline: list[dict], budget: int) -> dict[str, Any]:
+    """How many labels random sampling needs to reach the active run's coverage at ``budget``."""
+    a = next((p for p in active if p["labels"] == budget), None)
+    if a is None:
+        return {"budget": budget, "ratio": None}
+    target_cov = a["coverage"]
+    pts = [(p["labels"], p["coverage"]) for p in baseline]
+    for (l0, c0), (l1, c1) in zip(pts, pts[1:], strict=False):
+        if c0 < target_cov <= c1:
+            need = l0 + (l1 - l0) * (target_cov - c0) / (c1 - c0)
+            return {"budget": budget, "coverage": target_cov, "random_labels_needed": need, "ratio": need / budget}
+    if pts and pts[0][1] >= target_cov:
+        return {"budget": budget, "coverage": target_cov, "random_labels_needed": pts[0][0],
+                "ratio": pts[0][0] / budget}
+    last = pts[-1][0] if pts else 0
+    return {"budget": budget, "coverage": target_cov, "random_labels_needed": f"> {last}",
+            "ratio": f"> {last / budget:.2f}" if budget else None}
+
+
+def simulate(cfg: SimConfig, out: Path, *, baseline: bool = True, baseline_factor: float = 2.0) -> dict[str, Any]:
+    """Active run + random baseline; writes ``report.json`` and plots into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    (work / "embeddings").mkdir(exist_ok=True)
+    active = run(cfg, work_dir=work)
+    report: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+                              "active": active}
+    if baseline:
+        bcfg = SimConfig(**{**asdict(cfg), "budgets": [int(max(cfg.budgets) * baseline_factor)]})
+        report["random"] = run(bcfg, work_dir=work, strategy="random")
+        report["label_efficiency"] = [label_efficiency(active["curve"], report["random"]["curve"], b)
+                                      for b in cfg.budgets]
+    report["at_budgets"] = [next((p for p in active["curve"] if p["labels"] == b), None) for b in cfg.budgets]
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    plot(report, out)
+    return report
+
+
+def plot(report: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [("active", report["active"])] + ([("random", report["random"])] if "random" in report else [])
+    for key, ylabel in (("coverage", "coverage of the unlabelled pool"),
+                        ("precision", "realised pre-label precision"),
+                        ("pool_accuracy", "accuracy on the unlabelled pool")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, r in runs:
+            pts = [(p["labels"], p[key]) for p in r["curve"] if p[key] is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=f"{name} ({r['strategy']})")
+        if key == "precision":
+            ax.axhline(report["config"]["target"], color="grey", linestyle="--", label="target")
+        ax.set_xlabel("human labels")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"{key}.png", dpi=100)
+        plt.close(fig)

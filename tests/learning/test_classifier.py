@@ -1,0 +1,211 @@
+"""ClassifierAdapter behaviour: learns drawn colours (fast and precise), multilabel, pseudo-labels,
+cancellation, atomic saves, determinism and cached embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from learning.adapters import (
+    Cancelled,
+    FitConfig,
+    FitEmbeddings,
+    LabelledImages,
+    UnknownAdapterError,
+    create_adapter,
+    load_adapter,
+)
+from learning.adapters import classifier as classifier_module
+from learning.adapters.classifier import ClassifierAdapter
+
+Factory = Callable[..., tuple[list[Image.Image], np.ndarray]]
+SIZE = 48  # 32 px inputs leave Lite0 a 1x1 final map: too weak even for colours
+
+
+def _adapter(task: str = "multiclass", classes: list[str] | None = None) -> ClassifierAdapter:
+    adapter = create_adapter(
+        "classifier", classes=classes or ["red", "blue"], task=task, image_size=SIZE, num_threads=2
+    )
+    assert isinstance(adapter, ClassifierAdapter)
+    return adapter
+
+
+def _precise(**kw: object) -> FitConfig:
+    base: dict = dict(algorithm="precise", epochs=3, patience=2, image_size=SIZE, batch_size=16)
+    return FitConfig(**(base | kw))
+
+
+@pytest.mark.parametrize("algorithm", ["fast", "precise"])
+def test_two_colours_are_learnt(algorithm: str, two_colour: Factory) -> None:
+    train = LabelledImages(*two_colour(16, seed=1))
+    holdout = LabelledImages(*two_colour(10, seed=2))
+    test_images, test_labels = two_colour(30, seed=3)
+    config = FitConfig(algorithm="fast", image_size=SIZE) if algorithm == "fast" else _precise()
+    adapter = _adapter()
+    report = adapter.fit(train, holdout, config=config)
+    accuracy = (adapter.predict(test_images).probs.argmax(1) == test_labels).mean()
+    assert accuracy >= 0.95
+    assert report.algorithm == algorithm
+    assert report.holdout_accuracy is not None and report.holdout_accuracy >= 0.9
+    if algorithm == "precise":
+        assert report.n_val > 0 and report.n_train + report.n_val == len(train)
+        assert all(h.val_loss is not None for h in report.history)
+        assert adapter.backbone_tuned and "tuned" in adapter.feature_version
+        assert not any(p.requires_grad for p in adapter.backbone.parameters())
+
+
+def test_multilabel_channel_presence_fast(channel_presence: Factory) -> None:
+    images, labels = channel_presence(48, seed=1)
+    test_images, test_labels = channel_presence(40, seed=2)
+    adapter = _adapter("multilabel", ["R", "G", "B"])
+    adapter.fit(LabelledImages(images, labels), None, config=FitConfig(image_size=SIZE))
+    probs = adapter.predict(test_images).probs
+    assert probs.shape == (40, 3)
+    assert ((probs >= 0.5) == test_labels).mean() >= 0.95
+    assert not np.allclose(probs.sum(axis=1), 1.0)  # independent sigmoids
+
+
+def test_pseudo_labels_from_unlabelled_pool(two_colour: Factory) -> None:
+    train = LabelledImages(*two_colour(12, seed=1))
+    pool, _ = two_colour(10, seed=5)
+    fast = _adapter().fit(train, None, config=FitConfig(image_size=SIZE, use_unlabelled=True, unlabelled=pool))
+    assert fast.n_unlabelled == 20 and fast.history[0].pseudo_labelled > 0
+    config = _precise(epochs=1, use_unlabelled=True, unlabelled=pool, max_unlabelled=8, pseudo_label_threshold=0.6)
+    precise = _adapter().fit(train, None, config=config)
+    assert precise.n_unlabelled == 8 and precise.history[0].pseudo_labelled > 0
+
+
+def test_cached_embeddings_give_the_same_model(two_colour: Factory) -> None:
+    images, labels = two_colour(10, seed=1)
+    holdout = LabelledImages(*two_colour(4, seed=2))
+    a, b = _adapter(), _adapter()
+    ra = a.fit(LabelledImages(images, labels), holdout, config=FitConfig(image_size=SIZE))
+    cache = FitEmbeddings(train=b.embed(images), holdout=b.embed(holdout.images))
+    rb = b.fit(LabelledImages(images, labels), holdout, config=FitConfig(image_size=SIZE), embeddings=cache)
+    np.testing.assert_allclose(a.predict(images).probs, b.predict(images).probs, atol=1e-5)
+    assert ra.holdout_probs is not None and rb.holdout_probs is not None
+    np.testing.assert_allclose(ra.holdout_probs, rb.holdout_probs, atol=1e-5)
+    np.testing.assert_allclose(b.predict_embeddings(cache.train).probs, b.predict(images).probs, atol=1e-6)
+    with pytest.raises(ValueError, match="rows"):
+        b.fit(LabelledImages(images, labels), None, config=FitConfig(), embeddings=FitEmbeddings(train=cache.train[:3]))
+
+
+def test_precise_fit_is_deterministic(two_colour: Factory) -> None:
+    train = LabelledImages(*two_colour(12, seed=1))
+    probs = []
+    for _ in range(2):
+        adapter = _adapter()
+        adapter.fit(train, None, config=_precise(epochs=1, seed=7))
+        probs.append(adapter.predict(train.images).probs)
+    np.testing.assert_array_equal(probs[0], probs[1])
+
+
+@pytest.mark.parametrize("algorithm", ["fast", "precise"])
+def test_cancel_propagates_restores_and_saves_nothing(algorithm: str, two_colour: Factory, tmp_path: Path) -> None:
+    train = LabelledImages(*two_colour(12, seed=1))
+    adapter = _adapter()
+    before_probs = adapter.predict(train.images).probs
+    before_state = {k: v.clone() for k, v in adapter.net.state_dict().items()}
+    before_version = adapter.feature_version
+    calls: list[float] = []
+
+    def progress(fraction: float, message: str) -> None:
+        calls.append(fraction)
+        if fraction > 0.5:
+            raise Cancelled("user pressed cancel")
+
+    config = FitConfig(image_size=SIZE) if algorithm == "fast" else _precise()
+    target = tmp_path / "model"
+    with pytest.raises(Cancelled):
+        adapter.fit(train, None, config=config, progress=progress)
+        adapter.save(target)
+    assert calls == sorted(calls) and 0 < len(calls)
+    assert list(tmp_path.iterdir()) == []
+    assert adapter.feature_version == before_version and not adapter.backbone_tuned
+    for k, v in adapter.net.state_dict().items():
+        assert torch.equal(v, before_state[k]), k
+    assert not any(p.requires_grad for p in adapter.backbone.parameters())
+    np.testing.assert_array_equal(adapter.predict(train.images).probs, before_probs)
+
+
+def test_crash_while_saving_keeps_the_old_model(
+    two_colour: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, labels = two_colour(6, seed=1)
+    adapter = _adapter()
+    adapter.fit(LabelledImages(images, labels), None, config=FitConfig(image_size=SIZE))
+    target = tmp_path / "model"
+    adapter.save(target)
+    expected = adapter.predict(images).probs
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(classifier_module.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        _adapter().save(target)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    np.testing.assert_array_equal(load_adapter(target).predict(images).probs, expected)
+
+
+def test_tuned_models_store_their_backbone(two_colour: Factory, tmp_path: Path) -> None:
+    train = LabelledImages(*two_colour(8, seed=1))
+    fast, precise = _adapter(), _adapter()
+    fast.fit(train, None, config=FitConfig(image_size=SIZE))
+    precise.fit(train, None, config=_precise(epochs=1))
+    fast.save(tmp_path / "fast")
+    precise.save(tmp_path / "precise")
+    fast_size = (tmp_path / "fast" / "weights.pt").stat().st_size
+    precise_size = (tmp_path / "precise" / "weights.pt").stat().st_size
+    assert fast_size < 100_000 < precise_size
+    restored = load_adapter(tmp_path / "precise")
+    assert isinstance(restored, ClassifierAdapter)
+    assert restored.feature_version == precise.feature_version
+    np.testing.assert_array_equal(restored.predict(train.images).probs, precise.predict(train.images).probs)
+
+
+def test_images_of_any_mode_size_and_source(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (50, 90, 3), dtype=np.uint8))
+    path = tmp_path / "img.png"
+    rgb.save(path)
+    images: list = [
+        rgb,
+        rgb.convert("L"),
+        rgb.convert("RGBA"),
+        rgb.convert("P"),
+        path,
+        str(path),
+        Image.new("RGB", (5, 300)),
+    ]
+    adapter = _adapter()
+    probs = adapter.predict(images).probs
+    assert probs.shape == (7, 2) and np.isfinite(probs).all()
+    emb = adapter.embed(images)
+    np.testing.assert_allclose(emb[4], emb[5])
+    np.testing.assert_allclose(emb[0], emb[4], atol=1e-5)
+
+
+def test_bad_inputs_are_rejected(two_colour: Factory) -> None:
+    images, labels = two_colour(3, seed=1)
+    adapter = _adapter()
+    with pytest.raises(ValueError, match="multiclass labels"):
+        adapter.fit(LabelledImages(images, labels + 5), None, config=FitConfig())
+    with pytest.raises(ValueError, match="empty"):
+        adapter.fit(LabelledImages([], np.zeros(0, dtype=int)), None, config=FitConfig())
+    with pytest.raises(ValueError, match="labels"):
+        LabelledImages(images, labels[:2])
+    with pytest.raises(ValueError, match="distinct"):
+        _adapter(classes=["a", "a"])
+    with pytest.raises(ValueError, match="multiclass and multilabel"):
+        create_adapter("classifier", classes=["a", "b"], task="detection")
+    with pytest.raises(ValueError, match="algorithm"):
+        FitConfig(algorithm="slow")  # type: ignore[arg-type]
+    with pytest.raises(UnknownAdapterError, match="'classifier'"):
+        create_adapter("no-such-adapter")
