@@ -214,6 +214,8 @@ COMMANDS = {"serve": cmd_serve, "demo": cmd_demo, "worker": cmd_worker, "import"
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apscheduler", "alembic", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     settings = get_settings()
     if args.cmd == "users":
