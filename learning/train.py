@@ -223,20 +223,28 @@ def atomic_save(obj: Any, path: Path | str) -> None:
 def atomic_directory(path: Path | str) -> Iterator[Path]:
     """Yield an empty temp folder next to ``path``; when the block succeeds it becomes
     ``path`` (an existing ``path`` is swapped out and removed); when it fails it is
-    deleted and ``path`` is untouched."""
+    deleted and ``path`` is untouched. Replacing an existing directory takes two renames
+    (POSIX cannot rename over a non-empty one): a crash between them leaves the old
+    version as ``.<name>.old-*`` beside a missing ``path``; new paths per model version
+    avoid that window entirely."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     tmp.mkdir()
     try:
         yield tmp
-        for file in tmp.iterdir():
-            with open(file, "rb") as fh:
-                os.fsync(fh.fileno())
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                with open(file, "rb") as fh:
+                    os.fsync(fh.fileno())
         if path.exists():
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex}")
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # put the previous version back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)

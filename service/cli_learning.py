@@ -46,7 +46,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
                         semi_supervised=args.semi_supervised, dataset=args.dataset,
                         torch_threads=settings.torch_threads)
         out = args.out / f"seed{seed}"
-        rep = simulate(cfg, out, baseline=not args.no_baseline)
+        rep = simulate(cfg, out, baseline=not args.no_baseline, work=args.out / "work")
         row = {"seed": seed, "at_budgets": rep["at_budgets"], "label_efficiency": rep.get("label_efficiency"),
                "seconds": rep["active"]["seconds"], "timing": rep["active"]["timing"]}
         summary.append(row)

@@ -223,11 +223,14 @@ def label_efficiency(active: list[dict], baseline: list[dict], budget: int) -> d
             "ratio": f"> {last / budget:.2f}" if budget else None}
 
 
-def simulate(cfg: SimConfig, out: Path, *, baseline: bool = True, baseline_factor: float = 2.0) -> dict[str, Any]:
-    """Active run + random baseline; writes ``report.json`` and plots into ``out``."""
+def simulate(cfg: SimConfig, out: Path, *, baseline: bool = True, baseline_factor: float = 2.0,
+             work: Path | None = None) -> dict[str, Any]:
+    """Active run + random baseline; writes ``report.json`` and plots into ``out``.
+
+    ``work`` holds the runs' data dirs and the embedding cache (share it between seeds)."""
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
-    work.mkdir(exist_ok=True)
+    work = work or out / "work"
+    work.mkdir(parents=True, exist_ok=True)
     (work / "embeddings").mkdir(exist_ok=True)
     active = run(cfg, work_dir=work)
     report: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},

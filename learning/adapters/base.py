@@ -94,24 +94,25 @@ class FitConfig:
     (never the hold-out), optionally with FixMatch-style pseudo-labels."""
 
     algorithm: Algorithm = "fast"
-    epochs: int = 12
-    lr: float = 1e-3
-    backbone_lr_mult: float = 0.1
+    epochs: int = 12  # precise: maximum fine-tuning epochs
+    lr: float = 1e-3  # precise: AdamW rate of the head, cosine decay
+    backbone_lr_mult: float = 1.0  # precise: backbone rate = lr * this (1.0 measured best)
     weight_decay: float = 1e-4
     batch_size: int = 32
-    image_size: int | None = None
+    image_size: int | None = None  # None: the adapter's; 64-96 px for small images
     seed: int = 0
-    num_threads: int | None = None
-    patience: int = 3
-    val_fraction: float = 0.15
-    unfreeze_stages: int = 2
-    head_l2: float = 30.0
-    head_max_iter: int = 300
+    num_threads: int | None = None  # torch.set_num_threads; None keeps the process setting
+    patience: int = 3  # precise: epochs without a better validation loss before stopping
+    val_fraction: float = 0.15  # precise: share of train held for early stopping (N >= 20)
+    unfreeze_stages: int = 2  # precise: top backbone stages trained (plus conv_head)
+    head_l2: float = 30.0  # logistic-regression penalty, sklearn's 1 / C
+    head_max_iter: int = 300  # L-BFGS iterations for the head
     use_unlabelled: bool = False
-    unlabelled: Sequence[ImageSource] = field(default_factory=list)
-    max_unlabelled: int = 2000
-    pseudo_label_threshold: float = 0.95
-    unlabelled_weight: float = 1.0
+    unlabelled: Sequence[ImageSource] = field(default_factory=list)  # the unlabelled pool
+    max_unlabelled: int = 2000  # seeded sample of the pool used per fit
+    pseudo_label_threshold: float = 0.95  # confidence (weak view) to accept a pseudo-label
+    pseudo_label_warmup: int = 1  # precise: epochs before pseudo-labels are used
+    unlabelled_weight: float = 1.0  # loss weight of a pseudo-labelled item
 
     def __post_init__(self) -> None:
         if self.algorithm not in ("fast", "precise"):

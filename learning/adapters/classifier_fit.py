@@ -3,12 +3,14 @@
 * ``fast``: the backbone stays frozen; embeddings are computed once (or passed in) and
   a logistic-regression head is fit by full-batch L-BFGS; with ``use_unlabelled`` one
   round of self-training adds confident unlabelled embeddings as pseudo-labels.
-* ``precise``: head first on frozen features, then the top ``unfreeze_stages`` stages and
-  the final conv are fine-tuned (lower LR, BatchNorm statistics frozen, augmentation,
-  early stopping on a validation
-  split carved from train, never the hold-out). With ``use_unlabelled``, FixMatch-lite:
-  each epoch the unlabelled sample is predicted on a weak view; images whose confidence
-  is >= ``pseudo_label_threshold`` are trained with that hard label on a strong view.
+* ``precise``: head first on frozen features (L-BFGS), then the top ``unfreeze_stages``
+  stages and the final conv are fine-tuned with the head: AdamW at ``lr`` (a fine-tuning
+  rate, cosine decay; ``backbone_lr_mult`` scales the backbone's rate), BatchNorm
+  statistics frozen, augmentation, early stopping on a validation split carved from
+  train (never the hold-out). With ``use_unlabelled``, FixMatch-lite:
+  from epoch ``pseudo_label_warmup`` on, the unlabelled sample is predicted on a weak view
+  at the start of each epoch; images whose confidence is >= ``pseudo_label_threshold``
+  are trained with that hard label on a strong view (weight ``unlabelled_weight``).
 """
 
 from __future__ import annotations
@@ -239,7 +241,7 @@ def fit_precise(
         inner = scaled(epochs_progress, epoch / config.epochs, (epoch + 1) / config.epochs)
         items = [(thumbs[int(i)], False) for i in keep]
         ys, ms, ws = [y[keep]], [mask[keep]], [torch.ones(len(keep))]
-        if pool_thumbs:
+        if pool_thumbs and epoch >= config.pseudo_label_warmup:
             with torch.no_grad():
                 probs = model.probs(model.head(features_of(pool_thumbs, weak)))
             rows, yp, mp = pseudo_targets(task, probs, config.pseudo_label_threshold)

@@ -63,6 +63,11 @@ class Live:
     def engine(self) -> Any:
         return self.app.state.engine
 
+    def has_route(self, method: str, path: str) -> bool:
+        """Whether the API offers ``method path`` (path after /api/v1, as in OpenAPI)."""
+        paths = self.app.openapi().get("paths", {})
+        return method.lower() in paths.get("/api/v1" + path, {})
+
     def user(self, name: str, role: str = "labeler") -> str:
         from service.crud.users import create_user
         from service.models import Role
@@ -114,12 +119,41 @@ class Live:
                 item.status = ItemStatus.proposed
                 s.add(item)
                 s.flush()
+                assert p.id is not None
                 ids.append(p.id)
             for item_id, kind in (flags or {}).items():
                 s.add(ReviewFlag(project_id=project_id, item_id=item_id, model_version_id=mv_id, kind=kind,
                                  score=0.9))
             s.commit()
         return ids
+
+    def flag(self, project_id: int, item_id: int, kind: str, score: float, **detail: Any) -> int:
+        """An open hard-example flag (as a scan would leave it); returns its id."""
+        from service.models import ReviewFlag
+
+        with Session(self.engine) as s:
+            f = ReviewFlag(project_id=project_id, item_id=item_id, kind=kind, score=score, detail=detail)
+            s.add(f)
+            s.commit()
+            assert f.id is not None
+            return f.id
+
+    def grid_pages(self, project_id: int, pages: dict[int, list[dict[str, Any]]]) -> int:
+        """A succeeded ``cluster`` job whose result holds ``pages`` by size (ids filled in); its id."""
+        from service.models import Job, JobState
+
+        with Session(self.engine) as s:
+            job = Job(kind="cluster", project_id=project_id, state=JobState.succeeded, progress=1.0)
+            s.add(job)
+            s.flush()
+            out = {str(size): [{"cluster": n, "cohesion": 0.8, "confidence": None, "agreement": None,
+                                "suggested_class": None, **p, "id": f"{job.id}-{size}-{n}"}
+                               for n, p in enumerate(pages.get(size, []))] for size in (4, 6, 9)}
+            job.result = {"model_version_id": None, "n_items": 0, "pages": out}
+            s.add(job)
+            s.commit()
+            assert job.id is not None
+            return job.id
 
     def api(self, name: str) -> httpx.Client:
         return httpx.Client(base_url=self.url + "/api/v1", timeout=30,
@@ -128,7 +162,8 @@ class Live:
     def project(self, owner: str, *, name: str = "pets", classes: list[str] | None = None,
                 task: str = "multiclass", n_images: int = 12, size: tuple[int, int] = (64, 48)) -> dict:
         with self.api(owner) as c:
-            r = c.post("/projects", json={"name": name, "task": task, "classes": classes or ["circle", "square", "triangle"]})
+            classes = classes or ["circle", "square", "triangle"]
+            r = c.post("/projects", json={"name": name, "task": task, "classes": classes})
             assert r.status_code == 201, r.text
             p = r.json()
             if n_images:
@@ -141,8 +176,14 @@ class Live:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    settings = make_settings(tmp_path, login_attempts_per_minute=1000)
+def live_settings() -> dict[str, Any]:
+    """Extra Settings for the app under test (a test module may override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def live(tmp_path: Path, live_settings: dict[str, Any]) -> Iterator[Live]:
+    settings = make_settings(tmp_path, **{"login_attempts_per_minute": 1000, **live_settings})
     app = create_app(settings, background=False)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -164,7 +205,7 @@ def new_page(browser: Any, live: Live) -> Iterator[Callable[..., Any]]:
 
     def make(user: str | None = None, *, viewport: dict | None = None) -> Any:
         ctx = browser.new_context(viewport=viewport or {"width": 1280, "height": 800}, base_url=live.url)
-        ctx.set_default_timeout(10_000)
+        ctx.set_default_timeout(20_000)
         contexts.append(ctx)
         page = ctx.new_page()
         errors: list[str] = []

@@ -37,7 +37,8 @@ def test_dashboard_numbers_equal_stats(live: Live, new_page: Any) -> None:
     with Session(live.engine) as s:
         job = enqueue(s, kind="sleep", project_id=pid, payload={"steps": 12, "seconds": 0.15})
         s.commit()
-        job_id = job.id
+        assert job.id is not None
+        job_id: int = job.id
 
     page = new_page("boss")
     page.goto(f"/web/#/project/{pid}/dashboard")
@@ -52,7 +53,7 @@ def test_dashboard_numbers_equal_stats(live: Live, new_page: Any) -> None:
     assert page.get_by_test_id("precision-v1").get_by_test_id("precision-value").inner_text() == \
         f"{prec['precision'] * 100:.1f}%"
     assert "circle ≥ 0.81" in page.get_by_test_id("version-1").inner_text()
-    assert page.get_by_test_id("run-state-%d" % job_id).inner_text() == "queued"
+    assert page.get_by_test_id(f"run-state-{job_id}").inner_text() == "queued"
 
     # the run's progress is live: run the job now and watch it finish on the page
     def work() -> None:

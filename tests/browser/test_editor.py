@@ -27,7 +27,7 @@ def test_detection_boxes_with_mouse_and_keyboard(live: Live, new_page: Any) -> N
     page = new_page("ann")
     page.goto(f"/web/#/project/{pid}/label")
     page.get_by_test_id("item-id").wait_for()
-    page.wait_for_function("() => document.querySelector('[data-testid=stage-image]').complete")
+    page.locator("[data-testid=stage][data-ready]").wait_for()
     item = int(page.get_by_test_id("item-id").inner_text())
 
     page.keyboard.press("2")  # class "square" for new boxes
@@ -74,7 +74,7 @@ def test_segmentation_polygon(live: Live, new_page: Any) -> None:
     page = new_page("boss")
     page.goto(f"/web/#/project/{pid}/label")
     page.get_by_test_id("item-id").wait_for()
-    page.wait_for_function("() => document.querySelector('[data-testid=stage-image]').complete")
+    page.locator("[data-testid=stage][data-ready]").wait_for()
     item = int(page.get_by_test_id("item-id").inner_text())
     page.keyboard.press("3")
     for x, y in [(20, 20), (120, 30), (90, 110)]:

@@ -1,8 +1,10 @@
 """Grid review, the review queue and automatic annotation.
 
-Where the server does not offer a route yet, the test puts a stand-in for it
-in front of the page with ``page.route`` (shapes as in /work/shared/API.md), so
-the page's own behaviour is still checked: what it shows, and exactly what it sends.
+Grid pages and flags are written straight into the database (as the cluster and
+hard-example jobs would leave them). Where the server does not offer a route yet
+(automatic annotation), the test puts a stand-in for it in front of the page with
+``page.route`` (shapes as in /work/shared/API.md), so the page's own behaviour is
+still checked: what it shows, and exactly what it sends.
 """
 
 from __future__ import annotations
@@ -19,10 +21,6 @@ from tests.browser.conftest import Live, shot
 pytestmark = pytest.mark.browser
 
 
-def has_route(live: Live, method: str, path: str) -> bool:
-    return any(method in getattr(r, "methods", set()) and getattr(r, "path", "") == "/api/v1" + path
-               for r in live.app.routes)
-
 
 def item_ids(live: Live, pid: int) -> list[int]:
     with live.api("boss") as c:
@@ -30,38 +28,18 @@ def item_ids(live: Live, pid: int) -> list[int]:
 
 
 def test_grid_review_deselect_two_and_confirm(live: Live, new_page: Any) -> None:
-    if has_route(live, "GET", "/projects/{project_id}/grids"):
-        pytest.skip("the real grids route exists: see test_grid_review_real")  # replaced once it lands
     live.user("boss", "manager")
+    live.user("ann", "labeler")
     pid = live.project("boss", n_images=12)["id"]
+    live.member(pid, "ann", "labeler")
     ids = item_ids(live, pid)
     circles = [i for n, i in enumerate(ids) if n % 3 == 0]
     squares = [i for n, i in enumerate(ids) if n % 3 == 1]
-    pages = [{"id": 7, "item_ids": circles + squares[:2], "suggested_class": "circle", "score": 0.83},
-             {"id": 8, "item_ids": squares[2:], "suggested_class": "square", "score": 0.7}]
-    sent: list[tuple[str, dict]] = []
-    shown: dict[str, list[int]] = {}
+    live.grid_pages(pid, {6: [
+        {"item_ids": circles + squares[:2], "suggested_class": "circle", "confidence": 0.83, "agreement": 0.67},
+        {"item_ids": squares[2:], "suggested_class": "square", "confidence": 0.7, "agreement": 1.0}]})
 
-    def grids(route: Any) -> None:
-        size = int(route.request.url.split("size=")[1].split("&")[0])
-        data = [dict(p, item_ids=p["item_ids"][:size]) for p in pages]
-        shown.update({str(p["id"]): p["item_ids"] for p in data})
-        route.fulfill(json={"data": data, "count": len(data)})
-
-    def confirm(route: Any) -> None:  # stand-in: label the page's items that were not excluded
-        grid_id = route.request.url.rsplit("/grids/", 1)[1].split("/")[0]
-        body = json.loads(route.request.post_data)
-        sent.append((grid_id, body))
-        kept = [i for i in shown[grid_id] if i not in body["exclude"]]
-        with live.api("boss") as c:
-            for i in kept:
-                assert c.post(f"/items/{i}/annotations", json={"labels": [body["label"]]}).status_code == 201
-        pages[:] = [p for p in pages if str(p["id"]) != grid_id]
-        route.fulfill(json={"labelled": len(kept)})
-
-    page = new_page("boss")
-    page.route("**/api/v1/projects/*/grids?*", grids)
-    page.route("**/api/v1/grids/*/confirm", confirm)
+    page = new_page("ann")
     page.goto(f"/web/#/project/{pid}/grids")
     page.get_by_test_id("grid-size-6").click()
     page.get_by_test_id("grid-cell-6").wait_for()
@@ -72,52 +50,70 @@ def test_grid_review_deselect_two_and_confirm(live: Live, new_page: Any) -> None
     shot(page, "grids")
     page.keyboard.press("Enter")  # one key confirms the page
     page.get_by_test_id("grid-suggested").filter(has_text="square").wait_for()
-    assert sent == [("7", {"label": "circle", "exclude": squares[:2]})]
     with live.api("boss") as c:
         for i in circles:
-            assert c.get(f"/items/{i}").json()["annotation"]["labels"] == ["circle"]
+            got = c.get(f"/items/{i}/history").json()
+            assert [(v["data"]["labels"], v["origin"]) for v in got] == [(["circle"], "grid")]
         for i in squares[:2]:
             assert c.get(f"/items/{i}").json()["annotation"] is None
+    # the two left out went back to the queue: another labeler can be given them
+    live.user("bob", "labeler")
+    live.member(pid, "bob", "labeler")
+    bob_items: set[int] = set()
+    with live.api("bob") as c:
+        for _ in range(8):
+            r = c.post(f"/projects/{pid}/queue/next")
+            if r.status_code != 200:
+                break
+            bob_items.add(r.json()["item"]["id"])
+            c.post(f"/items/{r.json()['item']['id']}/skip", json={})
+    assert set(squares[:2]) <= bob_items
+    assert not set(squares[2:]) & bob_items  # the page ann holds now stays hers
     assert not page.js_errors, page.js_errors
 
 
-def test_review_queue_resolve(live: Live, new_page: Any) -> None:
-    if has_route(live, "GET", "/projects/{project_id}/review"):
-        pytest.skip("the real review route exists")
+def test_review_queue_confirm_fix_dismiss(live: Live, new_page: Any) -> None:
     live.user("boss", "manager")
-    pid = live.project("boss", n_images=3)["id"]
+    live.user("rita", "reviewer")
+    pid = live.project("boss", n_images=4)["id"]
+    live.member(pid, "rita", "reviewer")
     ids = item_ids(live, pid)
-    flags = [{"id": 31, "item_id": ids[0], "kind": "label error", "score": 0.93, "state": "open",
-              "labels": ["square"], "detail": {"predicted": "circle"}},
-             {"id": 32, "item_id": ids[1], "kind": "unstable", "score": 0.61, "state": "open",
-              "labels": ["square"], "detail": {}}]
-    sent: list[tuple[int, dict]] = []
+    with live.api("boss") as c:
+        for i in ids[:3]:
+            assert c.post(f"/items/{i}/annotations", json={"labels": ["square"]}).status_code == 201
+    mv = live.model_version(pid)
+    [pred] = live.propose(pid, mv, [(ids[3], "circle", 0.91)])
+    wrong = live.flag(pid, ids[0], "label error", 0.93, given="square", suggested="circle", self_confidence=0.04,
+                     annotation_version=1)
+    fine = live.flag(pid, ids[1], "label error", 0.71, given="square", suggested="triangle", self_confidence=0.2,
+                    annotation_version=1)
+    odd = live.flag(pid, ids[2], "label error", 0.55, given="square", suggested="circle", self_confidence=0.3,
+                   annotation_version=1)
+    unstable = live.flag(pid, ids[3], "unstable", 0.6, prediction_id=pred, proposed="circle")
 
-    def review(route: Any) -> None:
-        route.fulfill(json={"data": flags, "count": len(flags)})
-
-    def resolve(route: Any) -> None:
-        fid = int(route.request.url.split("/review/")[1].split("/")[0])
-        sent.append((fid, json.loads(route.request.post_data)))
-        flags[:] = [f for f in flags if f["id"] != fid]
-        route.fulfill(json={"id": fid, "state": "resolved"})
-
-    page = new_page("boss")
-    page.route("**/api/v1/projects/*/review*", review)
-    page.route("**/api/v1/review/*/resolve", resolve)
+    page = new_page("rita")
     page.goto(f"/web/#/project/{pid}/review")
-    page.get_by_test_id("flag-31").wait_for()
+    page.get_by_test_id(f"flag-{wrong}").wait_for()
+    assert page.get_by_test_id("review-count").inner_text() == "4 open flags"
     shot(page, "review")
-    page.get_by_test_id("review-apply-31").click()  # the model's suggestion is preselected
-    page.get_by_test_id("flag-31").wait_for(state="detached")
-    page.get_by_test_id("review-keep-32").click()
+    page.get_by_test_id(f"review-apply-{wrong}").click()  # the model's suggestion is preselected
+    page.get_by_test_id(f"flag-{wrong}").wait_for(state="detached")
+    page.get_by_test_id(f"review-confirm-{fine}").click()
+    page.get_by_test_id(f"flag-{fine}").wait_for(state="detached")
+    page.get_by_test_id(f"review-dismiss-{odd}").click()
+    page.get_by_test_id(f"flag-{odd}").wait_for(state="detached")
+    page.get_by_test_id(f"review-confirm-{unstable}").click()  # the proposal is right
     page.get_by_test_id("review-empty").wait_for()
-    assert sent == [(31, {"resolution": "fixed", "labels": ["circle"]}), (32, {"resolution": "dismissed"})]
+    with live.api("boss") as c:
+        labels = {i: (c.get(f"/items/{i}").json()["annotation"] or {}).get("labels") for i in ids}
+        states = {f["id"]: f["state"] for f in c.get(f"/projects/{pid}/review?state=all").json()["data"]}
+    assert labels == {ids[0]: ["circle"], ids[1]: ["square"], ids[2]: ["square"], ids[3]: ["circle"]}
+    assert states == {wrong: "fixed", fine: "confirmed", odd: "dismissed", unstable: "confirmed"}
     assert not page.js_errors, page.js_errors
 
 
 def test_automatic_annotation_progress_and_cancel(live: Live, new_page: Any) -> None:
-    if has_route(live, "POST", "/projects/{project_id}/annotate"):
+    if live.has_route("POST", "/projects/{project_id}/annotate"):
         pytest.skip("the real annotate route exists")
     from service.jobs.runner import claim_next, enqueue, run_job
     from service.models import JobPublic
@@ -137,7 +133,8 @@ def test_automatic_annotation_progress_and_cancel(live: Live, new_page: Any) -> 
             job = enqueue(s, kind="sleep", project_id=pid, payload={"steps": 200, "seconds": 0.05})
             s.commit()
             out = JobPublic.model_validate(job, from_attributes=True).model_dump_json()
-            jid = job.id
+            assert job.id is not None
+            jid: int = job.id
 
         def work() -> None:
             assert claim_next(live.engine, "test") == jid

@@ -100,16 +100,12 @@ def test_settings_classes_policy_members(live: Live, new_page: Any) -> None:
     assert not page.js_errors, page.js_errors
 
 
-def _route_exists(live: Live, method: str, path: str) -> bool:
-    return any(method in getattr(r, "methods", set()) and getattr(r, "path", "") == "/api/v1" + path
-               for r in live.app.routes)
-
 
 def test_missing_routes_say_not_available(live: Live, new_page: Any) -> None:
     """Pages built ahead of their server routes degrade to a clear notice."""
     checks = [("grids", "/projects/{project_id}/grids"), ("review", "/projects/{project_id}/review")]
-    missing = [(tab, path) for tab, path in checks if not _route_exists(live, "GET", path)]
-    annotate_missing = not _route_exists(live, "POST", "/projects/{project_id}/annotate")
+    missing = [(tab, path) for tab, path in checks if not live.has_route("GET", path)]
+    annotate_missing = not live.has_route("POST", "/projects/{project_id}/annotate")
     if not missing and not annotate_missing:
         pytest.skip("every route exists now")
     live.user("boss", "manager")

@@ -53,7 +53,7 @@ export class Editor {
     on(this.el, "dblclick", (ev) => { if (this.draft) { ev.preventDefault(); this.closeDraft(); } });
     on(window, "keyup", (ev) => { if (ev.key === " ") { this.spaceDown = false; this.el.classList.remove("panning"); } });
     on(window, "resize", () => this.fit());
-    this.img.addEventListener("load", () => this.fit());
+    this.img.addEventListener("load", () => { this.fit(); this.el.dataset.ready = "1"; });
   }
 
   destroy() {
@@ -66,6 +66,7 @@ export class Editor {
     this.boxes = (data.boxes || []).map((b) => ({ label: b.label, bbox: b.bbox.map(Number) }));
     this.polygons = (data.polygons || []).map((p) => ({ label: p.label, points: p.points.map(Number) }));
     this.selected = null; this.draft = null; this.drag = null;
+    delete this.el.dataset.ready; // set again once the image is in and fitted
     this.img.style.width = `${width}px`;
     this.img.style.height = `${height}px`;
     this.img.src = url;

@@ -1,115 +1,116 @@
-// Grid review: pages of 4/6/9 look-alike images with the model's best guess.
-// Click (or press the cell's number) to deselect the odd ones; Enter confirms the page.
+// Grid review: one leased page of 4/6/9 look-alike images with the model's best guess.
+// Click a cell (or press its number) to leave it out; Enter confirms the page; → skips it.
 
 import { get, post, qs, rows, thumbUrl } from "../api.js";
-import { clear, h, notAvailable, showError, toast, typing } from "../ui.js";
+import { atLeast } from "../app.js";
+import { clear, fmtNum, h, notAvailable, showError, toast, typing } from "../ui.js";
 
 const SIZES = [4, 6, 9];
 
-export async function render(root, { project }) {
+export async function render(root, { project, role }) {
   const classes = [...project.classes].sort((a, b) => a.position - b.position);
-  const state = { size: Number(sessionStorage.getItem("labelloop.gridSize")) || 9, pages: [], index: 0, excluded: new Set(), label: "" };
+  const state = { size: Number(sessionStorage.getItem("labelloop.gridSize")) || 9, page: null, excluded: new Set(), busy: false };
   const sizeBox = h("div", { class: "chips", role: "radiogroup", "aria-label": "Images per page" });
   const labelSel = h("select", { id: "grid-label", testid: "grid-label" }, classes.map((c) => h("option", { value: c.name }, c.name)));
   const head = h("div", { class: "grid-head" });
   const cells = h("div", { class: "grid-page", testid: "grid-page" });
   const footer = h("div", { class: "actions" });
   root.append(h("h1", {}, "Grid review"),
-    h("p", { class: "muted" }, "Look-alike images the model groups together. Deselect the ones that do not belong, then confirm the page."),
+    h("p", { class: "muted" }, "Look-alike images the model groups together. Leave out the ones that do not belong, then confirm the page."),
     h("div", { class: "toolbar" }, h("div", { class: "field" }, h("span", {}, "Images per page"), sizeBox),
       h("div", { class: "field" }, h("label", { for: "grid-label" }, "Label for the selected images"), labelSel)),
     head, cells, footer);
 
   function renderSizes() {
     clear(sizeBox, SIZES.map((n) => h("button", { type: "button", role: "radio", "aria-checked": String(state.size === n),
-      class: state.size === n ? "primary" : "", testid: `grid-size-${n}`, onclick: () => { state.size = n; sessionStorage.setItem("labelloop.gridSize", String(n)); load(); } }, String(n))));
+      class: state.size === n ? "primary" : "", testid: `grid-size-${n}`,
+      onclick: () => { state.size = n; sessionStorage.setItem("labelloop.gridSize", String(n)); load(); } }, String(n))));
   }
 
   async function load() {
     renderSizes();
     let out;
     try {
-      out = await get(`/projects/${project.id}/grids${qs({ size: state.size })}`);
+      out = await get(`/projects/${project.id}/grids${qs({ size: state.size, limit: 1 })}`);
     } catch (err) {
       if (err.missingRoute) { clear(root, h("h1", {}, "Grid review"), notAvailable("Grid review")); return; }
-      showError(err);
+      clear(head); clear(footer);
+      clear(cells, h("div", { class: "notice", testid: "grid-error" }, err.message));
       return;
     }
-    state.pages = rows(out);
-    state.index = 0;
+    state.page = rows(out)[0] || null;
     show();
   }
 
-  function current() { return state.pages[state.index] || null; }
-
   function show() {
-    const page = current();
+    const page = state.page;
     state.excluded = new Set();
     if (!page) {
       clear(head);
-      clear(cells, h("p", { class: "muted", testid: "grid-empty" }, "No grid pages right now: they appear after the model has clustered the unlabelled images."));
-      clear(footer);
+      clear(cells, h("p", { class: "muted", testid: "grid-empty" },
+        "No grid pages right now: they appear once the unlabelled images have been clustered (after each model update)."));
+      clear(footer, atLeast(role, "manager") ? h("button", { type: "button", testid: "grid-refresh", onclick: refresh }, "Cluster now") : null);
       return;
     }
-    const suggested = page.suggested_class || page.label || "";
+    const suggested = page.suggested_class || "";
     if (suggested && classes.some((c) => c.name === suggested)) labelSel.value = suggested;
     clear(head,
-      h("span", { class: "suggested" }, "Suggested: ", h("strong", { testid: "grid-suggested" }, suggested || "–")),
-      page.score != null ? h("span", { class: "muted" }, `confidence ${Number(page.score).toFixed(2)}`) : null,
-      h("span", { class: "muted", testid: "grid-position" }, `page ${state.index + 1} of ${state.pages.length}`));
-    cells.className = `grid-page n${page.item_ids.length <= 4 ? 4 : page.item_ids.length <= 6 ? 6 : 9}`;
-    clear(cells, page.item_ids.map((id, i) => {
-      const cell = h("button", { type: "button", class: "grid-cell", "aria-pressed": "true", testid: `grid-cell-${i + 1}`,
-        dataset: { itemId: String(id) }, "aria-label": `Image ${i + 1}: included, click to leave out`,
-        onclick: () => toggle(i) },
-      h("img", { src: thumbUrl(id), alt: "" }), h("span", { class: "num" }, String(i + 1)), h("span", { class: "mark" }, "✓"));
-      return cell;
-    }));
+      h("span", { class: "suggested" }, "Suggested: ", h("strong", { testid: "grid-suggested" }, suggested || "no model yet")),
+      page.confidence != null ? h("span", { class: "muted", title: "mean probability of the suggested class" }, `confidence ${fmtNum(page.confidence, 2)}`) : null,
+      page.agreement != null ? h("span", { class: "muted", title: "share of images whose own best class is the suggestion" }, `agreement ${Math.round(page.agreement * 100)}%`) : null,
+      page.cohesion != null ? h("span", { class: "muted", title: "how alike the images are (mean cosine to the cluster centre)" }, `cohesion ${fmtNum(page.cohesion, 2)}`) : null);
+    const n = page.item_ids.length;
+    cells.className = `grid-page n${n <= 4 ? 4 : n <= 6 ? 6 : 9}`;
+    clear(cells, page.item_ids.map((id, i) => h("button", { type: "button", class: "grid-cell", "aria-pressed": "true",
+      testid: `grid-cell-${i + 1}`, dataset: { itemId: String(id) }, "aria-label": `Image ${i + 1}: included, click to leave out`,
+      onclick: () => toggle(i) },
+    h("img", { src: thumbUrl(id), alt: "" }), h("span", { class: "num" }, String(i + 1)), h("span", { class: "mark" }, "✓"))));
     clear(footer,
       h("button", { type: "button", class: "primary", testid: "grid-confirm", onclick: () => confirm() }, "Confirm page ", h("kbd", {}, "Enter")),
-      h("button", { type: "button", testid: "grid-skip", onclick: () => { state.index += 1; show(); } }, "Skip page ", h("kbd", {}, "→")),
-      h("span", { class: "muted small", testid: "grid-selected-count" }, `${page.item_ids.length} selected`));
+      h("button", { type: "button", testid: "grid-skip", onclick: () => skip() }, "Skip page ", h("kbd", {}, "→")),
+      h("span", { class: "muted small", testid: "grid-selected-count" }, `${n} selected`));
   }
 
   function toggle(i) {
-    const page = current();
+    const page = state.page;
     if (!page || i >= page.item_ids.length) return;
     const id = page.item_ids[i];
     if (state.excluded.has(id)) state.excluded.delete(id); else state.excluded.add(id);
-    const cell = cells.children[i];
     const out = state.excluded.has(id);
+    const cell = cells.children[i];
     cell.classList.toggle("excluded", out);
     cell.setAttribute("aria-pressed", String(!out));
     cell.setAttribute("aria-label", `Image ${i + 1}: ${out ? "left out, click to include" : "included, click to leave out"}`);
     cell.querySelector(".mark").textContent = out ? "✗" : "✓";
-    const n = page.item_ids.length - state.excluded.size;
     const count = footer.querySelector("[data-testid=grid-selected-count]");
-    if (count) count.textContent = `${n} selected`;
+    if (count) count.textContent = `${page.item_ids.length - state.excluded.size} selected`;
   }
 
-  async function confirm() {
-    const page = current();
-    if (!page || state.busy) return;
+  async function act(fn) {
+    if (!state.page || state.busy) return;
     state.busy = true;
-    try {
-      const out = await post(`/grids/${page.id}/confirm`, { label: labelSel.value, exclude: [...state.excluded] });
-      const n = out && (out.labelled ?? out.done ?? out.confirmed);
-      toast(`Labelled ${n ?? page.item_ids.length - state.excluded.size} images as ${labelSel.value}`, "ok", 2500);
-      state.pages.splice(state.index, 1);
-      if (!state.pages.length) await load(); else { if (state.index >= state.pages.length) state.index = 0; show(); }
-    } catch (err) {
-      showError(err);
-    } finally {
-      state.busy = false;
-    }
+    try { await fn(state.page); await load(); } catch (err) { showError(err); } finally { state.busy = false; }
+  }
+
+  const confirm = () => act(async (page) => {
+    const out = await post(`/grids/${encodeURIComponent(page.id)}/confirm`, { label: labelSel.value, exclude: [...state.excluded] });
+    const n = Array.isArray(out.labelled) ? out.labelled.length : out.labelled;
+    const gone = (out.unavailable || []).length;
+    toast(`Labelled ${n} images as ${out.label || labelSel.value}` + (gone ? ` (${gone} were taken meanwhile)` : ""), "ok", 2500);
+  });
+  const skip = () => act((page) => post(`/grids/${encodeURIComponent(page.id)}/skip`, {}));
+
+  async function refresh() {
+    try { const job = await post(`/projects/${project.id}/grids/refresh`, {}); toast(`Clustering started (job ${job.id})`, "ok"); } catch (err) { showError(err); }
   }
 
   const onKey = (ev) => {
     if (typing(ev) || ev.defaultPrevented || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const t = ev.target;
+    const otherButton = t && t.tagName === "BUTTON" && !t.classList.contains("grid-cell") && t.dataset.testid !== "grid-confirm";
     if (/^[1-9]$/.test(ev.key)) { ev.preventDefault(); toggle(Number(ev.key) - 1); }
-    else if (ev.key === "Enter" && !(ev.target && ev.target.tagName === "BUTTON" && ev.target.dataset.testid !== "grid-confirm" && !ev.target.classList.contains("grid-cell"))) { ev.preventDefault(); confirm(); }
-    else if (ev.key === "ArrowRight" && state.pages.length) { state.index = (state.index + 1) % state.pages.length; show(); }
-    else if (ev.key === "ArrowLeft" && state.pages.length) { state.index = (state.index + state.pages.length - 1) % state.pages.length; show(); }
+    else if (ev.key === "Enter" && !otherButton) { ev.preventDefault(); confirm(); }
+    else if (ev.key === "ArrowRight") { ev.preventDefault(); skip(); }
   };
   window.addEventListener("keydown", onKey);
   await load();

@@ -2,7 +2,8 @@
 // or polygons; skip, undo, submit; lease heartbeat; saves go through the outbox.
 
 import { ApiError, imageUrl, parseTime, post, request } from "../api.js";
-import { Editor, preview } from "../editor.js";
+import { conflictView } from "../conflict.js";
+import { Editor } from "../editor.js";
 import { Outbox } from "../outbox.js";
 import { classColor, clear, h, showError, toast, typing } from "../ui.js";
 
@@ -101,7 +102,9 @@ class LabelPage {
     if (this.outbox.pending().length) {
       this.setStatus(`Sending ${this.outbox.pending().length} earlier save(s)…`, "busy");
       this.outbox.kick(true);
-      await this.outbox.drained();
+      // wait a little for them (they are idempotent, so going on before they land is safe)
+      await Promise.race([this.outbox.drained(), new Promise((r) => setTimeout(r, 5000))]);
+      if (this.stopped) return;
       this.setStatus("");
     }
     const conflict = this.outbox.conflicts().find((e) => e.projectId === this.project.id);
@@ -178,7 +181,7 @@ class LabelPage {
     };
     update(lease.expires_at);
     const ttl = parseTime(lease.expires_at) - Date.now();
-    const every = Math.max(5000, Math.min(60000, ttl / 3 || 60000));
+    const every = Math.max(1000, Math.min(60000, ttl / 3 || 60000));
     this.heartbeatTimer = setInterval(async () => {
       if (this.lease !== lease) return;
       try {
@@ -261,6 +264,8 @@ class LabelPage {
     if (document.querySelector("dialog[open]")) return;
     if (this.conflictEl) return;
     const k = ev.key;
+    const t = ev.target;
+    if ((k === "Enter" || k === " ") && t && t.tagName === "BUTTON" && !t.matches(".class-btn, .tool")) return;
     if ((ev.ctrlKey || ev.metaKey) && k.toLowerCase() === "z") { ev.preventDefault(); this.undo(); return; }
     if (ev.ctrlKey || ev.metaKey) return;
     if (this.editor.handleKey(ev)) { ev.preventDefault(); return; }
@@ -406,40 +411,17 @@ class LabelPage {
   conflict(entry) {
     if (!entry || entry.projectId !== this.project.id) return;
     clearInterval(this.heartbeatTimer);
-    const theirs = entry.theirs || {};
-    const w = theirs.width || (this.lease && this.lease.item.width) || 1;
-    const hgt = theirs.height || (this.lease && this.lease.item.height) || 1;
-    const describe = (d) => {
-      d = d || {};
-      const parts = [];
-      if ((d.labels || []).length) parts.push(d.labels.join(", "));
-      if ((d.boxes || []).length) parts.push(`${d.boxes.length} boxes`);
-      if ((d.polygons || []).length) parts.push(`${d.polygons.length} polygons`);
-      return parts.join(" · ") || "no labels";
-    };
-    const done = () => { this.conflictEl.remove(); this.conflictEl = null; this.saving = null; this.next(); };
-    this.conflictEl = h("div", { class: "conflict card", role: "alertdialog", "aria-labelledby": "conflict-title",
-      testid: "conflict-view" },
-    h("h2", { id: "conflict-title" }, `${entry.fileName} changed while you were labelling it`),
-    h("p", { class: "muted" }, `Someone saved version ${theirs.version} first. Choose which labels to keep.`),
-    h("div", { class: "conflict-cols" },
-      h("div", { class: "conflict-col", testid: "conflict-mine" },
-        h("h3", {}, "Yours (not saved)"),
-        preview(imageUrl(entry.itemId), w, hgt, entry.body, this.classes, "conflict-mine-preview"),
-        h("p", { class: "conflict-labels", testid: "conflict-mine-labels" }, describe(entry.body))),
-      h("div", { class: "conflict-col", testid: "conflict-theirs" },
-        h("h3", {}, `Current (version ${theirs.version}${theirs.provenance ? `, ${theirs.provenance}` : ""})`),
-        preview(imageUrl(entry.itemId), w, hgt, theirs.annotation, this.classes, "conflict-theirs-preview"),
-        h("p", { class: "conflict-labels", testid: "conflict-theirs-labels" }, describe(theirs.annotation)))),
-    h("div", { class: "actions" },
-      h("button", { type: "button", testid: "conflict-keep-theirs", onclick: () => { this.outbox.drop(entry.key); done(); } },
-        "Keep the current version"),
-      h("button", { type: "button", class: "primary", testid: "conflict-use-mine", onclick: () => {
+    const size = this.lease ? [this.lease.item.width, this.lease.item.height] : [1, 1];
+    const close = () => { this.conflictEl.remove(); this.conflictEl = null; };
+    this.conflictEl = conflictView(entry, this.classes, size, {
+      keepTheirs: () => { this.outbox.drop(entry.key); close(); this.saving = null; this.next(); },
+      useMine: () => {
+        close();
         this.saving = entry.key;
-        this.conflictEl.remove(); this.conflictEl = null;
         this.setStatus("Saving yours over the current version…", "busy");
         this.outbox.overwrite(entry.key);
-      } }, "Save mine over it")));
+      },
+    });
     this.setStatus("Conflict: choose a version.", "error");
     this.main.prepend(this.conflictEl);
   }

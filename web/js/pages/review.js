@@ -1,13 +1,12 @@
 // Review queue: hard-example flags (likely label errors, unstable predictions,
-// false / missed detections) for a reviewer to resolve.
+// false / missed detections) for a reviewer to confirm, fix or dismiss.
 
-import { get, imageUrl, post, qs, rows, thumbUrl } from "../api.js";
-import { preview } from "../editor.js";
+import { get, qs, request, rows, thumbUrl } from "../api.js";
 import { clear, fmtNum, h, notAvailable, showError, toast } from "../ui.js";
 
 const KIND_HELP = {
-  "label error": "The model, trained without this image, disagrees confidently with its label.",
-  unstable: "The model's answer changes between versions or views.",
+  "label error": "The model, trained without this image, confidently disagrees with its label.",
+  unstable: "The model's proposal for this image changes between views or versions.",
   "false detection": "A confident box with no matching object in the labels.",
   "missed detection": "An object the labels lack, or a labelled object the model cannot find.",
 };
@@ -19,52 +18,59 @@ export async function render(root, { project }) {
   const list = h("ul", { class: "thumbs", testid: "review-list" });
   const summary = h("span", { class: "muted", testid: "review-count" });
   root.append(h("h1", {}, "Review queue"),
-    h("p", { class: "muted" }, "Hard examples the model points at. Keep the label, fix it, or dismiss the flag."),
+    h("p", { class: "muted" }, "Hard examples the model points at, most suspicious first. Confirm the label, fix it, or dismiss the flag."),
     h("div", { class: "toolbar" }, h("div", { class: "field" }, h("label", { for: "review-kind" }, "Kind"), kindSel), summary),
     list);
 
   async function load() {
     let out;
     try {
-      out = await get(`/projects/${project.id}/review${qs({ kind: kindSel.value })}`);
+      out = await get(`/projects/${project.id}/review${qs({ kind: kindSel.value, state: "open" })}`);
     } catch (err) {
       if (err.missingRoute) { clear(root, h("h1", {}, "Review queue"), notAvailable("The review queue")); return; }
       showError(err);
       return;
     }
-    const flags = rows(out).filter((f) => !f.state || f.state === "open");
+    const flags = rows(out);
     summary.textContent = `${out && out.count != null ? out.count : flags.length} open flags`;
     clear(list, flags.length ? flags.map(card) : h("li", { class: "muted", testid: "review-empty" }, "No open flags."));
   }
 
   function card(f) {
     const d = f.detail || {};
-    const current = f.labels || d.labels || (f.label ? [f.label] : d.given ? [d.given] : []);
-    const suggested = f.suggested || d.suggested || d.predicted || d.model_label || null;
-    const box = d.bbox || d.box;
-    const pic = box && f.width && f.height
-      ? preview(imageUrl(f.item_id), f.width, f.height, { boxes: [{ label: d.label || suggested || "?", bbox: box }] }, classes, `review-preview-${f.id}`)
-      : h("div", { class: "pic" }, h("img", { src: thumbUrl(f.item_id), alt: f.file_name || `item ${f.item_id}`, loading: "lazy" }));
-    const fixSel = h("select", { "aria-label": "Fix the label", testid: `review-fix-${f.id}` }, h("option", { value: "" }, "fix label to…"),
+    const current = f.labels || [];
+    const suggested = d.suggested || (f.proposal && f.proposal.label) || d.proposed || null;
+    const unstable = f.kind === "unstable";
+    const fixSel = h("select", { "aria-label": `Correct label for ${f.file_name}`, testid: `review-fix-${f.id}` },
+      h("option", { value: "" }, "fix label to…"),
       classes.map((c) => h("option", { value: c.name, selected: suggested === c.name && !current.includes(c.name) }, c.name)));
-    return h("li", { class: "thumb", testid: `flag-${f.id}`, dataset: { itemId: String(f.item_id) } }, pic,
+    return h("li", { class: "thumb", testid: `flag-${f.id}`, dataset: { itemId: String(f.item_id) } },
+      h("div", { class: "pic" }, h("img", { src: thumbUrl(f.item_id), alt: f.file_name || `item ${f.item_id}`, loading: "lazy" })),
       h("div", { class: "meta" },
         h("div", { class: "row" }, h("span", { class: "badge hard", title: KIND_HELP[f.kind] || "" }, f.kind),
-          h("span", { class: "score", title: "how strongly the model flags it" }, fmtNum(f.score, 2))),
-        h("div", { class: "row small" }, "label: ", h("strong", {}, current.length ? current.join(", ") : "–"),
-          suggested ? [" · model: ", h("strong", {}, String(suggested))] : null),
-        f.file_name ? h("div", { class: "small muted" }, f.file_name) : null,
+          h("span", { class: "score", title: "higher = more likely wrong" }, fmtNum(f.score, 2)),
+          f.is_holdout ? h("span", { class: "badge", title: "a hold-out label: it calibrates the model" }, "hold-out") : null,
+          f.stale ? h("span", { class: "badge", title: "the label or proposal changed since the flag" }, "changed") : null),
+        h("div", { class: "row small" }, "label: ", h("strong", { testid: "flag-labels" }, current.length ? current.join(", ") : "–"),
+          f.provenance ? h("span", { class: "muted" }, `(${f.provenance})`) : null),
+        suggested ? h("div", { class: "row small" }, unstable ? "proposal: " : "model says: ", h("strong", {}, String(suggested)),
+          d.self_confidence != null ? h("span", { class: "muted" }, ` · confidence in the label ${fmtNum(d.self_confidence, 2)}`) : null,
+          f.proposal && f.proposal.score != null ? h("span", { class: "muted" }, ` · score ${fmtNum(f.proposal.score, 2)}`) : null) : null,
+        h("div", { class: "small muted", title: f.file_name }, f.file_name),
         h("div", { class: "actions" },
-          h("button", { type: "button", testid: `review-keep-${f.id}`, onclick: () => resolve(f, { resolution: "dismissed" }) }, "Label is right"),
+          h("button", { type: "button", testid: `review-confirm-${f.id}`, onclick: () => resolve(f, { action: "confirm" }) },
+            unstable ? "Proposal is right" : "Label is right"),
+          h("button", { type: "button", class: "link", testid: `review-dismiss-${f.id}`, onclick: () => resolve(f, { action: "dismiss" }) }, "Dismiss")),
+        h("div", { class: "actions" }, fixSel,
           h("button", { type: "button", class: "primary", testid: `review-apply-${f.id}`,
-            onclick: () => fixSel.value ? resolve(f, { resolution: "fixed", labels: [fixSel.value] }) : toast("Choose the right class first.") }, "Fix")),
-        fixSel));
+            onclick: () => fixSel.value ? resolve(f, { action: "fix", labels: [fixSel.value] }) : toast("Choose the right class first.") }, "Fix"))));
   }
 
   async function resolve(f, body) {
     try {
-      await post(`/review/${f.id}/resolve`, body);
-      toast(body.resolution === "fixed" ? `Fixed: ${body.labels.join(", ")}` : "Flag dismissed", "ok", 2000);
+      const headers = body.action === "fix" && f.etag ? { "If-Match": f.etag } : {};
+      await request("POST", `/review/${f.id}/resolve`, { json: body, headers });
+      toast(body.action === "fix" ? `Fixed: ${body.labels.join(", ")}` : body.action === "confirm" ? "Confirmed" : "Dismissed", "ok", 2000);
     } catch (err) { showError(err); }
     await load();
   }

@@ -50,8 +50,11 @@ function projectCard(project) {
 async function classesCard(project) {
   const card = h("section", { class: "card", "aria-labelledby": "set-classes", testid: "settings-classes" });
   const list = h("div");
-  const reload = async () => {
+  let seq = 0;
+  const reload = async () => { // only the newest answer is drawn (saves may overlap)
+    const mine = ++seq;
     const p = await get(`/projects/${project.id}`);
+    if (mine !== seq) return;
     project.classes = p.classes;
     draw();
   };

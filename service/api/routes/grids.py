@@ -1,0 +1,254 @@
+"""Look-alike grids over HTTP: lease pages, confirm a page with one label, skip a page.
+
+Pages come from the newest succeeded ``cluster`` job (:mod:`service.loop.clusters`).
+Serving a page leases each of its live items to the caller (``Lease`` reason
+``grid``, the queue's TTL), so two people never get the same page and the queue
+does not hand those items out meanwhile; items labelled since the clustering
+drop out, and a page with none left vanishes. Page state lives in the audit
+log: ``grid.confirm`` closes a page for everyone, ``grid.skip`` for the person
+who skipped it. The page functions sit above the routes; the routes stay thin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from service.api.deps import CONFLICT, STD_ERRORS, CurrentUser, SessionDep, SettingsDep, _err, get_project
+from service.crud.annotations import canonical, lock, validate_for_project, write_version
+from service.crud.queue import CLAIM_LOCK, expire_leases
+from service.jobs.runner import JobConflict, enqueue
+from service.loop.clusters import CLASSIFICATION, GRID, POOL, SIZES
+from service.models import AuditLog, Item, Job, JobPublic, JobState, Lease, Project, Provenance, Role, User, utcnow
+from service.security import audit
+
+# -- grid pages for people -------------------------------------------------------------------
+
+
+def _closed_pages(session: Session, project_id: int, user_id: int | None, since: Any) -> set[str]:
+    rows = session.exec(select(AuditLog).where(AuditLog.project_id == project_id, col(AuditLog.at) >= since,
+                                               col(AuditLog.action).in_(["grid.confirm", "grid.skip"]))).all()
+    return {str(r.detail.get("page_id")) for r in rows if r.action == "grid.confirm" or r.user_id == user_id}
+
+
+def lease_pages(session: Session, *, project: Project, user: User, size: int, limit: int,
+                ttl_seconds: int) -> dict[str, Any]:
+    """Up to ``limit`` pages leased to ``user``: pages they hold first, then free ones."""
+    assert project.id is not None and user.id is not None
+    if project.task not in CLASSIFICATION:
+        raise HTTPException(422, "grids label whole images: classification projects only")
+    if size not in SIZES:
+        raise HTTPException(422, f"size must be one of {list(SIZES)}")
+    job = session.exec(select(Job).where(Job.project_id == project.id, Job.kind == "cluster",
+                                         Job.state == JobState.succeeded).order_by(col(Job.id).desc())).first()
+    out: dict[str, Any] = {"data": [], "count": 0, "cluster_job_id": job.id if job else None,
+                           "model_version_id": (job.result or {}).get("model_version_id") if job else None}
+    if job is None:
+        return out
+    if session.get_bind().dialect.name == "postgresql":  # take turns with queue claims
+        session.connection().execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK + project.id})
+    expire_leases(session, project_id=project.id)
+    pool = set(session.exec(select(Item.id).where(Item.project_id == project.id, col(Item.status).in_(POOL))))
+    leases = {le.item_id: le for le in session.exec(select(Lease).where(Lease.project_id == project.id))}
+    closed = _closed_pages(session, project.id, user.id, job.created_at)
+    mine: list[tuple[dict[str, Any], list[int]]] = []
+    free: list[tuple[dict[str, Any], list[int]]] = []
+    for page in (job.result or {}).get("pages", {}).get(str(size), []):
+        live = [i for i in page["item_ids"] if i in pool and (i not in leases or leases[i].reason == GRID
+                                                               or leases[i].user_id != user.id)]
+        holders = {leases[i].user_id for i in live if i in leases}
+        if page["id"] in closed or not live or holders - {user.id}:
+            continue
+        (mine if holders else free).append((page, live))
+    expires = utcnow() + timedelta(seconds=ttl_seconds)
+    for page, live in mine + free:
+        if len(out["data"]) >= limit:
+            break
+        try:
+            with session.begin_nested():
+                for i in live:
+                    le = leases.get(i) or Lease(item_id=i, project_id=project.id, user_id=user.id, reason=GRID,
+                                                expires_at=expires)
+                    le.expires_at = expires
+                    session.add(le)
+                session.flush()
+        except IntegrityError:
+            continue
+        out["data"].append({**page, "item_ids": live, "size": size, "lease_expires_at": expires})
+    kept = {i for p in out["data"] for i in p["item_ids"]}
+    for i, le in leases.items():  # the caller's grid leases are exactly the pages returned
+        if le.user_id == user.id and le.reason == GRID and i not in kept:
+            session.delete(le)
+    out["count"] = len(out["data"])
+    return out
+
+
+def find_page(session: Session, page_id: str) -> tuple[Job, dict[str, Any]]:
+    try:
+        job_id, size, n = (int(x) for x in page_id.split("-"))
+    except ValueError:
+        raise HTTPException(404, "grid page not found") from None
+    job = session.get(Job, job_id)
+    pages = (job.result or {}).get("pages", {}).get(str(size), []) if job and job.kind == "cluster" else []
+    if job is None or not 0 <= n < len(pages) or pages[n].get("id") != page_id:
+        raise HTTPException(404, "grid page not found")
+    return job, pages[n]
+
+
+def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str, Any], user: User, label: str,
+                 exclude: list[int]) -> dict[str, Any]:
+    """One ``human`` version (origin ``grid``) per page item not excluded; every item's grid lease
+    is released, so excluded items go back to the queue. Items labelled meanwhile or held by
+    someone else are left alone (``unavailable``)."""
+    assert project.id is not None
+    ids: list[int] = list(page["item_ids"])
+    stray = sorted(set(exclude) - set(ids))
+    if stray:
+        raise HTTPException(422, f"items {stray[:20]} are not on page {page['id']}")
+    if page["id"] in _closed_pages(session, project.id, None, job.created_at):
+        raise HTTPException(409, f"page {page['id']} was already confirmed")
+    data = canonical({"labels": [label]})
+    items = {it.id: it for it in session.exec(select(Item).where(col(Item.id).in_(ids)))}
+    leases = {le.item_id: le for le in session.exec(select(Lease).where(col(Lease.item_id).in_(ids)))}
+    now = utcnow()
+    labelled, released, unavailable = [], [], []
+    for iid in ids:
+        item, le = items.get(iid), leases.get(iid)
+        if item is None or (le is not None and le.user_id != user.id and le.expires_at > now):
+            unavailable.append(iid)
+            continue
+        if le is not None and (le.reason == GRID or le.expires_at <= now or iid not in exclude):
+            session.delete(le)  # the caller's (or a stale) lease; a queue lease stays on excluded items
+        if iid in exclude:
+            released.append(iid)
+            continue
+        lock(session, item)
+        if item.status not in POOL:
+            unavailable.append(iid)
+            continue
+        validate_for_project(session, project, item, data)
+        write_version(session, item=item, data=data, provenance=Provenance.human, origin=GRID, author=user)
+        labelled.append(iid)
+    audit(session, user.id, "grid.confirm", project_id=project.id,
+          detail={"page_id": page["id"], "label": label, "labelled": labelled, "excluded": released})
+    return {"page_id": page["id"], "label": label, "labelled": labelled, "released": released,
+            "unavailable": unavailable}
+
+
+def skip_page(session: Session, *, project: Project, page: dict[str, Any], user: User) -> dict[str, Any]:
+    """Release the caller's leases on the page; it is not offered to them again."""
+    ids: list[int] = list(page["item_ids"])
+    leases = {le.item_id: le for le in session.exec(select(Lease).where(col(Lease.item_id).in_(ids)))}
+    released = [i for i in ids if i in leases and leases[i].user_id == user.id and leases[i].reason == GRID]
+    for i in released:
+        session.delete(leases[i])
+    audit(session, user.id, "grid.skip", project_id=project.id, detail={"page_id": page["id"]})
+    return {"page_id": page["id"], "released": released}
+
+
+# -- routes --------------------------------------------------------------------------------
+
+router = APIRouter(tags=["grids"])
+LEASES: dict[int | str, dict[str, Any]] = {
+    409: _err("the page was already confirmed"),
+    422: _err("not a classification project, bad size or label, or items not on the page")}
+
+
+def write_session(request: Request) -> Iterator[Session]:
+    """A session on the writing engine even for GET: serving a page leases its items."""
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+class GridPageOut(BaseModel):
+    id: str = Field(description='"<cluster job id>-<size>-<index>"')
+    size: int
+    cluster: int
+    item_ids: list[int] = Field(description="items still unlabelled, nearest to the cluster centre first")
+    suggested_class: str | None = Field(description="the model's best guess for the page (null before a model)")
+    confidence: float | None = Field(description="mean probability of the suggested class over the page")
+    agreement: float | None = Field(description="share of the page whose own top class is the suggestion")
+    cohesion: float = Field(description="mean cosine similarity to the cluster centre (higher: more alike)")
+    lease_expires_at: datetime
+
+
+class GridsOut(BaseModel):
+    data: list[GridPageOut]
+    count: int
+    cluster_job_id: int | None = Field(description="the clustering that cut these pages")
+    model_version_id: int | None = Field(description="the model whose predictions made the suggestions")
+
+
+@router.get("/projects/{project_id}/grids", response_model=GridsOut, responses={**STD_ERRORS, **LEASES})
+def get_grids(project_id: int, user: CurrentUser, settings: SettingsDep,
+              session: Session = Depends(write_session),
+              size: int = Query(default=9, description="page size: 4, 6 or 9"),
+              limit: int = Query(default=1, ge=1, le=20)) -> GridsOut:
+    """Lease up to ``limit`` pages of ``size`` look-alike items to the caller.
+
+    Pages the caller already holds come first (asking again renews them); the
+    caller's grid leases on pages not returned are released. Empty before the
+    first clustering."""
+    project = get_project(session, user, project_id)
+    return GridsOut.model_validate(lease_pages(session, project=project, user=user, size=size, limit=limit,
+                                               ttl_seconds=settings.lease_ttl_seconds))
+
+
+class ConfirmIn(BaseModel):
+    label: str = Field(min_length=1, max_length=200, description="the class every non-excluded item gets")
+    exclude: list[int] = Field(default_factory=list, max_length=9, description="item ids that are not this class")
+
+
+class ConfirmOut(BaseModel):
+    page_id: str
+    label: str
+    labelled: list[int] = Field(description="items that got a human label (origin grid)")
+    released: list[int] = Field(description="excluded items, back in the queue")
+    unavailable: list[int] = Field(description="items labelled meanwhile or held by someone else")
+
+
+@router.post("/grids/{page_id}/confirm", response_model=ConfirmOut, responses={**STD_ERRORS, **LEASES})
+def post_confirm(page_id: str, body: ConfirmIn, user: CurrentUser, session: SessionDep) -> ConfirmOut:
+    """Label the page's items with ``label`` in one action, except ``exclude``."""
+    job, page = find_page(session, page_id)
+    project = get_project(session, user, job.project_id or 0)
+    return ConfirmOut.model_validate(confirm_page(session, project=project, job=job, page=page, user=user,
+                                                  label=body.label, exclude=body.exclude))
+
+
+class SkipOut(BaseModel):
+    page_id: str
+    released: list[int]
+
+
+@router.post("/grids/{page_id}/skip", response_model=SkipOut, responses=STD_ERRORS)
+def post_skip(page_id: str, user: CurrentUser, session: SessionDep) -> SkipOut:
+    """Give the page back; it is not offered to the caller again."""
+    job, page = find_page(session, page_id)
+    project = get_project(session, user, job.project_id or 0)
+    return SkipOut.model_validate(skip_page(session, project=project, page=page, user=user))
+
+
+@router.post("/projects/{project_id}/grids/refresh", response_model=JobPublic, status_code=202,
+             responses={**STD_ERRORS, **CONFLICT})
+def refresh_grids(project_id: int, user: CurrentUser, session: SessionDep) -> JobPublic:
+    """Re-cluster the pool now (a ``cluster`` job); otherwise it follows each inference."""
+    project = get_project(session, user, project_id, Role.manager)
+    try:
+        job = enqueue(session, kind="cluster", project_id=project.id, payload={"reason": "requested"},
+                      user_id=user.id)
+    except JobConflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return JobPublic.model_validate(job, from_attributes=True)

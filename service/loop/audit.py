@@ -1,0 +1,48 @@
+"""Audits of auto-accepted pre-labels.
+
+With ``auto_accept`` the ``infer`` job turns confident proposals into labels
+(provenance ``model``, ``Prediction.state == "auto"``) and draws a random
+``audit_share`` of them (``Prediction.audit``). The queue serves those items
+first, with reason ``audit`` (:mod:`service.crud.queue`). When a person labels
+such an item, :func:`record_audit` stores the verdict in
+``Prediction.audit_correct``; that ends the item's audit (the queue stops
+serving it) and feeds the realised precision per model version, with its 95%
+interval, on the dashboard (:func:`service.loop.stats.realised_precision`).
+
+Audits are a random sample of the auto-accepted labels, so their share of
+right answers estimates the precision of all auto-accepted labels without bias.
+Only the first human answer counts: later edits of the item do not change it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from service.models import Item, Prediction, User, utcnow
+
+
+def same_labels(prediction: Prediction, data: dict[str, Any]) -> bool:
+    """Whether a person's ``data`` (``{"labels": [...]}``) agrees with the pre-label."""
+    predicted = prediction.data.get("labels") or ([prediction.label] if prediction.label else [])
+    return sorted(set(predicted)) == sorted(set(data.get("labels") or []))
+
+
+def record_audit(session: Session, item: Item, data: dict[str, Any], user: User | None) -> int:
+    """Record a person's label ``data`` on ``item`` as the answer to its open audits.
+
+    Sets ``audit_correct`` (submitted labels == auto-accepted labels), ``decided_at``
+    and ``decided_by`` on every undecided audit prediction of the item; returns how
+    many it settled (0 when the item is not under audit). Call it wherever a person's
+    label is written (``service.crud.annotations.submit``), in the same transaction.
+    """
+    open_audits = session.exec(select(Prediction).where(
+        Prediction.item_id == item.id, Prediction.state == "auto", col(Prediction.audit).is_(True),
+        col(Prediction.audit_correct).is_(None))).all()
+    for p in open_audits:
+        p.audit_correct = same_labels(p, data)
+        p.decided_at = utcnow()
+        p.decided_by = user.id if user is not None else None
+        session.add(p)
+    return len(open_audits)

@@ -1,0 +1,272 @@
+"""Look-alike grids and the cold start: the ``cluster`` and ``cold_start`` jobs, grid leases.
+
+**Grids.** The ``cluster`` job embeds the pool that no pre-label covers (items
+``unlabelled`` or ``skipped``; proposals live in Pending), cuts k-means pages of
+4, 6 and 9 items (:func:`embeddings.cluster.grid_pages`) and suggests a class per
+page from the current model's latest predictions (``Prediction.data["top"]``).
+The pages live in the job's ``result`` (no table): ``{"model_version_id",
+"feature_version", "n_items", "pages": {"4": [...], "6": [...], "9": [...]}}``,
+page ids ``"<job id>-<size>-<index>"``; the newest succeeded cluster job is
+served (page leases, confirm and skip: :mod:`service.api.routes.grids`). A
+``clusters`` check re-clusters after each inference and after new uploads.
+
+**Cold start.** Before any model exists the queue's strategy stream would be
+random. The ``cold_start`` job embeds the pool with the pretrained backbone and
+ranks representatives of its k-means regions (:func:`learning.query.cold_start`)
+farthest-first away from what is already labelled, writing ``Item.query_score``
+(``1 < score <= 2`` for picks, ``0`` for the rest), so the first labels span the data.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from sqlalchemy import bindparam, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from embeddings.cluster import choose_k, grid_pages
+from learning import query
+from learning.adapters import create_adapter, load_adapter
+from learning.policy import Policy
+from service.config import Settings
+from service.crud.items import blob_store
+from service.crud.projects import class_names
+from service.jobs.runner import JobConflict, JobContext, enqueue, task
+from service.jobs.scheduler import periodic
+from service.loop.features import cached_embeddings
+from service.loop.infer import current_model
+from service.models import (
+    Item,
+    ItemStatus,
+    Job,
+    JobState,
+    ModelVersion,
+    Prediction,
+    Project,
+    Task,
+    utcnow,
+)
+
+GRID = "grid"
+SIZES = (4, 6, 9)
+POOL = (ItemStatus.unlabelled, ItemStatus.skipped)
+CLASSIFICATION = (Task.multiclass, Task.multilabel)
+COLD_START_SAMPLE = 20_000  # cold_start costs O(N k D) per iteration
+ANCHORS = 5_000  # labelled items the farthest-first order keeps away from
+
+
+@lru_cache(maxsize=2)
+def _pretrained(backbone: str, checkpoint: str | None, image_size: int, threads: int) -> Any:
+    return create_adapter("classifier", classes=["_0", "_1"], backbone=backbone, checkpoint=checkpoint,
+                          image_size=image_size, num_threads=threads)
+
+
+def feature_adapter(project: Project, mv: ModelVersion | None, settings: Settings) -> Any:
+    """The current ``fast`` model (frozen backbone, so its feature space is cached), else
+    the pretrained backbone at the project's image size (kept in memory between jobs)."""
+    if mv is not None and mv.algorithm == "fast" and mv.path:
+        return load_adapter(mv.path)
+    size = Policy.from_dict(project.policy or {}).image_size or settings.image_size
+    ckpt = str(settings.backbone_checkpoint) if settings.backbone_checkpoint else None
+    return _pretrained(settings.backbone, ckpt, int(size), settings.torch_threads)
+
+
+def pool_items(session: Session, project_id: int) -> list[Item]:
+    return list(session.exec(select(Item).where(Item.project_id == project_id, col(Item.status).in_(POOL))
+                             .order_by(col(Item.id))).all())
+
+
+def predicted_probs(session: Session, mv: ModelVersion, ids: list[int], *, multilabel: bool) -> np.ndarray:
+    """``[N, C]`` from the latest ``top`` of ``mv`` per item (rest of the mass spread evenly);
+    rows of items without a prediction are NaN."""
+    index = {c: i for i, c in enumerate(mv.classes)}
+    pos = {iid: k for k, iid in enumerate(ids)}
+    out = np.full((len(ids), len(index)), np.nan)
+    for p in session.exec(select(Prediction).where(Prediction.model_version_id == mv.id)
+                          .order_by(col(Prediction.id))).all():
+        k = pos.get(p.item_id)
+        if k is None:
+            continue
+        known = [(index[c], float(s)) for c, s in p.data.get("top", []) if c in index]
+        rest = len(index) - len(known)
+        out[k] = 0.0 if multilabel or not rest else max(0.0, 1.0 - sum(s for _, s in known)) / rest
+        for i, s in known:
+            out[k, i] = s
+    return out
+
+
+def cluster_project(session: Session, *, project: Project, settings: Settings, progress: Any,
+                    job_id: int) -> dict[str, Any]:
+    """Grid pages of every size for the pool; the job stores the returned dict."""
+    assert project.id is not None
+    mv = current_model(session, project.id)
+    items = pool_items(session, project.id)
+    ids = [int(i.id) for i in items if i.id is not None]
+    probs = predicted_probs(session, mv, ids, multilabel=project.task == Task.multilabel) if mv else None
+    classes = list(mv.classes) if mv else class_names(session, project.id)
+    store = blob_store(settings)
+    shas, paths = [i.sha256 for i in items], [store.path(i.sha256) for i in items]
+    session.commit()  # no transaction (SQLite write lock) while embedding
+    out: dict[str, Any] = {"model_version_id": mv.id if mv else None, "n_items": len(ids),
+                           "pages": {str(s): [] for s in SIZES}}
+    if not ids:
+        return out
+    adapter = feature_adapter(project, mv, settings)
+    vecs = cached_embeddings(adapter, shas, paths, settings=settings,
+                             progress=lambda f, m: progress(0.05 + 0.6 * f, m))
+    out["feature_version"] = adapter.feature_version
+    if probs is not None and mv is not None:
+        missing = np.isnan(probs).any(axis=1)
+        if missing.any():
+            fast = mv.algorithm == "fast" and hasattr(adapter, "predict_embeddings")
+            probs[missing] = adapter.predict_embeddings(vecs[missing]).probs if fast else 1.0 / len(classes)
+    for j, size in enumerate(SIZES):
+        progress(0.7 + 0.1 * j, f"cutting grids of {size}")
+        # small pools: still two clusters per class (purer pages) while pages stay full
+        k = max(choose_k(len(ids), size), min(2 * len(classes), max(1, len(ids) // size)))
+        pages = grid_pages(ids, vecs, page_size=size, seed=job_id, probs=probs, k=k)
+        # the most typical page of every cluster first, best suggestion first
+        pages.sort(key=lambda p: (p.page, -(p.confidence if p.confidence is not None else p.cohesion)))
+        out["pages"][str(size)] = [{
+            "id": f"{job_id}-{size}-{n}", "cluster": p.cluster, "item_ids": p.item_ids,
+            "cohesion": round(p.cohesion, 5),
+            "suggested_class": classes[p.suggested_class] if p.suggested_class is not None else None,
+            "confidence": None if p.confidence is None else round(p.confidence, 5),
+            "agreement": None if p.agreement is None else round(p.agreement, 5)} for n, p in enumerate(pages)]
+    progress(1.0, f"{len(ids)} items in {len(out['pages']['9'])} grids of 9")
+    return out
+
+
+def farthest_first(points: np.ndarray, anchors: np.ndarray | None = None) -> np.ndarray:
+    """Order ``points [K, D]`` (unit rows) so that every prefix is spread out: start with
+    the point farthest from ``anchors [A, D]`` (row 0 without anchors), then repeatedly
+    the point farthest from all chosen. Returns ``[K]`` indices."""
+    k = len(points)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    near = np.full(k, np.inf)
+    if anchors is not None and len(anchors):
+        near = (2.0 - 2.0 * points @ anchors.T).min(axis=1)
+    order = [int(np.argmax(near)) if anchors is not None and len(anchors) else 0]
+    for _ in range(1, k):
+        near = np.minimum(near, 2.0 - 2.0 * points @ points[order[-1]])
+        near[order] = -np.inf
+        order.append(int(np.argmax(near)))
+    return np.asarray(order, dtype=np.int64)
+
+
+def cold_start_project(session: Session, *, project: Project, settings: Settings, progress: Any,
+                       seed: int) -> dict[str, Any]:
+    """Rank the pool for the queue before any model exists (see the module doc)."""
+    assert project.id is not None
+    policy = Policy.from_dict(project.policy or {})
+    items = pool_items(session, project.id)
+    done = list(session.exec(select(Item).where(Item.project_id == project.id, col(Item.status).not_in(POOL))
+                             .order_by(col(Item.id).desc()).limit(ANCHORS)).all())
+    session.commit()
+    rng = np.random.default_rng(seed)
+    sample = [items[i] for i in np.sort(rng.permutation(len(items))[:COLD_START_SAMPLE])]
+    if not sample:
+        return {"picked": 0, "pool": 0}
+    store = blob_store(settings)
+    adapter = feature_adapter(project, None, settings)
+    vecs = cached_embeddings(adapter, [i.sha256 for i in sample], [store.path(i.sha256) for i in sample],
+                             settings=settings, progress=lambda f, m: progress(0.05 + 0.7 * f, m))
+    anchors = cached_embeddings(adapter, [i.sha256 for i in done], [store.path(i.sha256) for i in done],
+                                settings=settings) if done else None
+    k = min(policy.batch_size, max(1, len(sample) // 2))
+    reps = query.cold_start(vecs, k, rng)
+    picks = reps[farthest_first(vecs[reps], anchors)]
+    scores = {int(i.id): 0.0 for i in items if i.id is not None}
+    picked_ids = [int(sample[row].id or 0) for row in picks.tolist()]
+    for r, iid in enumerate(picked_ids):
+        scores[iid] = 1.0 + (len(picks) - r) / len(picks)
+    if current_model(session, project.id) is not None:
+        session.commit()
+        return {"skipped": "a model became current; inference scores the pool"}
+    stmt = update(Item).where(col(Item.id) == bindparam("iid")).values(query_score=bindparam("qs"))
+    session.connection().execute(stmt, [{"iid": i, "qs": s} for i, s in scores.items()])
+    session.commit()
+    progress(1.0, f"{len(picks)} cold-start picks among {len(items)} items")
+    return {"picked": len(picks), "pool": len(items), "picked_ids": picked_ids}
+
+
+def _project_job(ctx: JobContext, session: Session) -> Project:
+    project = session.get(Project, ctx.project_id)
+    if project is None:
+        raise ValueError("project was deleted")
+    return project
+
+
+@task("cluster", one_per_project=True)
+def cluster_task(ctx: JobContext) -> dict[str, Any]:
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        return cluster_project(s, project=_project_job(ctx, s), settings=ctx.settings, progress=ctx.progress,
+                               job_id=ctx.job_id)
+
+
+@task("cold_start", one_per_project=True)
+def cold_start_task(ctx: JobContext) -> dict[str, Any]:
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        return cold_start_project(s, project=_project_job(ctx, s), settings=ctx.settings, progress=ctx.progress,
+                                  seed=ctx.job_id)
+
+
+def newest_job(session: Session, project_id: int, kind: str, state: JobState | None = None) -> Job | None:
+    q = select(Job).where(Job.project_id == project_id, Job.kind == kind)
+    if state is not None:
+        q = q.where(Job.state == state)
+    return session.exec(q.order_by(col(Job.id).desc()).limit(1)).first()
+
+
+def due_after_infer(session: Session, project_id: int, kind: str) -> bool:
+    """True when an inference finished after the newest ``kind`` job was created."""
+    infer = newest_job(session, project_id, "infer", JobState.succeeded)
+    last = newest_job(session, project_id, kind)
+    return infer is not None and infer.finished_at is not None and (
+        last is None or infer.finished_at > last.created_at)
+
+
+def _cluster_due(session: Session, project_id: int) -> bool:
+    last = newest_job(session, project_id, "cluster")
+    fresh = select(Item.id).where(Item.project_id == project_id, col(Item.status).in_(POOL))
+    if last is not None:
+        fresh = fresh.where(col(Item.created_at) > last.created_at)
+    return due_after_infer(session, project_id, "cluster") or session.exec(fresh.limit(1)).first() is not None
+
+
+def _cold_start_due(session: Session, project_id: int) -> bool:
+    if current_model(session, project_id) is not None:
+        return False
+    pool = select(Item.id).where(Item.project_id == project_id, col(Item.status).in_(POOL))
+    unscored = session.exec(pool.where(col(Item.query_score).is_(None)).limit(1)).first() is not None
+    picked = session.exec(pool.where(col(Item.query_score) >= 1.0).limit(1)).first() is not None
+    last = newest_job(session, project_id, "cold_start")
+    failed_lately = last is not None and last.state == JobState.failed and last.finished_at is not None and (
+        utcnow() - last.finished_at < timedelta(minutes=10))
+    return (unscored or not picked) and session.exec(pool.limit(1)).first() is not None and not failed_lately
+
+
+def _enqueue_where(engine: Engine, kind: str, due: Any, tasks: tuple[Task, ...]) -> None:
+    with Session(engine) as s:
+        for project in s.exec(select(Project)).all():
+            if project.task in tasks and project.id is not None and due(s, project.id):
+                try:
+                    enqueue(s, kind=kind, project_id=project.id, payload={"reason": "scheduled"})
+                except JobConflict:
+                    continue
+                s.commit()
+
+
+@periodic("clusters")
+def clusters_check(engine: Engine, settings: Settings) -> None:
+    _enqueue_where(engine, "cluster", _cluster_due, CLASSIFICATION)
+
+
+@periodic("cold-start")
+def cold_start_check(engine: Engine, settings: Settings) -> None:
+    _enqueue_where(engine, "cold_start", _cold_start_due, tuple(Task))

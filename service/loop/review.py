@@ -1,0 +1,327 @@
+"""Hard examples: the ``hard_examples`` job, and reviewers resolving its flags.
+
+* ``label error``: people's labels (multiclass) that out-of-sample probabilities
+  confidently contradict. Probabilities are cross-fitted: k-fold (5) logistic
+  regression on the cached embeddings, so every item is scored by a head that
+  never saw its label, then confident learning
+  (:func:`learning.hard_examples.find_label_issues`).
+* ``unstable``: open proposals of the current model whose prediction changes
+  under a horizontal flip (test-time augmentation); each proposal is checked once.
+
+A flag is never duplicated: not while one of its kind is open on the item, and
+not again for a label version a reviewer already judged. A flagged labelled
+item has status ``review`` until the flag is resolved: the labeler queue skips
+it and training leaves its label out. Hold-out items keep status ``labelled``,
+so calibration keeps its unbiased sample (removing the items the model
+disagrees with would make the measured precision optimistic).
+
+How flagged items get priority: they are not sent back to labelers; reviewers
+work through ``GET /projects/{id}/review``, highest score first, and unstable
+proposals show their flag in Pending. Flags stale because the label changed
+meanwhile are closed (``dismissed``) at the next run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold, StratifiedKFold
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from learning.adapters import load_adapter
+from learning.data import load_rgb
+from learning.hard_examples import find_label_issues, flag_unstable
+from service.config import Settings
+from service.crud.annotations import (
+    canonical,
+    check_if_match,
+    current_annotation,
+    lock,
+    validate_for_project,
+    write_version,
+)
+from service.crud.items import blob_store
+from service.crud.projects import class_names
+from service.jobs.runner import JobConflict, JobContext, enqueue, task
+from service.jobs.scheduler import periodic
+from service.loop import pending
+from service.loop.audit import record_audit
+from service.loop.clusters import due_after_infer, feature_adapter
+from service.loop.data import HUMAN
+from service.loop.features import cached_embeddings
+from service.loop.infer import current_model
+from service.models import Annotation, Item, ItemStatus, Prediction, Project, Provenance, ReviewFlag, Task, User, utcnow
+
+LABEL_ERROR, UNSTABLE = "label error", "unstable"
+FOLDS, C_REG, MIN_ITEMS, TTA_BATCH, TTA_MAX = 5, 10.0, 10, 128, 2000
+
+
+def out_of_sample_probs(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int = FOLDS,
+                        seed: int = 0) -> np.ndarray:
+    """Cross-fitted ``probs [N, C]`` for embeddings ``x [N, D]`` and labels ``y [N]``:
+    each row comes from a logistic regression fitted on the other folds."""
+    counts = np.bincount(y, minlength=n_classes)
+    k = int(min(folds, counts[counts > 0].min()))
+    split = (StratifiedKFold(k, shuffle=True, random_state=seed) if k >= 2
+             else KFold(min(folds, len(y)), shuffle=True, random_state=seed))
+    out = np.zeros((len(y), n_classes))
+    for tr, te in split.split(x, y):
+        seen = np.unique(y[tr])
+        if len(seen) == 1:
+            out[te, seen[0]] = 1.0
+            continue
+        clf = LogisticRegression(C=C_REG, max_iter=2000).fit(x[tr], y[tr])
+        out[np.ix_(te, clf.classes_)] = clf.predict_proba(x[te])
+    return out
+
+
+def _judged(session: Session, project_id: int, kind: str) -> tuple[set[int], set[tuple[int, Any]]]:
+    """(items with an open flag of ``kind``, (item, label version) pairs a reviewer already judged)."""
+    open_, done = set(), set()
+    for f in session.exec(select(ReviewFlag).where(ReviewFlag.project_id == project_id, ReviewFlag.kind == kind)):
+        if f.state == "open":
+            open_.add(f.item_id)
+        else:
+            done.add((f.item_id, f.detail.get("annotation_version")))
+            done.add((f.item_id, (f.detail.get("resolution") or {}).get("annotation_version")))
+    return open_, done
+
+
+def close_stale(session: Session, project_id: int) -> int:
+    """Dismiss open flags that no longer apply: the label changed since a ``label error``
+    flag, or an ``unstable`` flag's proposal was decided or superseded."""
+    rows = session.exec(select(ReviewFlag, Item).join(Item, col(Item.id) == ReviewFlag.item_id).where(
+        ReviewFlag.project_id == project_id, ReviewFlag.state == "open")).all()
+    pids = [f.detail.get("prediction_id") for f, _ in rows if f.kind == UNSTABLE]
+    proposed = set(session.exec(select(Prediction.id).where(col(Prediction.id).in_(pids),
+                                                            Prediction.state == "proposed")).all()) if pids else set()
+    n = 0
+    for flag, item in rows:
+        if is_stale(flag, item, proposed):
+            flag.state, flag.resolved_at = "dismissed", utcnow()
+            flag.detail = {**flag.detail, "closed": "no longer applies: the label or proposal changed"}
+            session.add(flag)
+            _restore(session, item, flag)
+            n += 1
+    return n
+
+
+def is_stale(flag: ReviewFlag, item: Item, proposed: set[int | None]) -> bool:
+    if flag.kind == UNSTABLE:
+        return flag.detail.get("prediction_id") not in proposed
+    return item.version != flag.detail.get("annotation_version")
+
+
+def find_label_errors(session: Session, *, project: Project, settings: Settings, progress: Any,
+                      seed: int) -> dict[str, Any]:
+    assert project.id is not None
+    classes = class_names(session, project.id)
+    index = {c: i for i, c in enumerate(classes)}
+    rows = [(it, ann) for it, ann in session.exec(select(Item, Annotation).join(Annotation, (
+        col(Annotation.item_id) == Item.id) & (col(Annotation.version) == Item.version)).where(
+        Item.project_id == project.id, col(Item.status).in_([ItemStatus.labelled, ItemStatus.review])))
+        if ann.provenance in HUMAN and len(ann.data.get("labels", [])) == 1 and ann.data["labels"][0] in index]
+    counts = np.bincount([index[a.data["labels"][0]] for _, a in rows], minlength=len(classes))
+    rows = [(it, a) for it, a in rows if counts[index[a.data["labels"][0]]] >= 2]  # a class needs 2 to cross-fit
+    mv = current_model(session, project.id)
+    open_, done = _judged(session, project.id, LABEL_ERROR)
+    session.commit()  # no transaction (SQLite write lock) while embedding
+    if len(rows) < MIN_ITEMS or len({a.data["labels"][0] for _, a in rows}) < 2:
+        return {"label_errors": 0, "checked_labels": 0}
+    store = blob_store(settings)
+    adapter = feature_adapter(project, mv, settings)
+    x = cached_embeddings(adapter, [it.sha256 for it, _ in rows], [store.path(it.sha256) for it, _ in rows],
+                          settings=settings, progress=lambda f, m: progress(0.05 + 0.5 * f, m))
+    y = np.asarray([index[a.data["labels"][0]] for _, a in rows])
+    probs = out_of_sample_probs(x, y, len(classes), seed=seed)
+    import sys; [print(it.id, it.file_name, y[k], probs[k].round(3), file=sys.stderr) for k, (it, _) in enumerate(rows) if it.id in (1,2,3,4,9)]
+    new = 0
+    for f in find_label_issues(y, probs):
+        item = rows[f.index][0]
+        version = item.version
+        session.refresh(item)  # labelled again while we computed: next run judges the new label
+        assert item.id is not None
+        if item.id in open_ or (item.id, item.version) in done or item.version != version:
+            continue
+        session.add(ReviewFlag(project_id=project.id, item_id=item.id, model_version_id=mv.id if mv else None,
+                               kind=LABEL_ERROR, score=f.score, detail={
+                                   "given": classes[f.detail["given"]], "suggested": classes[f.detail["suggested"]],
+                                   "self_confidence": round(f.detail["self_confidence"], 5),
+                                   "suggested_prob": round(f.detail["suggested_prob"], 5),
+                                   "annotation_version": item.version, "method": "confident_learning",
+                                   "feature_version": adapter.feature_version}))
+        if not item.is_holdout and item.status == ItemStatus.labelled:
+            item.status = ItemStatus.review
+            session.add(item)
+        new += 1
+    session.commit()
+    return {"label_errors": new, "checked_labels": len(rows)}
+
+
+def tta_views(adapter: Any, paths: list[Any]) -> np.ndarray:
+    """``[2, N, C]``: probabilities of each image and of its horizontal mirror."""
+    views: list[list[np.ndarray]] = [[], []]
+    for start in range(0, len(paths), TTA_BATCH):
+        images = [load_rgb(p) for p in paths[start:start + TTA_BATCH]]
+        views[0].append(np.asarray(adapter.predict(images).probs))
+        views[1].append(np.asarray(adapter.predict([im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                                                    for im in images]).probs))
+    return np.stack([np.concatenate(v) for v in views])
+
+
+def find_unstable(session: Session, *, project: Project, settings: Settings, progress: Any) -> dict[str, Any]:
+    assert project.id is not None
+    mv = current_model(session, project.id)
+    if mv is None or mv.path is None or project.task != Task.multiclass:
+        return {"unstable": 0, "checked_proposals": 0}
+    rows = [(p, it) for p, it in session.exec(select(Prediction, Item).join(Item, col(Item.id) == Prediction.item_id)
+                                              .where(Prediction.model_version_id == mv.id,
+                                                     Prediction.state == "proposed")
+                                              .order_by(col(Prediction.id))) if "tta_flip" not in p.data][:TTA_MAX]
+    open_, _ = _judged(session, project.id, UNSTABLE)
+    session.commit()
+    if not rows:
+        return {"unstable": 0, "checked_proposals": 0}
+    progress(0.6, f"test-time augmentation of {len(rows)} proposals")
+    store = blob_store(settings)
+    views = tta_views(load_adapter(mv.path), [store.path(it.sha256) for _, it in rows])
+    classes = list(mv.classes)
+    for k, (p, _) in enumerate(rows):
+        c = int(views[1, k].argmax())
+        p.data = {**p.data, "tta_flip": [classes[c], round(float(views[1, k, c]), 5)]}
+        session.add(p)
+    new = 0
+    for f in flag_unstable(views, threshold=0.25):
+        p, item = rows[f.index]
+        if item.id in open_:
+            continue
+        session.add(ReviewFlag(project_id=project.id, item_id=item.id, model_version_id=mv.id,  # type: ignore[arg-type]
+                               kind=UNSTABLE, score=f.score, detail={
+                                   "prediction_id": p.id, "proposed": p.label,
+                                   "views": [classes[c] for c in f.detail["view_classes"]],
+                                   "annotation_version": item.version}))
+        new += 1
+    session.commit()
+    return {"unstable": new, "checked_proposals": len(rows)}
+
+
+def hard_examples(session: Session, *, project: Project, settings: Settings, progress: Any,
+                  seed: int = 0) -> dict[str, Any]:
+    assert project.id is not None
+    closed = close_stale(session, project.id)
+    session.commit()
+    out: dict[str, Any] = {"closed_stale": closed}
+    if project.task == Task.multiclass:
+        out |= find_label_errors(session, project=project, settings=settings, progress=progress, seed=seed)
+        out |= find_unstable(session, project=project, settings=settings, progress=progress)
+    mv = current_model(session, project.id)
+    out["model_version_id"] = mv.id if mv else None
+    session.commit()  # progress() writes the job row: hold no transaction here (SQLite)
+    progress(1.0, f"{out.get('label_errors', 0)} label errors, {out.get('unstable', 0)} unstable")
+    return out
+
+
+@task("hard_examples", one_per_project=True)
+def hard_examples_task(ctx: JobContext) -> dict[str, Any]:
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        project = s.get(Project, ctx.project_id)
+        if project is None:
+            raise ValueError("project was deleted")
+        return hard_examples(s, project=project, settings=ctx.settings, progress=ctx.progress, seed=ctx.job_id)
+
+
+@periodic("hard-examples")
+def hard_examples_check(engine: Engine, settings: Settings) -> None:
+    """After each inference: look for label errors and unstable proposals again."""
+    with Session(engine) as s:
+        for project in s.exec(select(Project).where(Project.task == Task.multiclass)).all():
+            if project.id is not None and due_after_infer(s, project.id, "hard_examples"):
+                try:
+                    enqueue(s, kind="hard_examples", project_id=project.id, payload={"reason": "scheduled"})
+                except JobConflict:
+                    continue
+                s.commit()
+
+
+# -- reviewers ---------------------------------------------------------------------------------
+
+
+def flag_public(session: Session, flag: ReviewFlag, item: Item) -> dict[str, Any]:
+    ann = current_annotation(session, item)
+    proposal = session.exec(select(Prediction).where(Prediction.item_id == item.id,
+                                                     Prediction.state == "proposed")).first()
+    return {"id": flag.id, "item_id": item.id, "file_name": item.file_name, "kind": flag.kind, "score": flag.score,
+            "state": flag.state, "detail": flag.detail, "model_version_id": flag.model_version_id,
+            "labels": ann.data.get("labels", []) if ann else [], "provenance": ann.provenance if ann else None,
+            "item_status": item.status, "etag": f'"v{item.version}"', "is_holdout": item.is_holdout,
+            "stale": flag.state == "open" and is_stale(flag, item, {proposal.id} if proposal else set()),
+            "proposal": None if proposal is None else {"prediction_id": proposal.id, "label": proposal.label,
+                                                       "score": proposal.score},
+            "created_at": flag.created_at, "resolved_by": flag.resolved_by, "resolved_at": flag.resolved_at}
+
+
+def list_flags(session: Session, *, project: Project, kind: str | None, state: str | None, offset: int,
+               limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Flags, most suspicious first; ``state=None`` lists every state."""
+    q = select(ReviewFlag, Item).join(Item, col(Item.id) == ReviewFlag.item_id).where(
+        ReviewFlag.project_id == project.id)
+    if kind:
+        q = q.where(ReviewFlag.kind == kind)
+    if state:
+        q = q.where(ReviewFlag.state == state)
+    count = session.exec(select(func.count()).select_from(q.subquery())).one()
+    rows = session.exec(q.order_by(col(ReviewFlag.score).desc(), col(ReviewFlag.id)).offset(offset).limit(limit))
+    return [flag_public(session, f, it) for f, it in rows.all()], int(count)
+
+
+def _restore(session: Session, item: Item, flag: ReviewFlag) -> None:
+    """Status ``review`` lasts while an open flag remains on the item."""
+    others = session.exec(select(ReviewFlag.id).where(ReviewFlag.item_id == item.id, ReviewFlag.state == "open",
+                                                      ReviewFlag.id != flag.id)).first()
+    if item.status == ItemStatus.review and others is None:
+        item.status = ItemStatus.labelled
+        session.add(item)
+
+
+def resolve_flag(session: Session, *, flag: ReviewFlag, project: Project, user: User, action: str,
+                 labels: list[str] | None, note: str = "", if_match: str | None = None) -> dict[str, Any]:
+    """``confirm``: the item's labels (or, for ``unstable``, the proposal) are right;
+    ``fix``: a ``human`` version with ``labels`` (origin ``review``); ``dismiss``: close
+    the flag without a verdict. Records outcome, resolver and time on the flag."""
+    if flag.state != "open":
+        raise HTTPException(409, f"flag {flag.id} is already {flag.state}")
+    item = session.get(Item, flag.item_id)
+    assert item is not None
+    lock(session, item)
+    if action == "fix":
+        if not labels:
+            raise HTTPException(422, "fix needs the correct labels")
+        if if_match is not None:
+            check_if_match(item, if_match)
+        data = canonical({"labels": labels})
+        validate_for_project(session, project, item, data)
+        for p in session.exec(select(Prediction).where(Prediction.item_id == item.id, Prediction.state == "proposed")):
+            p.state = "confirmed" if data["labels"] == [p.label] else "corrected"
+            p.decided_at, p.decided_by = utcnow(), user.id
+            session.add(p)
+        record_audit(session, item, data, user)
+        write_version(session, item=item, data=data, provenance=Provenance.human, origin="review", author=user)
+    elif action == "confirm" and flag.kind == UNSTABLE:
+        pid = int(flag.detail.get("prediction_id") or 0)
+        flagged = session.get(Prediction, pid)
+        if flagged is None or flagged.state != "proposed":
+            raise HTTPException(409, "the flagged proposal is no longer pending; fix or dismiss the flag")
+        pending.confirm(session, project=project, ids=[pid], user=user)
+    flag.state = {"fix": "fixed", "confirm": "confirmed"}.get(action, "dismissed")
+    flag.resolved_by, flag.resolved_at = user.id, utcnow()
+    flag.detail = {**flag.detail, "resolution": {"action": action, "labels": labels if action == "fix" else None,
+                                                 "note": note[:1000], "annotation_version": item.version}}
+    session.add(flag)
+    _restore(session, item, flag)
+    session.flush()
+    return flag_public(session, flag, item)

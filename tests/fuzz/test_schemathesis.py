@@ -1,0 +1,185 @@
+"""Schemathesis against the app's own OpenAPI, in process (ASGI), every route.
+
+One pytest case per operation. Each runs a fixed budget of Hypothesis
+examples (positive and negative data), authenticated as an admin with a
+Bearer token, against a data dir where a project, items, a label, a lease and
+a finished job exist; ids in paths point at those rows most of the time, so
+routes get past their 404. Checks: no 5xx, and status code, content type,
+headers and body as documented; invalid input is refused with a 4xx.
+
+Budget: ``LABELLOOP_FUZZ_EXAMPLES`` examples per operation (default 40, about a
+minute in all on 2 cores). ``LABELLOOP_FUZZ_DATABASE_URL`` runs it on that
+PostgreSQL database instead of SQLite (its ``public`` schema is recreated).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.openapi.checks import JsonSchemaError, UndefinedStatusCode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from service.config import Settings
+from service.jobs.runner import ThreadExecutor, enqueue
+from service.main import create_app
+from tests.conftest import Ctx, make_project, make_settings, png_bytes, reset_postgres
+
+EXAMPLES = int(os.environ.get("LABELLOOP_FUZZ_EXAMPLES", "40"))
+# optional: fuzz on PostgreSQL too (a database of its own: its schema is dropped)
+FUZZ_PG_URL = os.environ.get("LABELLOOP_FUZZ_DATABASE_URL", "")
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
+          response_schema_conformance, negative_data_rejection]
+
+# Failure classes found by this suite whose fix waits on files it does not own
+# (patches in the reliability issue's report; each pinned by a strict xfail in
+# test_fuzz_findings.py). Once the patches are in, empty this set: the fuzzing
+# then holds the app to the fixed behaviour.
+KNOWN_CLASSES = {
+    "400-undocumented",  # malformed JSON -> FastAPI's 400, not in the OpenAPI
+    "422-string-detail",  # route checks answer 422 {"detail": "..."}; documented as a list
+    "int-overflow",  # an id over 2**63 reaches SQLite: OverflowError, a 500
+    "null-update",  # PATCH {"name": null} writes NULL into a NOT NULL column: a 500
+}
+
+
+def _spec() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        return create_app(Settings(data_dir=Path(d), secret_key="x"), background=False).openapi()
+
+
+SCHEMA = schemathesis.openapi.from_dict(_spec())
+LABELS = [r.ok().label for r in SCHEMA.get_all_operations()]
+
+
+def _known_failure(failure: BaseException, response: Any) -> bool:
+    if isinstance(failure, UndefinedStatusCode) and response.status_code == 400:
+        return "400-undocumented" in KNOWN_CLASSES
+    if isinstance(failure, JsonSchemaError) and response.status_code == 422:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            return False
+        return isinstance(detail, str) and "422-string-detail" in KNOWN_CLASSES
+    return False
+
+
+def _known_crash(exc: BaseException) -> bool:
+    if isinstance(exc, OverflowError):
+        return "int-overflow" in KNOWN_CLASSES
+    if isinstance(exc, IntegrityError) and "NOT NULL" in str(exc):
+        return "null-update" in KNOWN_CLASSES
+    if isinstance(exc, AttributeError) and "'NoneType' object has no attribute 'strip'" in str(exc):
+        return "null-update" in KNOWN_CLASSES
+    return False
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    imports = tmp / "imports"
+    imports.mkdir()
+    (imports / "a.png").write_bytes(png_bytes(seed=99))
+    s = make_settings(tmp, allow_server_import_roots=[imports])
+    if FUZZ_PG_URL:
+        reset_postgres(FUZZ_PG_URL)
+        s.database_url = FUZZ_PG_URL
+    app = create_app(s, background=False)
+    with TestClient(app) as client:
+        c = Ctx(client, s)
+        admin = c.user("root", "admin")
+        c.user("lab", "labeler")
+        p = make_project(c, admin, name="fuzz", n_images=6)
+        make_project(c, admin, name="other", n_images=2)
+        pid = p["id"]
+        items = client.get(f"/api/v1/projects/{pid}/items", headers=admin).json()["data"]
+        iid = items[0]["id"]
+        assert client.post(f"/api/v1/items/{iid}/annotations", json={"labels": ["cat"]},
+                           headers=admin).status_code == 201
+        lease = client.post(f"/api/v1/projects/{pid}/queue/next", headers=admin).json()
+        tokens = client.get("/api/v1/auth/tokens", headers=admin).json()
+        spare = client.post("/api/v1/auth/tokens", json={"name": "spare"}, headers=admin).json()
+        with Session(c.engine) as sess:
+            job = enqueue(sess, kind="sleep", project_id=pid, payload={"steps": 1, "seconds": 0})
+            sess.commit()
+            job_id = job.id
+        ThreadExecutor(c.engine, s).run_pending()  # finished: its SSE stream ends at once
+        ids = {
+            "project_id": [pid, pid, pid, 999_999],
+            "item_id": [iid, items[1]["id"], items[2]["id"], 999_999],
+            "class_id": [p["classes"][0]["id"], p["classes"][1]["id"], 999_999],
+            "lease_id": [lease["lease_id"], 999_999],
+            "job_id": [job_id, 999_999],
+            "token_id": [spare["id"], 999_999],
+        }
+        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+        yield {"schema": schema, "headers": admin, "ids": ids, "own_token": tokens[0]["id"], "settings": s}
+
+
+def _fix_ids(case: Any, ids: dict[str, list[int]], pick: int, world: dict[str, Any]) -> None:
+    """Point integer path ids at real rows (most of the time)."""
+    params = case.path_parameters or {}
+    for name, value in list(params.items()):
+        if name in ids and isinstance(value, int) and not isinstance(value, bool):
+            choices = ids[name]
+            if pick % (len(choices) + 1) < len(choices):  # else keep the generated number
+                params[name] = choices[pick % (len(choices) + 1)]
+    label = case.operation.label
+    if label.endswith("/events") and params.get("job_id") not in ids["job_id"]:
+        params["job_id"] = ids["job_id"][0]  # a job that is not finished would stream forever
+    if "token_id" in params and params["token_id"] == world["own_token"]:
+        params["token_id"] = ids["token_id"][0]  # keep the fuzzer's own token alive
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_operation_conforms(world: dict[str, Any], label: str) -> None:
+    schema = world["schema"]
+    op = schema.find_operation_by_label(label)
+    assert op is not None, label
+    strategy = st.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE))
+
+    @given(case=strategy, pick=st.integers(0, 11))
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    def run(case: Any, pick: int) -> None:
+        _fix_ids(case, world["ids"], pick, world)
+        try:
+            response = case.call(headers=world["headers"])
+        except Exception as exc:  # noqa: BLE001  (the app raised: a 500 for a real client)
+            if _known_crash(exc):
+                return
+            raise AssertionError(f"server error {type(exc).__name__}: {str(exc)[:300]}\n"
+                                 f"{case.as_curl_command(headers=world['headers'])[:600]}") from None
+        checks = CHECKS
+        if case.media_type == "multipart/form-data":
+            # any value in a multipart part arrives as a file, so "wrong type" cannot be sent
+            checks = [c for c in CHECKS if c is not negative_data_rejection]
+        try:
+            case.validate_response(response, checks=checks, headers=world["headers"])
+        except FailureGroup as group:
+            if not all(_known_failure(f, response) for f in group.exceptions):
+                raise
+        except Failure as failure:
+            if not _known_failure(failure, response):
+                raise
+
+    run()
