@@ -158,8 +158,8 @@ def submit(session: Session, *, item: Item, project: Project, user: User, body: 
     if lease is not None and lease.reason == "holdout" and item.version == 0:
         item.is_holdout = True
     _settle_predictions(session, item, data, user)
-    return write_version(session, item=item, data=data, provenance=Provenance.human,
-                         origin="queue" if lease is not None else "edit", author=user)
+    origin = f"queue:{lease.reason}" if lease is not None else "edit"
+    return write_version(session, item=item, data=data, provenance=Provenance.human, origin=origin, author=user)
 
 
 def _settle_predictions(session: Session, item: Item, data: dict[str, Any], user: User) -> None:

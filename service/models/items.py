@@ -65,7 +65,7 @@ class Annotation(SQLModel, table=True):
     version: int
     data: dict[str, Any] = json_field(dict)
     provenance: Provenance = Provenance.human
-    origin: str = Field(default="queue", description="queue | grid | pending | import | undo | review")
+    origin: str = Field(default="queue", description="queue:<stream> | grid | pending | import | undo | review | edit")
     author_id: int | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
     model_version_id: int | None = Field(default=None, foreign_key="model_version.id")
     score: float | None = None

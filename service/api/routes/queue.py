@@ -53,3 +53,13 @@ def lease_heartbeat(lease_id: int, user: CurrentUser, session: SessionDep, setti
     lease = crud.heartbeat(session, lease=lease, user=user, ttl_seconds=settings.lease_ttl_seconds)
     assert lease.id is not None
     return HeartbeatOut(lease_id=lease.id, expires_at=lease.expires_at)
+
+
+@router.delete("/leases/{lease_id}", status_code=204, responses=STD_ERRORS)
+def release_lease(lease_id: int, user: CurrentUser, session: SessionDep) -> Response:
+    """Give the item back to the queue now (e.g. the labeler left the page)."""
+    lease = session.get(Lease, lease_id)
+    if lease is None or lease.user_id != user.id:
+        raise HTTPException(404, "lease not found")
+    session.delete(lease)
+    return Response(status_code=204)
