@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 01:03:28.717415
+Create Date: 2026-11-23 01:37:09.083621
 """
 from collections.abc import Sequence
 
@@ -33,6 +33,23 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_auditlog_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_auditlog_project_id'), ['project_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_auditlog_user_id'), ['user_id'], unique=False)
+
+    op.create_table('registered_model',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('task', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('labels', sa.JSON(), nullable=False),
+    sa.Column('input_spec', sa.JSON(), nullable=False),
+    sa.Column('default_threshold', sa.Float(), nullable=False),
+    sa.Column('path', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('created_by', sa.Integer(), nullable=True),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('registered_model', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_registered_model_name'), ['name'], unique=True)
 
     op.create_table('user',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
@@ -397,6 +414,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_user_name'))
 
     op.drop_table('user')
+    with op.batch_alter_table('registered_model', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_registered_model_name'))
+
+    op.drop_table('registered_model')
     with op.batch_alter_table('auditlog', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_auditlog_user_id'))
         batch_op.drop_index(batch_op.f('ix_auditlog_project_id'))

@@ -19,6 +19,8 @@ from service.models.ml import (
     ModelVersion,
     ModelVersionPublic,
     Prediction,
+    RegisteredModel,
+    RegisteredModelPublic,
     ReviewFlag,
 )
 from service.models.projects import (
@@ -54,6 +56,6 @@ __all__ = [
     "JobPublic", "JobState", "JobsPublic", "LabelClass", "LabelClassCreate", "LabelClassPublic",
     "LabelClassUpdate", "Lease", "Membership", "MembershipPublic", "MembershipSet", "ModelVersion",
     "ModelVersionPublic", "Prediction", "Project", "ProjectCreate", "ProjectPublic", "ProjectUpdate",
-    "ProjectsPublic", "Provenance", "QueueReason", "ReviewFlag", "Role", "Skip", "Task",
+    "ProjectsPublic", "Provenance", "QueueReason", "RegisteredModel", "RegisteredModelPublic", "ReviewFlag", "Role", "Skip", "Task",
     "TokenCreated", "TokenPublic", "User", "UserCreate", "UserPublic", "WatchedFolder", "utcnow",
 ]

@@ -136,3 +136,31 @@ class JobPublic(SQLModel):
 class JobsPublic(SQLModel):
     data: list[JobPublic]
     count: int
+
+
+class RegisteredModel(SQLModel, table=True):
+    """An external model (ONNX or TorchScript) registered for automatic annotation."""
+
+    __tablename__ = "registered_model"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, min_length=1, max_length=200)
+    kind: str = Field(description="onnx | torchscript")
+    task: str = Field(default="detection", description="multiclass | multilabel | detection | segmentation")
+    labels: list[str] = json_field(list)
+    input_spec: dict[str, Any] = json_field(dict)
+    default_threshold: float = 0.5
+    path: str = ""
+    sha256: str = ""
+    created_by: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RegisteredModelPublic(SQLModel):
+    id: int
+    name: str
+    kind: str
+    task: str
+    labels: list[str]
+    input_spec: dict[str, Any]
+    default_threshold: float
+    created_at: datetime
