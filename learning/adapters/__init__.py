@@ -1,6 +1,6 @@
 """Model adapters: the :class:`ModelAdapter` contract, its data shapes and the registry.
 
-Built-in adapters (``classifier``) register themselves the first time the registry is
+Built-in adapters (``classifier``, ``detector``) register themselves the first time the registry is
 asked for a key, so importing this package stays cheap and free of import cycles.
 """
 

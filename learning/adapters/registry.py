@@ -15,12 +15,17 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 _ADAPTERS: dict[str, type] = {}
-BUILTIN_MODULES = ("learning.adapters.classifier",)
-"""Modules imported on first registry lookup so that their adapters register themselves."""
-_builtins_loaded = False
+BUILTIN_ADAPTERS = {
+    "classifier": "learning.adapters.classifier",
+    "detector": "learning.adapters.detector",
+}
+"""Built-in keys and the module that registers each, imported on first lookup of that key
+(importing this package stays cheap, free of cycles, and one broken module only breaks
+its own key)."""
 A = TypeVar("A", bound=type)
 
 __all__ = [
+    "BUILTIN_ADAPTERS",
     "FORMAT_VERSION",
     "MANIFEST",
     "UnknownAdapterError",
@@ -54,22 +59,15 @@ def register_adapter(key: str) -> Callable[[A], A]:
     return decorate
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
-        _builtins_loaded = True
-
-
 def list_adapters() -> list[str]:
-    """Registered keys, sorted."""
-    _load_builtins()
-    return sorted(_ADAPTERS)
+    """Registered and built-in keys, sorted (built-ins are not imported by this call)."""
+    return sorted(set(_ADAPTERS) | set(BUILTIN_ADAPTERS))
 
 
 def get_adapter_class(key: str) -> type:
-    _load_builtins()
+    """The class registered under ``key``, importing its built-in module if needed."""
+    if key not in _ADAPTERS and key in BUILTIN_ADAPTERS:
+        importlib.import_module(BUILTIN_ADAPTERS[key])
     try:
         return _ADAPTERS[key]
     except KeyError:

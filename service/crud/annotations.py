@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session, col, select
 
 from service.crud.projects import class_names
+from service.loop.audit import record_audit
 from service.models import (
     Annotation,
     Item,
@@ -158,6 +159,7 @@ def submit(session: Session, *, item: Item, project: Project, user: User, body: 
     if lease is not None and lease.reason == "holdout" and item.version == 0:
         item.is_holdout = True
     _settle_predictions(session, item, data, user)
+    record_audit(session, item, data, user)
     origin = f"queue:{lease.reason}" if lease is not None else "edit"
     return write_version(session, item=item, data=data, provenance=Provenance.human, origin=origin, author=user)
 

@@ -99,8 +99,8 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
         session.connection().execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK + project.id})
     now = utcnow()
     expire_leases(session, project_id=project.id)
-    mine = session.exec(select(Lease).where(Lease.project_id == project.id, Lease.user_id == user.id)
-                        .order_by(col(Lease.id))).first()
+    mine = session.exec(select(Lease).where(Lease.project_id == project.id, Lease.user_id == user.id,
+                                            Lease.reason != "grid").order_by(col(Lease.id))).first()
     if mine is not None:
         item = session.get(Item, mine.item_id)
         if item is not None and item.status in (ItemStatus.unlabelled, ItemStatus.skipped) or (

@@ -20,6 +20,7 @@ from learning.adapters import (
     FitConfig,
     LabelledImages,
     ModelAdapter,
+    Predictions,
     create_adapter,
     list_adapters,
     load_adapter,
@@ -57,21 +58,46 @@ def _multilabel(seed: int) -> Data:
     return images, labels
 
 
+def _boxes(seed: int) -> Data:
+    """A red square on grey per image; labels: object array of annotation dicts."""
+    rng = np.random.default_rng(seed)
+    images, anns = [], []
+    for _ in range(4):
+        arr = np.full((64, 64, 3), 235, np.uint8)
+        x, y = (int(v) for v in rng.integers(4, 36, 2))
+        arr[y : y + 20, x : x + 20] = (200, 30, 30)
+        images.append(Image.fromarray(arr))
+        anns.append({"boxes": [{"label": "square", "bbox": [x, y, 20, 20]}]})
+    labels = np.empty(len(anns), dtype=object)
+    labels[:] = anns
+    return images, labels
+
+
 FAST = FitConfig(algorithm="fast", image_size=32, seed=0)
 CASES: dict[str, list[Case]] = {
     "classifier": [
         Case("multiclass", dict(classes=["r", "g", "b"], task="multiclass", image_size=32), _multiclass, FAST),
         Case("multilabel", dict(classes=["red", "blue"], task="multilabel", image_size=32), _multilabel, FAST),
     ],
+    "detector": [
+        Case(
+            "detection",
+            dict(classes=["square"], task="detection", image_size=64),
+            _boxes,
+            FitConfig(algorithm="precise", epochs=1, batch_size=4, seed=0),
+        ),
+    ],
 }
 PARAMS = [
-    pytest.param(key, case, id=f"{key}-{case.name}")
+    pytest.param(key, case, id=f"{key}-{case.name if case else 'no-case'}")
     for key in list_adapters()
     for case in CASES.get(key, [None])  # type: ignore[list-item]
 ]
 
 
-def _check_predictions(adapter: ModelAdapter, probs: np.ndarray, n: int) -> None:
+def _check_predictions(adapter: ModelAdapter, preds: Predictions, n: int) -> None:
+    probs = preds.probs
+    assert preds.boxes is None or len(preds.boxes) == n
     assert probs.shape == (n, len(adapter.classes))
     assert probs.dtype == np.float32
     assert np.isfinite(probs).all()
@@ -89,15 +115,16 @@ def test_adapter_contract(key: str, case: Case | None, tmp_path: Path) -> None:
     images, labels = case.data(0)
     n = len(images)
 
-    _check_predictions(adapter, adapter.predict(images).probs, n)  # untrained is still valid
+    _check_predictions(adapter, adapter.predict(images), n)  # untrained is still valid
 
     holdout = LabelledImages(*case.data(1))
     report = adapter.fit(LabelledImages(images, labels), holdout, config=case.config)
     assert report.epochs_run >= 1 and report.seconds > 0
     assert report.holdout_probs is not None and report.holdout_probs.shape[0] == len(holdout)
 
-    probs = adapter.predict(images, batch_size=5).probs
-    _check_predictions(adapter, probs, n)
+    preds = adapter.predict(images, batch_size=5)
+    _check_predictions(adapter, preds, n)
+    probs = preds.probs
     emb = adapter.embed(images, batch_size=5)
     assert emb.ndim == 2 and emb.shape[0] == n and emb.dtype == np.float32
     assert np.isfinite(emb).all()

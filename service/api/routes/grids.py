@@ -61,8 +61,8 @@ def lease_pages(session: Session, *, project: Project, user: User, size: int, li
     mine: list[tuple[dict[str, Any], list[int]]] = []
     free: list[tuple[dict[str, Any], list[int]]] = []
     for page in (job.result or {}).get("pages", {}).get(str(size), []):
-        live = [i for i in page["item_ids"] if i in pool and (i not in leases or leases[i].reason == GRID
-                                                               or leases[i].user_id != user.id)]
+        # an item someone labels in the queue leaves the page; a page on someone's grid is theirs
+        live = [i for i in page["item_ids"] if i in pool and (i not in leases or leases[i].reason == GRID)]
         holders = {leases[i].user_id for i in live if i in leases}
         if page["id"] in closed or not live or holders - {user.id}:
             continue
@@ -105,8 +105,8 @@ def find_page(session: Session, page_id: str) -> tuple[Job, dict[str, Any]]:
 def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str, Any], user: User, label: str,
                  exclude: list[int]) -> dict[str, Any]:
     """One ``human`` version (origin ``grid``) per page item not excluded; every item's grid lease
-    is released, so excluded items go back to the queue. Items labelled meanwhile or held by
-    someone else are left alone (``unavailable``)."""
+    is released, so excluded items go back to the queue. Items labelled meanwhile or leased in the
+    queue by someone else are left alone (``unavailable``); a page on another person's grid is 409."""
     assert project.id is not None
     ids: list[int] = list(page["item_ids"])
     stray = sorted(set(exclude) - set(ids))
@@ -118,6 +118,8 @@ def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str
     items = {it.id: it for it in session.exec(select(Item).where(col(Item.id).in_(ids)))}
     leases = {le.item_id: le for le in session.exec(select(Lease).where(col(Lease.item_id).in_(ids)))}
     now = utcnow()
+    if any(le.reason == GRID and le.user_id != user.id and le.expires_at > now for le in leases.values()):
+        raise HTTPException(409, f"page {page['id']} is leased to someone else right now")
     labelled, released, unavailable = [], [], []
     for iid in ids:
         item, le = items.get(iid), leases.get(iid)
@@ -157,7 +159,7 @@ def skip_page(session: Session, *, project: Project, page: dict[str, Any], user:
 
 router = APIRouter(tags=["grids"])
 LEASES: dict[int | str, dict[str, Any]] = {
-    409: _err("the page was already confirmed"),
+    409: _err("the page was already confirmed, or another person holds it"),
     422: _err("not a classification project, bad size or label, or items not on the page")}
 
 

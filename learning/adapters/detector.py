@@ -1,0 +1,331 @@
+"""Object detector (and instance segmenter) adapter: torchvision Faster/Mask R-CNN on a timm body.
+
+Model: ``image -> timm features_only body (strides 8/16/32, ImageNet weights from
+learning.backbones) -> torchvision FPN (+ max-pool level) -> RPN with small anchors
+(16-128 px, ratios 1:2, 1:1, 2:1) -> RoIAlign -> box head`` (and, for ``segmentation``,
+a light Mask R-CNN mask head). A two-stage detector because box regression converges
+on CPU at modest sizes where a one-stage FCOS did not (see tests/benchmarks).
+
+Images are shrunk once so their longer side is at most ``image_size`` (boxes scaled
+alike); the net sees them at that size and its boxes are scaled back to the original
+pixels. Training: AdamW with linear warm-up and cosine decay, BatchNorm frozen (small
+batches), the stem and first two stages frozen; augmentation that moves boxes with the
+pixels: horizontal flip and scale jitter (zoom in/out around a random point).
+
+``fit`` takes :class:`~learning.adapters.base.LabelledImages` whose ``labels`` is an object
+array ``[N]`` of annotation dicts ``{"boxes": [{"label", "bbox": [x, y, w, h]}], "polygons":
+[{"label", "points": [...]}]}`` (class names). ``predict`` returns ``probs [N, C]`` (per class
+the best box score, 0 without a box) and per image ``boxes`` ``[{"label", "bbox", "score"}]``,
+with ``"points"`` (a polygon simplified to ``tolerance`` px) for segmentation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from learning.adapters.base import EpochStats, FitConfig, FitReport, LabelledImages, Predictions, Progress, Task
+from learning.adapters.registry import FORMAT_VERSION, MANIFEST, read_manifest, register_adapter
+from learning.backbones import DEFAULT_BACKBONE, create_backbone, data_config, set_num_threads
+from learning.data import ImageSource, load_rgb
+from learning.polygons import mask_to_polygon, polygon_bbox, polygon_to_mask
+from learning.train import atomic_directory, notify, snapshot
+
+WEIGHTS = "weights.pt"
+__all__ = ["DetectorAdapter", "targets_from_annotations"]
+
+
+class _Body(nn.Module):
+    """timm features (strides 8/16/32) -> FPN maps ``{"0", "1", "2", "pool"}``; BatchNorm frozen."""
+
+    def __init__(self, name: str, pretrained: bool, width: int) -> None:
+        super().__init__()
+        body: Any = timm.create_model(name, pretrained=False, features_only=True, out_indices=(2, 3, 4))
+        self.body = body
+        if pretrained:
+            missing, _ = body.load_state_dict(create_backbone(name).state_dict(), strict=False)
+            if missing:
+                raise RuntimeError(f"pretrained weights lack {missing[:3]} for the {name} feature body")
+        channels: list[int] = body.feature_info.channels()
+        self.fpn = FeaturePyramidNetwork(channels, width, extra_blocks=LastLevelMaxPool())
+        self.out_channels = width
+        for m in self.body.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.requires_grad_(False)
+        frozen = [getattr(self.body, n) for n in ("conv_stem", "bn1") if hasattr(self.body, n)]
+        blocks = getattr(self.body, "blocks", None)
+        frozen += list(blocks[:2]) if isinstance(blocks, nn.Sequential) else []
+        for m in frozen:
+            m.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> _Body:
+        super().train(mode)
+        self.body.eval()  # frozen BatchNorm statistics
+        return self
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        feats = self.body(x)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))  # type: ignore[no-any-return]
+
+
+def _build(task: Task, n: int, name: str, pretrained: bool, size: int) -> tuple[nn.Module, _Body]:
+    body = _Body(name, pretrained, 96)
+    cfg = data_config(create_backbone(name, pretrained=False))
+    anchors = AnchorGenerator(((16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 4)
+    pool = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
+    common: dict[str, Any] = dict(
+        min_size=size, max_size=size, image_mean=list(cfg["mean"]), image_std=list(cfg["std"]),
+        rpn_anchor_generator=anchors, box_roi_pool=pool,
+        box_head=TwoMLPHead(96 * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, n + 1),
+        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
+        rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=128, box_batch_size_per_image=128,
+        box_score_thresh=0.02, box_detections_per_img=50,
+    )
+    if task == "segmentation":
+        mask_pool = MultiScaleRoIAlign(["0", "1", "2"], output_size=14, sampling_ratio=2)
+        model: nn.Module = MaskRCNN(body, mask_roi_pool=mask_pool, mask_head=MaskRCNNHeads(96, [96, 96], 1),
+                                    mask_predictor=MaskRCNNPredictor(96, 96, n + 1), **common)
+    else:
+        model = FasterRCNN(body, **common)
+    return model, body
+
+
+def targets_from_annotations(ann: dict[str, Any], classes: Sequence[str], scale: float, hw: tuple[int, int],
+                             masks: bool) -> dict[str, torch.Tensor]:
+    """An annotation dict (original pixels) -> torchvision targets at ``scale``; unknown classes dropped.
+    Polygons give both a box and (``masks=True``) a mask ``[K, H, W]`` of size ``hw``."""
+    index = {c: i for i, c in enumerate(classes)}
+    boxes, labels, mask_list = [], [], []
+    for b in ann.get("boxes") or []:
+        if b["label"] in index and not masks:
+            boxes.append(b["bbox"])
+            labels.append(index[b["label"]] + 1)
+    for p in ann.get("polygons") or []:
+        if p["label"] in index:
+            boxes.append(polygon_bbox(p["points"]))
+            labels.append(index[p["label"]] + 1)
+            if masks:
+                pts = [v * scale for v in p["points"]]
+                mask_list.append(torch.from_numpy(polygon_to_mask(pts, hw[0], hw[1])))
+    xywh = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4) * scale
+    xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+    keep = (xywh[:, 2] >= 1) & (xywh[:, 3] >= 1)
+    out = {"boxes": xyxy[keep], "labels": torch.tensor(labels, dtype=torch.int64).reshape(-1)[keep]}
+    if masks:
+        m = torch.stack(mask_list) if mask_list else torch.zeros((0, *hw), dtype=torch.bool)
+        out["masks"] = m[keep].to(torch.uint8)
+    return out
+
+
+def _augment(img: torch.Tensor, t: dict[str, torch.Tensor], rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
+    """Horizontal flip and scale jitter (x0.7-1.3 around a random point), boxes/masks moved alike."""
+    t = dict(t)
+    _, h, w = img.shape
+    if rng.random() < 0.5:
+        img = img.flip(-1)
+        b = t["boxes"].clone()
+        b[:, [0, 2]] = w - t["boxes"][:, [2, 0]]
+        t["boxes"] = b
+        if "masks" in t:
+            t["masks"] = t["masks"].flip(-1)
+    s = float(rng.uniform(0.7, 1.3))
+    nh, nw = max(8, round(h * s)), max(8, round(w * s))
+    big = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+    ox = int(rng.integers(min(0, w - nw), max(0, w - nw) + 1))
+    oy = int(rng.integers(min(0, h - nh), max(0, h - nh) + 1))
+    out = img.new_full((3, h, w), 0.5)
+    sx, sy, dx, dy = max(0, -ox), max(0, -oy), max(0, ox), max(0, oy)
+    cw, ch = min(nw - sx, w - dx), min(nh - sy, h - dy)
+    out[:, dy : dy + ch, dx : dx + cw] = big[:, sy : sy + ch, sx : sx + cw]
+    b = t["boxes"] * torch.tensor([nw / w, nh / h, nw / w, nh / h]) + torch.tensor([ox, oy, ox, oy])
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    b[:, [0, 2]], b[:, [1, 3]] = b[:, [0, 2]].clamp(0, w), b[:, [1, 3]].clamp(0, h)
+    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    keep = (bw * bh >= 0.5 * area) & (bw >= 2) & (bh >= 2)
+    t["boxes"], t["labels"] = b[keep], t["labels"][keep]
+    if "masks" in t:
+        mb = F.interpolate(t["masks"][None].float(), size=(nh, nw), mode="nearest")[0]
+        m = torch.zeros((len(mb), h, w))
+        m[:, dy : dy + ch, dx : dx + cw] = mb[:, sy : sy + ch, sx : sx + cw]
+        t["masks"] = m[keep].to(torch.uint8)
+    return out, t
+
+
+@register_adapter("detector")
+class DetectorAdapter:
+    """``create_adapter("detector", classes=[...], task="detection"|"segmentation", image_size=320)``."""
+
+    adapter_key = "detector"
+
+    def __init__(self, classes: Sequence[str], task: Task = "detection", backbone: str = DEFAULT_BACKBONE, *,
+                 pretrained: bool = True, image_size: int | None = None, num_threads: int | None = None,
+                 **_: Any) -> None:
+        if task not in ("detection", "segmentation"):
+            raise ValueError(f"detector supports detection and segmentation, not {task!r}")
+        if not classes or len(set(classes)) != len(classes):
+            raise ValueError(f"need distinct class names, got {classes!r}")
+        self.task: Task = task
+        self.classes = [str(c) for c in classes]
+        self.backbone_name, self.pretrained = backbone, pretrained
+        self.image_size = int(image_size or 320)
+        self.num_threads = num_threads
+        self.model, self.body = _build(task, len(self.classes), backbone, pretrained, self.image_size)
+        self.model.eval()
+        self.holdout_predictions: Predictions | None = None
+        """Set by ``fit`` when a hold-out set is given: the final model's predictions on it."""
+
+    @property
+    def feature_version(self) -> str:
+        return f"detector/{self.backbone_name}/{self.image_size}px/{id(self.model):x}"
+
+    # ------------------------------------------------------------------ data
+    def _load(self, source: ImageSource) -> tuple[torch.Tensor, float]:
+        """RGB float ``[3, H', W']`` in [0, 1] with longer side <= image_size, and the scale used."""
+        img = load_rgb(source)
+        scale = min(1.0, self.image_size / max(img.size))
+        if scale < 1.0:
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
+        arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return arr.float() / 255.0, scale
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, images: Sequence[ImageSource], *, batch_size: int = 8, polygons: bool = True,
+                tolerance: float = 1.0) -> Predictions:
+        """``probs [N, C]`` (best box score per class) and ``boxes`` per image, in original pixels."""
+        set_num_threads(self.num_threads)
+        self.model.eval()
+        probs = np.zeros((len(images), len(self.classes)), dtype=np.float32)
+        out: list[list[dict[str, Any]]] = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                loaded = [self._load(s) for s in images[start : start + batch_size]]
+                for k, (res, (_, scale)) in enumerate(zip(self.model([x for x, _ in loaded]), loaded, strict=True)):
+                    dets = []
+                    for j in range(len(res["boxes"])):
+                        x0, y0, x1, y1 = (res["boxes"][j] / scale).tolist()
+                        c, score = int(res["labels"][j]) - 1, float(res["scores"][j])
+                        det: dict[str, Any] = {"label": self.classes[c], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                               "score": score}
+                        if "masks" in res and polygons:
+                            pts = mask_to_polygon(res["masks"][j, 0].numpy() >= 0.5, tolerance * scale)
+                            det["points"] = [v / scale for v in pts] if pts else None
+                        probs[start + k, c] = max(probs[start + k, c], score)
+                        dets.append(det)
+                    out.append(dets)
+        return Predictions(probs=probs, boxes=out)
+
+    def embed(self, images: Sequence[ImageSource], *, batch_size: int = 16) -> np.ndarray:
+        """``[N, D]`` float32: mean-pooled stride-32 body features, L2-normalised."""
+        set_num_threads(self.num_threads)
+        rows = []
+        with torch.inference_mode():
+            for image in images:
+                x, _ = self._load(image)
+                mean = torch.tensor(self.model.transform.image_mean)[:, None, None]  # type: ignore[union-attr]
+                std = torch.tensor(self.model.transform.image_std)[:, None, None]  # type: ignore[union-attr]
+                rows.append(self.body.body(((x - mean) / std)[None])[-1].mean(dim=(2, 3)))
+        if not rows:
+            return np.zeros((0, int(self.body.body.feature_info.channels()[-1])), dtype=np.float32)
+        return F.normalize(torch.cat(rows), dim=1).numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, train: LabelledImages, holdout: LabelledImages | None, *, config: FitConfig,
+            progress: Progress | None = None, **_: Any) -> FitReport:
+        """Fine-tune on ``train`` (``config.epochs``, ``lr`` (AdamW), ``batch_size``, ``seed``);
+        then predict ``holdout`` into ``holdout_predictions`` (``report.holdout_probs [H, C]``).
+        Raises Cancelled when ``progress`` does, leaving the adapter as it was."""
+        if len(train) == 0:
+            raise ValueError("cannot fit on an empty training set")
+        start = time.perf_counter()
+        set_num_threads(config.num_threads or self.num_threads)
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        saved = snapshot(self.model)
+        masks = self.task == "segmentation"
+        try:
+            data = []
+            for img, ann in zip(train.images, train.labels, strict=True):
+                x, scale = self._load(img)
+                hw = (int(x.shape[1]), int(x.shape[2]))
+                data.append((x, targets_from_annotations(dict(ann), self.classes, scale, hw, masks)))
+            notify(progress, 0.03, f"loaded {len(data)} images")
+            bs = max(1, min(config.batch_size, 8))
+            steps = config.epochs * math.ceil(len(data) / bs)
+            warm = max(1, min(100, steps // 10))
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (
+                1 + math.cos(math.pi * min(1.0, i / steps))))
+            history, step = [], 0
+            self.model.train()
+            for epoch in range(config.epochs):
+                order, total = rng.permutation(len(data)), 0.0
+                for b0 in range(0, len(data), bs):
+                    batch = [_augment(*data[int(i)], rng) for i in order[b0 : b0 + bs]]
+                    losses = self.model([x for x, _ in batch], [t for _, t in batch])
+                    loss = sum(losses.values())
+                    opt.zero_grad()
+                    loss.backward()  # type: ignore[union-attr]
+                    nn.utils.clip_grad_norm_(params, 10.0)
+                    opt.step()
+                    sched.step()
+                    step += 1
+                    value = float(loss.detach())  # type: ignore[union-attr]
+                    total += value * len(batch)
+                    notify(progress, 0.03 + 0.87 * step / steps, f"epoch {epoch + 1}/{config.epochs}: "
+                           f"batch {b0 // bs + 1}, loss {value:.3f}")
+                history.append(EpochStats(epoch=epoch, train_loss=total / len(data), train_accuracy=0.0))
+            self.model.eval()
+            report = FitReport(algorithm=config.algorithm, epochs_run=config.epochs, history=history,
+                               stopped_early=False, best_epoch=config.epochs - 1, seconds=0.0,
+                               n_train=len(train), n_val=0)
+            self.holdout_predictions = None
+            if holdout is not None and len(holdout):
+                self.holdout_predictions = self.predict(holdout.images)
+                report.holdout_probs = self.holdout_predictions.probs
+            notify(progress, 1.0, "done")
+        except BaseException:
+            self.model.load_state_dict(saved)
+            self.model.eval()
+            raise
+        report.seconds = time.perf_counter() - start
+        return report
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Path | str) -> None:
+        """Directory with ``manifest.json`` and ``weights.pt`` (the whole net), written atomically."""
+        manifest = {"adapter": self.adapter_key, "format_version": FORMAT_VERSION, "task": self.task,
+                    "classes": self.classes, "backbone": self.backbone_name, "image_size": self.image_size,
+                    "weights": WEIGHTS, "versions": {"torch": torch.__version__, "timm": timm.__version__},
+                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with atomic_directory(path) as tmp:
+            torch.save(self.model.state_dict(), tmp / WEIGHTS)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path | str) -> DetectorAdapter:
+        m = read_manifest(path)
+        if m.get("adapter") != cls.adapter_key:
+            raise ValueError(f"{path} holds a {m.get('adapter')!r} model, not {cls.adapter_key!r}")
+        adapter = cls(m["classes"], m["task"], m["backbone"], pretrained=False, image_size=m["image_size"])
+        state = torch.load(Path(path) / m.get("weights", WEIGHTS), map_location="cpu", weights_only=True)
+        adapter.model.load_state_dict(state)
+        adapter.model.eval()
+        return adapter

@@ -1,0 +1,117 @@
+"""External models for automatic annotation: register (multipart, checked by running it) and list."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+from sqlmodel import col, func, select
+
+from learning.adapters.external import KINDS, TASKS, ExternalModelError, check_labels, validate_model
+from service.api.deps import AUTH_ERRORS, TOO_LARGE, CurrentUser, SessionDep, SettingsDep, _err
+from service.config import Settings
+from service.models import ROLE_RANK, RegisteredModel, Role
+
+router = APIRouter(tags=["models"])
+
+
+class ModelOut(BaseModel):
+    id: int
+    name: str
+    kind: str
+    task: str
+    labels: list[str]
+    input_spec: dict[str, Any]
+    default_threshold: float
+
+
+class ModelsOut(BaseModel):
+    data: list[ModelOut]
+    count: int
+
+
+def _json(value: str, field: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, f"{field} must be JSON: {exc.msg}") from None
+
+
+def _store(settings: Settings, data: bytes, kind: str) -> tuple[str, str]:
+    """Write the file content-addressed under models_dir/external (atomic); (path, sha256)."""
+    sha = hashlib.sha256(data).hexdigest()
+    folder = settings.models_dir / "external"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sha}.{'onnx' if kind == 'onnx' else 'pt'}"
+    if not path.exists():
+        tmp = folder / f".{sha}.{uuid.uuid4().hex}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return str(path), sha
+
+
+def _check(settings: Settings, data: bytes, kind: str, task: str, labels: list[str], spec: dict) -> dict:
+    """Run the model on a sample image from a temporary file; the checked input spec."""
+    folder = settings.models_dir / "external"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".check-{uuid.uuid4().hex}"
+    try:
+        tmp.write_bytes(data)
+        adapter = validate_model(tmp, kind, task, labels, spec, num_threads=settings.torch_threads)  # type: ignore[arg-type]
+        return adapter.spec.to_dict()
+    except ExternalModelError as exc:
+        raise HTTPException(422, str(exc)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@router.post("/models", response_model=ModelOut, status_code=201,
+             responses={**AUTH_ERRORS, **TOO_LARGE, 409: _err("a model with this name exists"),
+                        422: _err("not a model file, input mismatch, or a bad label list / input spec")})
+async def register_model(user: CurrentUser, session: SessionDep, settings: SettingsDep,
+                         file: UploadFile = File(..., description="ONNX or TorchScript file"),
+                         name: str = Form(..., min_length=1, max_length=200),
+                         kind: str = Form(..., description="onnx | torchscript"),
+                         task: str = Form("detection", description="multiclass|multilabel|detection|segmentation"),
+                         labels: str = Form(..., description='JSON list of label names, e.g. ["cat", "dog"]'),
+                         input_spec: str = Form(..., description='JSON {"size": 224, "mean": [...], "std": [...], '
+                                                '"layout": "NCHW"}'),
+                         default_threshold: float = Form(0.5, ge=0.0, le=1.0)) -> ModelOut:
+    """Admins and managers: the file is run on a sample image before it is stored."""
+    if ROLE_RANK[user.role] < ROLE_RANK[Role.manager]:
+        raise HTTPException(403, "registering models needs the manager or admin role")
+    if kind not in KINDS or task not in TASKS:
+        raise HTTPException(422, f"kind must be one of {list(KINDS)} and task one of {list(TASKS)}")
+    try:
+        names = check_labels(_json(labels, "labels"))
+    except ExternalModelError as exc:
+        raise HTTPException(422, str(exc)) from None
+    spec = _json(input_spec, "input_spec")
+    if not isinstance(spec, dict):
+        raise HTTPException(422, "input_spec must be a JSON object")
+    if session.exec(select(RegisteredModel.id).where(RegisteredModel.name == name)).first() is not None:
+        raise HTTPException(409, f"a model named {name!r} is already registered")
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise HTTPException(413, f"model file over {settings.max_upload_bytes} bytes")
+    checked = await run_in_threadpool(_check, settings, data, kind, task, names, spec)
+    path, sha = _store(settings, data, kind)
+    rm = RegisteredModel(name=name, kind=kind, task=task, labels=names, input_spec=checked,
+                         default_threshold=default_threshold, path=path, sha256=sha, created_by=user.id)
+    session.add(rm)
+    session.flush()
+    return ModelOut.model_validate(rm, from_attributes=True)
+
+
+@router.get("/models", response_model=ModelsOut, responses=AUTH_ERRORS)
+def list_models(user: CurrentUser, session: SessionDep) -> ModelsOut:
+    """All registered models (any signed-in user: the annotate dialog lists them)."""
+    rows = session.exec(select(RegisteredModel).order_by(col(RegisteredModel.name))).all()
+    count = session.exec(select(func.count()).select_from(RegisteredModel)).one()
+    return ModelsOut(data=[ModelOut.model_validate(r, from_attributes=True) for r in rows], count=int(count))

@@ -1,0 +1,267 @@
+"""Automatic annotation on demand (CVAT style): the ``annotate`` job, its checks, and the CLI.
+
+A chosen model (a registered external model, or a ready model version of the project)
+runs over the project's items and writes ``proposed`` predictions (Pending), stamped with
+a model version: the trained one, or for an external model a ``kind="external"`` model
+version row named after it (version 0, never current). ``label_map`` maps model labels to
+project classes; model labels left out are dropped and listed in the job result.
+
+Items whose current label came from people (human, import, model-confirmed) are never
+touched. Without ``clean_old`` earlier proposals of *other* models stay beside the new
+ones; with it every open proposal on the item is superseded and a ``model`` annotation
+(auto-accepted) is replaced by an empty version (history keeps it). Work goes in batches,
+each committed in one transaction, so a cancel keeps whole batches and never half of one;
+the job's result and message say how far it got.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fastapi import HTTPException
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
+
+import service.loop.detect  # noqa: F401, I001  (registers train_detector / infer_detector)
+from learning.adapters import load_adapter
+from learning.adapters.external import ExternalAdapter
+from service.config import Settings
+from service.crud.annotations import current_annotation, write_version
+from service.crud.items import blob_store
+from service.crud.projects import class_names
+from service.jobs.runner import Cancelled, JobContext, enqueue, task
+from service.loop.data import HUMAN
+from service.models import Item, ItemStatus, Job, ModelVersion, Prediction, Project, Provenance, RegisteredModel, utcnow
+
+BATCH = 8
+CLASSIFY = ("multiclass", "multilabel")
+
+
+class AnnotateIn(BaseModel):
+    model_id: int | None = Field(default=None, description="a registered external model")
+    model_version_id: int | None = Field(default=None, description="a ready model version of this project")
+    label_map: dict[str, str] = Field(default_factory=dict, description="model label -> project class; "
+                                      "empty: labels named like a project class map to it")
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="default: the model's")
+    clean_old: bool = False
+    masks_as_polygons: bool = False
+    filter: dict[str, list[str]] = Field(default_factory=dict, description='{"status": ["unlabelled", ...]}')
+
+
+def _model(session: Session, project: Project, body: AnnotateIn) -> tuple[str, str, list[str], float]:
+    """(name, task, labels, default threshold) of the chosen model; 404/422 when unusable."""
+    if (body.model_id is None) == (body.model_version_id is None):
+        raise HTTPException(422, "give exactly one of model_id or model_version_id")
+    if body.model_id is not None:
+        rm = session.get(RegisteredModel, body.model_id)
+        if rm is None:
+            raise HTTPException(404, f"no registered model {body.model_id}")
+        return rm.name, rm.task, list(rm.labels), rm.default_threshold
+    mv = session.get(ModelVersion, body.model_version_id)
+    if mv is None or mv.project_id != project.id or mv.status != "ready" or not mv.path:
+        raise HTTPException(404, f"no ready model version {body.model_version_id} in this project")
+    return mv.name or f"v{mv.version}", str(project.task.value), list(mv.classes), 0.5
+
+
+def start_annotation(session: Session, *, project: Project, body: AnnotateIn, user_id: int | None) -> Job:
+    """Check the request (422 listing what is wrong) and enqueue the ``annotate`` job."""
+    assert project.id is not None
+    name, model_task, labels, default = _model(session, project, body)
+    if (model_task in CLASSIFY) != (project.task.value in CLASSIFY):
+        raise HTTPException(422, f"a {model_task} model cannot annotate a {project.task.value} project")
+    classes = class_names(session, project.id)
+    label_map = dict(body.label_map) or {lab: lab for lab in labels if lab in classes}
+    bad_keys = sorted(k for k in label_map if k not in labels)
+    bad_values = sorted({v for v in label_map.values() if v not in classes})
+    if bad_keys or bad_values:
+        parts = [f"not labels of the model: {bad_keys}"] * bool(bad_keys)
+        parts += [f"not classes of the project: {bad_values}"] * bool(bad_values)
+        raise HTTPException(422, "unknown labels in label_map: " + "; ".join(parts))
+    if not label_map:
+        raise HTTPException(422, f"no model label maps to a project class; give label_map (model labels: {labels})")
+    statuses = body.filter.get("status") or []
+    wrong = sorted(set(statuses) - {s.value for s in ItemStatus})
+    if wrong or set(body.filter) - {"status"}:
+        raise HTTPException(422, f"filter takes status in {[s.value for s in ItemStatus]}; got {body.filter}")
+    payload = {**body.model_dump(), "label_map": label_map, "model_name": name,
+               "threshold": default if body.threshold is None else body.threshold,
+               "dropped_labels": [lab for lab in labels if lab not in label_map]}
+    return enqueue(session, kind="annotate", project_id=project.id, payload=payload, user_id=user_id)
+
+
+def _stamp(session: Session, project_id: int, rm: RegisteredModel) -> ModelVersion:
+    """The project's model-version row standing for an external model (created once)."""
+    mv = session.exec(select(ModelVersion).where(ModelVersion.project_id == project_id,
+                                                 ModelVersion.kind == "external",
+                                                 ModelVersion.name == rm.name)).first()
+    if mv is None:
+        mv = ModelVersion(project_id=project_id, version=0, name=rm.name, kind="external", algorithm="external",
+                          status="ready", path=rm.path, classes=list(rm.labels),
+                          metrics={"registered_model_id": rm.id, "sha256": rm.sha256})
+        session.add(mv)
+        session.commit()
+    return mv
+
+
+def _data(dets: list[dict[str, Any]] | None, probs: Any, labels: list[str], p: dict[str, Any],
+          task_: str) -> tuple[dict[str, Any], float]:
+    """Model output of one image -> (annotation data in project classes, weakest kept score)."""
+    m, t = p["label_map"], float(p["threshold"])
+    data: dict[str, Any] = {"labels": [], "boxes": [], "polygons": []}
+    scores: list[float] = []
+    if dets is None:
+        ranked = sorted(((float(s), lab) for s, lab in zip(probs, labels, strict=True) if lab in m), reverse=True)
+        chosen = ranked[:1] if task_ == "multiclass" else ranked
+        for s, lab in chosen:
+            if s >= t and m[lab] not in data["labels"]:
+                data["labels"].append(m[lab])
+                scores.append(s)
+        return data, min(scores, default=0.0)
+    for d in dets:
+        if d["label"] not in m or d["score"] < t:
+            continue
+        scores.append(float(d["score"]))
+        if p["masks_as_polygons"] and d.get("points"):
+            data["polygons"].append({"label": m[d["label"]], "points": d["points"], "score": d["score"]})
+        else:
+            data["boxes"].append({"label": m[d["label"]], "bbox": d["bbox"], "score": d["score"]})
+    return data, min(scores, default=0.0)
+
+
+def _clean(session: Session, item: Item, mv_id: int, clean_old: bool) -> int:
+    q = select(Prediction).where(Prediction.item_id == item.id, Prediction.state == "proposed")
+    if not clean_old:
+        q = q.where(Prediction.model_version_id == mv_id)
+    for old in session.exec(q).all():
+        old.state, old.decided_at = "superseded", utcnow()
+        session.add(old)
+    ann = current_annotation(session, item)
+    if clean_old and ann is not None and ann.provenance == Provenance.model:
+        write_version(session, item=item, data={"labels": [], "boxes": [], "polygons": []},
+                      provenance=Provenance.model, origin="annotate-clean", author=None)
+        return 1
+    return 0
+
+
+@task("annotate")
+def annotate_task(ctx: JobContext) -> dict[str, Any]:
+    p = ctx.payload
+    store = blob_store(ctx.settings)
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        project = s.get(Project, ctx.project_id)
+        if project is None:
+            raise ValueError("project was deleted")
+        if p.get("model_id") is not None:
+            rm = s.get(RegisteredModel, p["model_id"])
+            if rm is None:
+                raise ValueError("the registered model was deleted")
+            mv = _stamp(s, project.id, rm)  # type: ignore[arg-type]
+            adapter: Any = ExternalAdapter(rm.path, rm.kind, rm.task, rm.labels, rm.input_spec,  # type: ignore[arg-type]
+                                           num_threads=ctx.settings.torch_threads)
+        else:
+            mv = s.get(ModelVersion, p["model_version_id"])  # type: ignore[assignment]
+            assert mv is not None and mv.path is not None
+            adapter = load_adapter(mv.path)
+        q = select(Item).where(Item.project_id == project.id)
+        if p.get("filter", {}).get("status"):
+            q = q.where(col(Item.status).in_(p["filter"]["status"]))
+        items = [i for i in s.exec(q.order_by(col(Item.id))).all()
+                 if (a := current_annotation(s, i)) is None or a.provenance not in HUMAN]
+        ids = [int(i.id) for i in items if i.id is not None]
+        s.commit()
+    labels, task_ = list(adapter.classes), str(adapter.task)
+    kw = {"polygons": bool(p["masks_as_polygons"])} if task_ in ("detection", "segmentation") else {}
+    done = proposed = cleaned = 0
+    result: dict[str, Any] = {"model": p["model_name"], "model_version_id": mv.id, "items": len(ids),
+                              "dropped_labels": p["dropped_labels"], "threshold": p["threshold"]}
+    try:
+        ctx.progress(0.0, f"annotating {len(ids)} items with {p['model_name']}")
+        for start in range(0, len(ids), BATCH):
+            with Session(ctx.engine, expire_on_commit=False) as s:
+                batch = [s.get(Item, i) for i in ids[start:start + BATCH]]
+                rows = [i for i in batch if i is not None]
+                preds = adapter.predict([store.path(i.sha256) for i in rows], **kw)
+                for k, item in enumerate(rows):
+                    cleaned += _clean(s, item, int(mv.id), bool(p["clean_old"]))  # type: ignore[arg-type]
+                    data, score = _data(preds.boxes[k] if preds.boxes is not None else None, preds.probs[k],
+                                        labels, p, task_)
+                    if not (data["labels"] or data["boxes"] or data["polygons"]):
+                        continue
+                    only = {x["label"] for x in data["boxes"] + data["polygons"]} | set(data["labels"])
+                    s.add(Prediction(item_id=item.id, project_id=project.id, model_version_id=mv.id,  # type: ignore[arg-type]
+                                     label=next(iter(only)) if len(only) == 1 else None, score=score,
+                                     state="proposed", data={**data, "model": p["model_name"]}))
+                    if item.status in (ItemStatus.unlabelled, ItemStatus.skipped):
+                        item.status = ItemStatus.proposed
+                        s.add(item)
+                    proposed += 1
+                s.commit()
+            done += len(rows)
+            result.update(processed=done, proposed=proposed, cleaned=cleaned)
+            ctx.progress(done / max(1, len(ids)), f"{done} of {len(ids)} items, {proposed} proposals")
+    except Cancelled:
+        result.update(processed=done, proposed=proposed, cleaned=cleaned, cancelled=True)
+        with Session(ctx.engine) as s:
+            job = s.get(Job, ctx.job_id)
+            if job is not None:
+                job.result = result
+                s.add(job)
+                s.commit()
+        raise Cancelled(f"stopped after {done} of {len(ids)} items; {proposed} proposals kept") from None
+    return {**result, "processed": done, "proposed": proposed, "cleaned": cleaned}
+
+
+# ---------------------------------------------------------------- CLI
+def register(sub: argparse._SubParsersAction) -> None:
+    sp = sub.add_parser("annotate", help="automatic annotation of a project with a chosen model")
+    sp.add_argument("project", help="project name or id")
+    which = sp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="registered external model name")
+    which.add_argument("--model-version", type=int, help="model version number of the project")
+    sp.add_argument("--threshold", type=float)
+    sp.add_argument("--clean-old", action="store_true")
+    sp.add_argument("--masks-as-polygons", action="store_true")
+    sp.add_argument("--label-map", default="", help="model_label=project_class,... (default: same names)")
+    sp.add_argument("--no-wait", action="store_true", help="only enqueue (a worker runs it)")
+    sp.set_defaults(func=cmd_annotate)
+
+
+def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
+    from service.cli import _engine, _project
+    from service.jobs.runner import run_job, worker_name
+    from service.models import JobState
+
+    engine = _engine(settings)
+    pairs = [kv.split("=", 1) for kv in args.label_map.split(",") if kv.strip()]
+    with Session(engine, expire_on_commit=False) as s:
+        project = _project(s, args.project)
+        body = AnnotateIn(label_map={k.strip(): v.strip() for k, v in pairs}, threshold=args.threshold,
+                          clean_old=args.clean_old, masks_as_polygons=args.masks_as_polygons)
+        if args.model:
+            rm = s.exec(select(RegisteredModel).where(RegisteredModel.name == args.model)).first()
+            if rm is None:
+                raise SystemExit(f"error: no registered model {args.model!r}")
+            body.model_id = rm.id
+        else:
+            mv = s.exec(select(ModelVersion).where(ModelVersion.project_id == project.id,
+                                                   ModelVersion.version == args.model_version)).first()
+            body.model_version_id = mv.id if mv is not None else -1
+        try:
+            job = start_annotation(s, project=project, body=body, user_id=None)
+        except HTTPException as exc:
+            print(f"error: {exc.detail}")  # noqa: T201 (CLI output)
+            return 2
+        if not args.no_wait:
+            job.state, job.worker, job.started_at = JobState.running, worker_name(), utcnow()
+        s.commit()
+        job_id = int(job.id)  # type: ignore[arg-type]
+    if args.no_wait:
+        print(f"queued job {job_id}")  # noqa: T201 (CLI output)
+        return 0
+    state = run_job(engine, settings, job_id)
+    with Session(engine) as s:
+        done = s.get(Job, job_id)
+        assert done is not None
+        print(f"job {job_id} {state.value}: {done.message or ''} {done.result}")  # noqa: T201 (CLI output)
+    return 0 if state == JobState.succeeded else 1

@@ -1,0 +1,305 @@
+"""The detection/segmentation loop: ``train_detector`` and ``infer_detector`` jobs, the policy check.
+
+Mirrors :mod:`service.loop.train` and :mod:`service.loop.infer` for ``detection`` and
+``segmentation`` projects:
+
+* ``train_detector`` fits the detector adapter on people's boxes (polygons for
+  segmentation), predicts the hold-out images (never trained on), certifies per-class
+  box thresholds (:mod:`learning.box_calibration`) and publishes a ``ready`` model version
+  with ``thresholds`` ``{"kind": "boxes", "in_force": {class: t}, "possible": s, ...}``. The
+  same out-of-sample hold-out predictions give the hard examples: ``false detection`` /
+  ``missed detection`` review flags (:func:`learning.hard_examples.detection_flags`).
+* ``infer_detector`` predicts the pool and proposes an image (Prediction ``proposed``,
+  ``data={"boxes": [...], "polygons": [...]}``) only when it passes the completeness rule:
+  some box at or above its class threshold and none in the uncertain band.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from learning.adapters import create_adapter, load_adapter
+from learning.adapters.base import FitConfig, LabelledImages
+from learning.box_calibration import ImageBoxes, calibrate_boxes, map50, propose
+from learning.hard_examples import detection_flags
+from learning.policy import Policy, readiness, should_retrain
+from service.config import Settings
+from service.crud.annotations import canonical, write_version
+from service.crud.items import blob_store
+from service.crud.projects import class_names
+from service.jobs.runner import JobConflict, JobContext, enqueue, task
+from service.jobs.scheduler import periodic
+from service.loop.data import HUMAN, current_labels, label_counts
+from service.loop.infer import current_model
+from service.loop.state import project_state
+from service.models import (
+    Item,
+    ItemStatus,
+    Job,
+    JobState,
+    ModelVersion,
+    Prediction,
+    Project,
+    Provenance,
+    ReviewFlag,
+    Task,
+    utcnow,
+)
+
+DETECTION_TASKS = (Task.detection, Task.segmentation)
+DEFAULT_IMAGE_SIZE = 320
+CHUNK = 32
+
+
+def image_boxes(dets: list[dict[str, Any]], classes: list[str], *, scored: bool) -> ImageBoxes:
+    """Annotation/prediction boxes (polygons count by their box) -> :class:`ImageBoxes` (known classes)."""
+    rows = [d for d in dets if d["label"] in classes]
+    return ImageBoxes(np.array([d["bbox"] for d in rows], dtype=np.float64).reshape(-1, 4),
+                      np.array([classes.index(d["label"]) for d in rows], dtype=np.int64),
+                      np.array([d["score"] for d in rows]) if scored else None)
+
+
+def _shapes(data: dict[str, Any]) -> list[dict[str, Any]]:
+    from learning.polygons import polygon_bbox
+
+    return list(data.get("boxes") or []) + [{"label": p["label"], "bbox": polygon_bbox(p["points"])}
+                                            for p in data.get("polygons") or []]
+
+
+def labelled_sets(session: Session, project: Project, settings: Settings) -> dict[str, list]:
+    """People's current labels split into train and hold-out: ids, paths, annotation dicts."""
+    assert project.id is not None
+    store = blob_store(settings)
+    out: dict[str, list] = {k: [] for k in ("train_ids", "train_paths", "train_data", "holdout_ids",
+                                            "holdout_paths", "holdout_data")}
+    for item, ann in current_labels(session, project.id):
+        if ann.provenance not in HUMAN or not (ann.data.get("boxes") or ann.data.get("polygons")):
+            continue
+        part = "holdout" if item.is_holdout and ann.provenance == Provenance.human else "train"
+        out[f"{part}_ids"].append(item.id)
+        out[f"{part}_paths"].append(store.path(item.sha256))
+        out[f"{part}_data"].append(ann.data)
+    return out
+
+
+def _objects(data: list[dict[str, Any]]) -> np.ndarray:
+    arr = np.empty(len(data), dtype=object)
+    arr[:] = data
+    return arr
+
+
+def train_detector_project(session: Session, *, project: Project, settings: Settings, progress: Any,
+                           job_id: int | None = None) -> ModelVersion:
+    """Fit, calibrate box thresholds, flag hard examples and publish; returns the ready version."""
+    assert project.id is not None
+    policy = Policy.from_dict(project.policy or {})
+    classes = class_names(session, project.id)
+    sets = labelled_sets(session, project, settings)
+    version = (session.exec(select(func.max(ModelVersion.version))
+                            .where(ModelVersion.project_id == project.id)).one() or 0) + 1
+    mv = ModelVersion(project_id=project.id, version=version, name=f"v{version}", algorithm="precise",
+                      status="training", classes=classes, policy=policy.to_dict(), job_id=job_id,
+                      n_train=len(sets["train_ids"]), n_holdout=len(sets["holdout_ids"]))
+    session.add(mv)
+    session.commit()
+    path = settings.models_dir / f"project-{project.id}" / f"v{version}"
+    try:
+        progress(0.02, f"training detector v{version} on {len(sets['train_ids'])} images")
+        adapter: Any = create_adapter("detector", classes=classes, task=str(project.task.value),
+                                      image_size=policy.image_size or DEFAULT_IMAGE_SIZE,
+                                      num_threads=settings.torch_threads)
+        holdout = LabelledImages(sets["holdout_paths"], _objects(sets["holdout_data"])) if sets["holdout_ids"] else None
+        config = FitConfig(algorithm="precise", epochs=policy.epochs, seed=version, batch_size=8,
+                           num_threads=settings.torch_threads)
+        report = adapter.fit(LabelledImages(sets["train_paths"], _objects(sets["train_data"])), holdout,
+                             config=config, progress=lambda f, m: progress(0.03 + 0.85 * f, m))
+        hp = adapter.holdout_predictions.boxes if adapter.holdout_predictions is not None else []
+        preds = [image_boxes(b, classes, scored=True) for b in hp]
+        gts = [image_boxes(_shapes(d), classes, scored=False) for d in sets["holdout_data"]]
+        cal = calibrate_boxes(preds, gts, len(classes), target=policy.target_precision, delta=policy.delta,
+                              mode=policy.calibration)
+        thresholds = {"kind": "boxes", "mode": policy.calibration, **cal.to_dict(classes),
+                      "in_force": dict(zip(classes, cal.thresholds, strict=True))}
+        metrics = {"n_holdout": len(gts), "holdout_map50": map50(preds, gts, len(classes)) if gts else None,
+                   "fit_seconds": report.seconds, "epochs_run": report.epochs_run,
+                   "history": [h.__dict__ for h in report.history][-50:]}
+        progress(0.92, "saving model")
+        adapter.save(path)
+    except BaseException as exc:
+        session.rollback()
+        mv.status, mv.metrics = "failed", {"error": f"{type(exc).__name__}: {exc}"}
+        session.add(mv)
+        session.commit()
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    for old in session.exec(select(ModelVersion).where(ModelVersion.project_id == project.id,
+                                                       col(ModelVersion.is_current).is_(True))).all():
+        old.is_current = False
+        session.add(old)
+    mv.status, mv.is_current, mv.path = "ready", True, str(path)
+    mv.thresholds, mv.metrics = thresholds, metrics
+    project.last_trained_at = utcnow()
+    project.labels_at_last_training = label_counts(session, project.id)[2]
+    session.add(mv)
+    session.add(project)
+    session.commit()
+    metrics["flags"] = flag_hard_examples(session, mv=mv, item_ids=sets["holdout_ids"], preds=preds, gts=gts,
+                                          classes=classes)
+    session.commit()
+    return mv
+
+
+def flag_hard_examples(session: Session, *, mv: ModelVersion, item_ids: list[int], preds: list[ImageBoxes],
+                       gts: list[ImageBoxes], classes: list[str]) -> int:
+    """``false detection`` / ``missed detection`` flags from out-of-sample (hold-out) predictions.
+
+    A prediction counts as confident at the lowest certified class threshold (0.5 without
+    one). At most one open flag per item and kind. Returns the number of new flags."""
+    live = [t for t in (mv.thresholds.get("in_force") or {}).values() if t is not None]
+    cut = min(live) if live else 0.5
+    n = 0
+    for item_id, p, g in zip(item_ids, preds, gts, strict=True):
+        flags = detection_flags(p.boxes, np.asarray(p.scores), p.labels, g.boxes, g.labels, score_threshold=cut)
+        for kind in sorted({f.kind for f in flags}):
+            if session.exec(select(ReviewFlag.id).where(ReviewFlag.item_id == item_id, ReviewFlag.kind == kind,
+                                                        ReviewFlag.state == "open")).first() is not None:
+                continue
+            mine = [f for f in flags if f.kind == kind]
+            boxes = [{**f.detail, "label": classes[int(f.detail["label"])], "score": f.score} for f in mine]
+            session.add(ReviewFlag(project_id=mv.project_id, item_id=item_id, model_version_id=mv.id, kind=kind,
+                                   score=max(f.score for f in mine), detail={"boxes": boxes, "threshold": cut}))
+            n += 1
+    return n
+
+
+def _proposal(dets: list[dict[str, Any]], keep: np.ndarray, segmentation: bool) -> dict[str, Any]:
+    kept = [d for d, k in zip(dets, keep, strict=True) if k]
+    data: dict[str, Any] = {"labels": [], "boxes": [], "polygons": []}
+    for d in kept:
+        if segmentation and d.get("points"):
+            data["polygons"].append({"label": d["label"], "points": d["points"], "score": d["score"]})
+        else:
+            data["boxes"].append({"label": d["label"], "bbox": d["bbox"], "score": d["score"]})
+    return data
+
+
+def infer_detector_project(session: Session, *, project: Project, settings: Settings, progress: Any,
+                           model_version_id: int | None = None) -> dict[str, Any]:
+    assert project.id is not None
+    mv = session.get(ModelVersion, model_version_id) if model_version_id else current_model(session, project.id)
+    if mv is None or mv.status != "ready" or mv.path is None:
+        raise ValueError("no ready model version to run")
+    if not mv.is_current:
+        return {"skipped": f"model v{mv.version} is no longer current"}
+    policy = Policy.from_dict(project.policy or {})
+    adapter: Any = load_adapter(mv.path)
+    classes = list(mv.classes)
+    ths = [(mv.thresholds.get("in_force") or {}).get(c) for c in classes]
+    possible = float(mv.thresholds.get("possible", 0.05))
+    store = blob_store(settings)
+    pool = list(session.exec(select(Item).where(Item.project_id == project.id, col(Item.status).in_(
+        [ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed])).order_by(col(Item.id))).all())
+    ids = [int(i.id) for i in pool if i.id is not None]
+    paths: list[Path] = [store.path(i.sha256) for i in pool]
+    session.commit()
+    dets: list[list[dict[str, Any]]] = []
+    for start in range(0, len(pool), CHUNK):
+        dets += adapter.predict(paths[start:start + CHUNK]).boxes or []
+        progress(0.05 + 0.8 * min(1.0, (start + CHUNK) / len(pool)), f"predicted {len(dets)} of {len(pool)}")
+    rejected = set(session.exec(select(Prediction.item_id).where(Prediction.model_version_id == mv.id,
+                                                                 Prediction.state == "rejected")).all())
+    session.exec(delete(Prediction).where(col(Prediction.item_id).in_(ids), col(Prediction.state) == "none"))
+    for p in session.exec(select(Prediction).where(col(Prediction.item_id).in_(ids),
+                                                   Prediction.state == "proposed")).all():
+        p.state, p.decided_at = "superseded", utcnow()
+        session.add(p)
+    n_prop = n_auto = 0
+    for item, d in zip(pool, dets, strict=True):
+        pb = image_boxes(d, classes, scored=True)
+        ok, keep = propose(pb, ths, possible)
+        s = np.asarray(pb.scores)
+        item.query_score = float((1 - np.abs(2 * s[s >= possible] - 1)).max()) if (s >= possible).any() else 0.0
+        proposed = ok and item.id not in rejected
+        data = _proposal(d, keep, project.task == Task.segmentation) if proposed else {"boxes": d[:20]}
+        score = float(s[keep].min()) if proposed else float(s.max(initial=0.0))
+        pred = Prediction(item_id=item.id, project_id=project.id, model_version_id=mv.id,  # type: ignore[arg-type]
+                          label=None, score=score, state="proposed" if proposed else "none", data=data)
+        if proposed and policy.auto_accept:
+            write_version(session, item=item, data=canonical(data),
+                          provenance=Provenance.model, origin="auto", author=None, model_version_id=mv.id,
+                          score=score)
+            pred.state = "auto"
+            n_auto += 1
+        elif proposed:
+            item.status = ItemStatus.proposed
+            n_prop += 1
+        elif item.status == ItemStatus.proposed:
+            item.status = ItemStatus.unlabelled
+        session.add(item)
+        session.add(pred)
+    session.commit()
+    progress(1.0, f"{n_prop} proposed, {n_auto} auto-accepted of {len(pool)}")
+    return {"model_version_id": mv.id, "pool": len(pool), "proposed": n_prop, "auto_accepted": n_auto,
+            "coverage": (n_prop + n_auto) / len(pool) if pool else 0.0}
+
+
+def _project(ctx: JobContext, s: Session) -> Project:
+    project = s.get(Project, ctx.project_id)
+    if project is None:
+        raise ValueError("project was deleted")
+    if project.task not in DETECTION_TASKS:
+        raise ValueError(f"{ctx.kind} runs on detection and segmentation projects, not {project.task.value}")
+    return project
+
+
+@task("train_detector", one_per_project=True)
+def train_detector_task(ctx: JobContext) -> dict[str, Any]:
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        project = _project(ctx, s)
+        mv = train_detector_project(s, project=project, settings=ctx.settings, progress=ctx.progress,
+                                    job_id=ctx.job_id)
+        if ctx.payload.get("infer", True):
+            enqueue(s, kind="infer_detector", project_id=project.id, payload={"model_version_id": mv.id})
+            s.commit()
+        return {"model_version_id": mv.id, "version": mv.version, "n_train": mv.n_train,
+                "n_holdout": mv.n_holdout, "holdout_map50": mv.metrics.get("holdout_map50"),
+                "flags": mv.metrics.get("flags", 0)}
+
+
+@task("infer_detector")
+def infer_detector_task(ctx: JobContext) -> dict[str, Any]:
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        return infer_detector_project(s, project=_project(ctx, s), settings=ctx.settings, progress=ctx.progress,
+                                      model_version_id=ctx.payload.get("model_version_id"))
+
+
+def maybe_train_detector(session: Session, project: Project) -> int | None:
+    """Enqueue ``train_detector`` when the retraining policy says so; returns the job id."""
+    running = session.exec(select(Job.id).where(Job.project_id == project.id, Job.kind == "train_detector",
+                                                col(Job.state).in_([JobState.queued, JobState.running]))).first()
+    state = dataclasses.replace(project_state(session, project), training_running=running is not None)
+    policy = Policy.from_dict(project.policy or {})
+    if not readiness(state, policy).ready or not should_retrain(state, policy).train:
+        return None
+    try:
+        job = enqueue(session, kind="train_detector", project_id=project.id,
+                      payload={"reason": should_retrain(state, policy).reason})
+    except JobConflict:
+        return None
+    session.commit()
+    return job.id
+
+
+@periodic("detection-policy")
+def detection_policy_check(engine: Engine, settings: Settings) -> None:
+    with Session(engine) as session:
+        for project in session.exec(select(Project).where(col(Project.task).in_(list(DETECTION_TASKS)))).all():
+            maybe_train_detector(session, project)

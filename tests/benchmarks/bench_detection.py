@@ -1,0 +1,168 @@
+"""Detection benchmark on canvases composed from Fashion-MNIST items (not collected by pytest).
+
+Each 160x160 canvas holds 1-4 objects of 3-5 Fashion-MNIST classes, 20-60 px, at random
+places (overlap IoU < 0.1), on a noisy background with clutter (small fragments of items of
+other classes, lines); boxes are exact (the tight box of the pasted item's pixels). For each
+budget of labelled canvases it trains the detector adapter, then reports:
+
+* mAP@0.5 (pycocotools COCOeval, ``stats[1]``) on a held-out test set of canvases;
+* box calibration on a separate hold-out set (learning.box_calibration, target/delta), then on
+  the test set: box precision of the proposals, the share of canvases proposed, and the share
+  of canvases proposed complete and correct.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python tests/benchmarks/bench_detection.py \
+        --budgets 100,300 --epochs 12 --holdout 200 --test 200 --out bench-detection.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from learning.adapters.base import FitConfig, LabelledImages  # noqa: E402
+from learning.adapters.detector import DetectorAdapter  # noqa: E402
+from learning.box_calibration import ImageBoxes, box_correct, calibrate_boxes, map50, propose  # noqa: E402
+from learning.hard_examples import iou_matrix  # noqa: E402
+from service.simulate import FASHION_CLASSES, FASHION_DIR, load_fashion  # noqa: E402
+
+DEFAULT_CLASSES = (1, 5, 8)  # trouser, sandal, bag
+
+
+def make_canvases(n: int, seed: int, class_ids: tuple[int, ...], size: int = 160,
+                  pool: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[Image.Image, dict]]:
+    x, y = pool if pool is not None else load_fashion(FASHION_DIR, 20_000, seed=1234)
+    rng = np.random.default_rng(seed)
+    by_class = {c: np.flatnonzero(y == c) for c in range(10)}
+    clutter_ids = np.flatnonzero(~np.isin(y, class_ids))
+    out = []
+    for _ in range(n):
+        bg = rng.normal(rng.uniform(40, 110), 12, (size, size, 1)) + rng.normal(0, 6, (size, size, 3))
+        canvas = np.clip(bg, 0, 255)
+        for _ in range(int(rng.integers(2, 6))):  # clutter: small fragments, lines
+            if rng.random() < 0.6:
+                frag = x[rng.choice(clutter_ids)][4:24, 4:24].astype(np.float64)
+                s = int(rng.integers(6, 14))
+                frag = np.asarray(Image.fromarray(frag.astype(np.uint8)).resize((s, s)), dtype=np.float64) / 255
+                px, py = rng.integers(0, size - s, 2)
+                region = canvas[py:py + s, px:px + s]
+                canvas[py:py + s, px:px + s] = region * (1 - frag[..., None]) + 230 * frag[..., None]
+            else:
+                r, c0 = int(rng.integers(0, size)), rng.integers(0, size, 2)
+                canvas[r, min(c0):max(c0) + 1] = rng.uniform(150, 255)
+        boxes: list[list[float]] = []
+        anns = []
+        for _ in range(int(rng.integers(1, 5))):
+            c = int(rng.choice(class_ids))
+            item = x[rng.choice(by_class[c])]
+            s = int(rng.integers(20, 61))
+            big = np.asarray(Image.fromarray(item).resize((s, s), Image.Resampling.BILINEAR), dtype=np.float64)
+            ys, xs = np.nonzero(big > 25)
+            if not len(ys):
+                continue
+            for _try in range(20):
+                px, py = (int(v) for v in rng.integers(0, size - s + 1, 2))
+                box = [px + xs.min(), py + ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+                if not boxes or iou_matrix(np.array([box]), np.array(boxes)).max() < 0.1:
+                    break
+            else:
+                continue
+            alpha = big[..., None] / 255.0
+            tint = rng.uniform(180, 255, 3)
+            canvas[py:py + s, px:px + s] = canvas[py:py + s, px:px + s] * (1 - alpha) + tint * alpha
+            boxes.append([float(v) for v in box])
+            anns.append({"label": FASHION_CLASSES[c], "bbox": [float(v) for v in box]})
+        out.append((Image.fromarray(canvas.astype(np.uint8)), {"boxes": anns, "polygons": []}))
+    return out
+
+
+def to_image_boxes(anns: list[dict], classes: list[str], with_scores: bool) -> ImageBoxes:
+    return ImageBoxes(np.array([a["bbox"] for a in anns]).reshape(-1, 4),
+                      np.array([classes.index(a["label"]) for a in anns], dtype=np.int64),
+                      np.array([a["score"] for a in anns]) if with_scores else None)
+
+
+def run_budget(n: int, args: argparse.Namespace, classes: list[str], pool: tuple, holdout: list, test: list) -> dict:
+    train = make_canvases(n, args.seed, tuple(args.class_ids), pool=pool)
+    labels = np.empty(n, dtype=object)
+    labels[:] = [a for _, a in train]
+    adapter = DetectorAdapter(classes, image_size=args.image_size, num_threads=args.threads)
+    cfg = FitConfig(algorithm="precise", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    t0 = time.perf_counter()
+    ho = LabelledImages([im for im, _ in holdout], np.empty(len(holdout), dtype=object))
+    adapter.fit(LabelledImages([im for im, _ in train], labels), ho, config=cfg)
+    fit_s = time.perf_counter() - t0
+    assert adapter.holdout_predictions is not None and adapter.holdout_predictions.boxes is not None
+    hp = [to_image_boxes(b, classes, True) for b in adapter.holdout_predictions.boxes]
+    hg = [to_image_boxes(a["boxes"], classes, False) for _, a in holdout]
+    cal = calibrate_boxes(hp, hg, len(classes), target=args.target, delta=args.delta, mode=args.calibration)
+    t1 = time.perf_counter()
+    preds = adapter.predict([im for im, _ in test]).boxes
+    assert preds is not None
+    pred_s = time.perf_counter() - t1
+    ap50 = map50([to_image_boxes(p, classes, True) for p in preds],
+                 [to_image_boxes(a["boxes"], classes, False) for _, a in test], len(classes))
+    n_prop = n_boxes = n_right = n_complete = 0
+    for p, (_, a) in zip(preds, test, strict=True):
+        pb, gb = to_image_boxes(p, classes, True), to_image_boxes(a["boxes"], classes, False)
+        ok, keep = propose(pb, cal.thresholds, cal.possible)
+        if not ok:
+            continue
+        kept = ImageBoxes(pb.boxes[keep], pb.labels[keep], np.asarray(pb.scores)[keep])
+        right = box_correct(kept, gb)
+        n_prop += 1
+        n_boxes += len(kept)
+        n_right += int(right.sum())
+        n_complete += int(bool(right.all()) and int(right.sum()) == len(gb))
+    return {"labelled": n, "epochs": args.epochs, "train_seconds": round(fit_s, 1),
+            "predict_seconds_per_image": round(pred_s / len(test), 4), "map50": round(ap50, 4),
+            "thresholds": dict(zip(classes, cal.thresholds, strict=True)), "possible": round(cal.possible, 4),
+            "holdout_images_proposed": cal.images_proposed, "holdout_complete_correct": cal.images_complete_correct,
+            "test_canvases": len(test), "proposed_canvases": n_prop, "proposed_share": round(n_prop / len(test), 4),
+            "proposed_boxes": n_boxes, "box_precision": round(n_right / n_boxes, 4) if n_boxes else None,
+            "complete_correct_share_of_proposed": round(n_complete / n_prop, 4) if n_prop else None,
+            "complete_correct_share_of_all": round(n_complete / len(test), 4)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", default="100,300")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--image-size", type=int, default=160)
+    ap.add_argument("--holdout", type=int, default=200)
+    ap.add_argument("--test", type=int, default=200)
+    ap.add_argument("--class-ids", default=",".join(map(str, DEFAULT_CLASSES)))
+    ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--delta", type=float, default=0.05)
+    ap.add_argument("--calibration", choices=["per_class", "pooled"], default="per_class")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    args.class_ids = [int(c) for c in args.class_ids.split(",")]
+    classes = [FASHION_CLASSES[c] for c in args.class_ids]
+    pool = load_fashion(FASHION_DIR, 20_000, seed=1234)
+    holdout = make_canvases(args.holdout, args.seed + 1000, tuple(args.class_ids), pool=pool)
+    test = make_canvases(args.test, args.seed + 2000, tuple(args.class_ids), pool=pool)
+    rows = []
+    for n in (int(b) for b in args.budgets.split(",")):
+        row = run_budget(n, args, classes, pool, holdout, test)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "out"},
+                                        "results": rows}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
