@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see README)
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
