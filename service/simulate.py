@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 from sqlmodel import Session, col, select
 
+import service.jobs.tasks  # noqa: F401  (registers the train and infer jobs)
 from service.config import Settings
 from service.crud.annotations import AnnotationIn, submit
 from service.crud.items import ingest
@@ -35,7 +36,6 @@ from service.crud.projects import create_project
 from service.crud.queue import next_item
 from service.crud.users import create_user
 from service.db import engine_from_settings, upgrade_schema
-import service.jobs.tasks  # noqa: F401  (registers the train and infer jobs)
 from service.jobs.runner import ThreadExecutor, enqueue
 from service.loop.infer import current_model
 from service.loop.state import maybe_train
@@ -146,7 +146,7 @@ def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = 
                 p = s.get(Project, project.id)
                 assert p is not None
                 job = maybe_train(s, p)
-                if job is None and labels % cfg.retrain_every == 0 and current_model(s, p.id) is not None:
+                if job is None and labels % cfg.retrain_every == 0 and current_model(s, int(p.id or 0)) is not None:
                     # checkpoints line up with the budgets: train at every multiple of retrain_every
                     job = enqueue(s, kind="train", project_id=p.id, payload={"reason": "simulation checkpoint"}).id
                     s.commit()

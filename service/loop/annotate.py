@@ -169,7 +169,8 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
         items = [i for i in s.exec(q.order_by(col(Item.id))).all()
                  if (a := current_annotation(s, i)) is None or a.provenance not in HUMAN]
         ids = [int(i.id) for i in items if i.id is not None]
-        s.commit()
+        paths = [store.path(i.sha256) for i in items]
+        s.commit()  # no transaction stays open while the model runs (SQLite would block writers)
     labels, task_ = list(adapter.classes), str(adapter.task)
     kw = {"polygons": bool(p["masks_as_polygons"])} if task_ in ("detection", "segmentation") else {}
     done = proposed = cleaned = 0
@@ -178,11 +179,12 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
     try:
         ctx.progress(0.0, f"annotating {len(ids)} items with {p['model_name']}")
         for start in range(0, len(ids), BATCH):
+            preds = adapter.predict(paths[start:start + BATCH], **kw)
             with Session(ctx.engine, expire_on_commit=False) as s:
                 batch = [s.get(Item, i) for i in ids[start:start + BATCH]]
-                rows = [i for i in batch if i is not None]
-                preds = adapter.predict([store.path(i.sha256) for i in rows], **kw)
-                for k, item in enumerate(rows):
+                for k, item in enumerate(batch):
+                    if item is None:  # deleted meanwhile
+                        continue
                     cleaned += _clean(s, item, int(mv.id), bool(p["clean_old"]))  # type: ignore[arg-type]
                     data, score = _data(preds.boxes[k] if preds.boxes is not None else None, preds.probs[k],
                                         labels, p, task_)
@@ -197,7 +199,7 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
                         s.add(item)
                     proposed += 1
                 s.commit()
-            done += len(rows)
+            done += len(batch)
             result.update(processed=done, proposed=proposed, cleaned=cleaned)
             ctx.progress(done / max(1, len(ids)), f"{done} of {len(ids)} items, {proposed} proposals")
     except Cancelled:

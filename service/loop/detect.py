@@ -26,6 +26,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+import learning.adapters.detector  # noqa: F401  (registers the "detector" adapter)
 from learning.adapters import create_adapter, load_adapter
 from learning.adapters.base import FitConfig, LabelledImages
 from learning.box_calibration import ImageBoxes, calibrate_boxes, map50, propose
@@ -174,8 +175,10 @@ def flag_hard_examples(session: Session, *, mv: ModelVersion, item_ids: list[int
                 continue
             mine = [f for f in flags if f.kind == kind]
             boxes = [{**f.detail, "label": classes[int(f.detail["label"])], "score": f.score} for f in mine]
+            item = session.get(Item, item_id)
+            detail = {"boxes": boxes, "threshold": cut, "annotation_version": item.version if item else None}
             session.add(ReviewFlag(project_id=mv.project_id, item_id=item_id, model_version_id=mv.id, kind=kind,
-                                   score=max(f.score for f in mine), detail={"boxes": boxes, "threshold": cut}))
+                                   score=max(f.score for f in mine), detail=detail))
             n += 1
     return n
 

@@ -56,6 +56,7 @@ __all__ = [
     "JobPublic", "JobState", "JobsPublic", "LabelClass", "LabelClassCreate", "LabelClassPublic",
     "LabelClassUpdate", "Lease", "Membership", "MembershipPublic", "MembershipSet", "ModelVersion",
     "ModelVersionPublic", "Prediction", "Project", "ProjectCreate", "ProjectPublic", "ProjectUpdate",
-    "ProjectsPublic", "Provenance", "QueueReason", "RegisteredModel", "RegisteredModelPublic", "ReviewFlag", "Role", "Skip", "Task",
+    "ProjectsPublic", "Provenance", "QueueReason", "RegisteredModel", "RegisteredModelPublic",
+    "ReviewFlag", "Role", "Skip", "Task",
     "TokenCreated", "TokenPublic", "User", "UserCreate", "UserPublic", "WatchedFolder", "utcnow",
 ]

@@ -23,6 +23,7 @@ from service.jobs.runner import JobContext, ThreadExecutor
 from service.models import Annotation, Item, Job, Prediction, Provenance
 from tests.conftest import Ctx
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 LABELS = ["red", "green", "blue"]
 SPEC = {"size": 32, "mean": [0, 0, 0], "std": [1, 1, 1], "layout": "NCHW"}
 

@@ -93,6 +93,7 @@ class LiveServer:
         self.proc = None
 
     def engine(self) -> Any:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.settings.database_url)
         upgrade_schema(engine)
         return engine

