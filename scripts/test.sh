@@ -11,4 +11,4 @@ fi
 export OMP_WAIT_POLICY=PASSIVE
 .venv/bin/ruff check service learning embeddings tests migrations/env.py
 .venv/bin/mypy service learning embeddings
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest "$@"

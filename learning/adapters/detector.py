@@ -188,12 +188,14 @@ class DetectorAdapter:
         self.num_threads = num_threads
         self.model, self.body = _build(task, len(self.classes), backbone, pretrained, self.image_size)
         self.model.eval()
+        self.weights_id = "pretrained" if pretrained else "random"
         self.holdout_predictions: Predictions | None = None
         """Set by ``fit`` when a hold-out set is given: the final model's predictions on it."""
 
     @property
     def feature_version(self) -> str:
-        return f"detector/{self.backbone_name}/{self.image_size}px/{id(self.model):x}"
+        """Names the space of ``embed()``: changes with every fit (the body is fine-tuned)."""
+        return f"detector/{self.backbone_name}/{self.image_size}px/{self.weights_id}"
 
     # ------------------------------------------------------------------ data
     def _load(self, source: ImageSource) -> tuple[torch.Tensor, float]:
@@ -257,7 +259,7 @@ class DetectorAdapter:
         set_num_threads(config.num_threads or self.num_threads)
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
-        saved = snapshot(self.model)
+        saved, saved_id = snapshot(self.model), self.weights_id
         masks = self.task == "segmentation"
         try:
             data = []
@@ -293,6 +295,7 @@ class DetectorAdapter:
                            f"batch {b0 // bs + 1}, loss {value:.3f}")
                 history.append(EpochStats(epoch=epoch, train_loss=total / len(data), train_accuracy=0.0))
             self.model.eval()
+            self.weights_id = f"tuned-{time.time_ns():x}"
             report = FitReport(algorithm=config.algorithm, epochs_run=config.epochs, history=history,
                                stopped_early=False, best_epoch=config.epochs - 1, seconds=0.0,
                                n_train=len(train), n_val=0)
@@ -304,6 +307,7 @@ class DetectorAdapter:
         except BaseException:
             self.model.load_state_dict(saved)
             self.model.eval()
+            self.weights_id = saved_id
             raise
         report.seconds = time.perf_counter() - start
         return report
@@ -313,7 +317,8 @@ class DetectorAdapter:
         """Directory with ``manifest.json`` and ``weights.pt`` (the whole net), written atomically."""
         manifest = {"adapter": self.adapter_key, "format_version": FORMAT_VERSION, "task": self.task,
                     "classes": self.classes, "backbone": self.backbone_name, "image_size": self.image_size,
-                    "weights": WEIGHTS, "versions": {"torch": torch.__version__, "timm": timm.__version__},
+                    "weights_id": self.weights_id, "weights": WEIGHTS,
+                    "versions": {"torch": torch.__version__, "timm": timm.__version__},
                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         with atomic_directory(path) as tmp:
             torch.save(self.model.state_dict(), tmp / WEIGHTS)
@@ -328,4 +333,5 @@ class DetectorAdapter:
         state = torch.load(Path(path) / m.get("weights", WEIGHTS), map_location="cpu", weights_only=True)
         adapter.model.load_state_dict(state)
         adapter.model.eval()
+        adapter.weights_id = str(m.get("weights_id", "loaded"))
         return adapter

@@ -59,6 +59,9 @@ def _model(session: Session, project: Project, body: AnnotateIn) -> tuple[str, s
             raise HTTPException(404, f"no registered model {body.model_id}")
         return rm.name, rm.task, list(rm.labels), rm.default_threshold
     mv = session.get(ModelVersion, body.model_version_id)
+    if mv is not None and mv.kind == "external" and mv.project_id == project.id:  # stands for a registered model
+        body.model_id, body.model_version_id = (mv.metrics or {}).get("registered_model_id", -1), None
+        return _model(session, project, body)
     if mv is None or mv.project_id != project.id or mv.status != "ready" or not mv.path:
         raise HTTPException(404, f"no ready model version {body.model_version_id} in this project")
     return mv.name or f"v{mv.version}", str(project.task.value), list(mv.classes), 0.5

@@ -61,7 +61,11 @@ def _open(session: Session, project: Project, ids: list[int]) -> list[tuple[Pred
 def confirm(session: Session, *, project: Project, ids: list[int], user: User) -> int:
     """Proposals become labels with provenance ``model-confirmed``."""
     for p, item in _open(session, project, ids):
-        data = canonical({"labels": p.data.get("labels") or ([p.label] if p.label else [])})
+        data = canonical({"labels": p.data.get("labels") or ([p.label] if p.label and not p.data.get("boxes")
+                                                            and not p.data.get("polygons") else []),
+                          "boxes": [{"label": b["label"], "bbox": b["bbox"]} for b in p.data.get("boxes", [])],
+                          "polygons": [{"label": q["label"], "points": q["points"]}
+                                       for q in p.data.get("polygons", [])]})
         write_version(session, item=item, data=data, provenance=Provenance.model_confirmed, origin="pending",
                       author=user, model_version_id=p.model_version_id, score=p.score)
         p.state, p.decided_at, p.decided_by = "confirmed", utcnow(), user.id

@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -102,13 +103,22 @@ def run_budget(n: int, args: argparse.Namespace, classes: list[str], pool: tuple
     assert adapter.holdout_predictions is not None and adapter.holdout_predictions.boxes is not None
     hp = [to_image_boxes(b, classes, True) for b in adapter.holdout_predictions.boxes]
     hg = [to_image_boxes(a["boxes"], classes, False) for _, a in holdout]
-    cal = calibrate_boxes(hp, hg, len(classes), target=args.target, delta=args.delta, mode=args.calibration)
+    row: dict = {"labelled": n, "epochs": args.epochs, "train_seconds": round(fit_s, 1)}
     t1 = time.perf_counter()
     preds = adapter.predict([im for im, _ in test]).boxes
     assert preds is not None
-    pred_s = time.perf_counter() - t1
-    ap50 = map50([to_image_boxes(p, classes, True) for p in preds],
-                 [to_image_boxes(a["boxes"], classes, False) for _, a in test], len(classes))
+    row["predict_seconds_per_image"] = round((time.perf_counter() - t1) / len(test), 4)
+    row["map50"] = round(map50([to_image_boxes(p, classes, True) for p in preds],
+                               [to_image_boxes(a["boxes"], classes, False) for _, a in test], len(classes)), 4)
+    for recall in args.recalls:
+        cal = calibrate_boxes(hp, hg, len(classes), target=args.target, delta=args.delta, mode=args.calibration,
+                              recall=recall)
+        row[f"recall={recall}"] = proposals(cal, preds, test, classes)
+    return row
+
+
+def proposals(cal: Any, preds: list, test: list, classes: list[str]) -> dict:
+    """Box precision, share proposed and share complete-and-correct of the test canvases."""
     n_prop = n_boxes = n_right = n_complete = 0
     for p, (_, a) in zip(preds, test, strict=True):
         pb, gb = to_image_boxes(p, classes, True), to_image_boxes(a["boxes"], classes, False)
@@ -121,9 +131,7 @@ def run_budget(n: int, args: argparse.Namespace, classes: list[str], pool: tuple
         n_boxes += len(kept)
         n_right += int(right.sum())
         n_complete += int(bool(right.all()) and int(right.sum()) == len(gb))
-    return {"labelled": n, "epochs": args.epochs, "train_seconds": round(fit_s, 1),
-            "predict_seconds_per_image": round(pred_s / len(test), 4), "map50": round(ap50, 4),
-            "thresholds": dict(zip(classes, cal.thresholds, strict=True)), "possible": round(cal.possible, 4),
+    return {"thresholds": dict(zip(classes, cal.thresholds, strict=True)), "possible": round(cal.possible, 4),
             "holdout_images_proposed": cal.images_proposed, "holdout_complete_correct": cal.images_complete_correct,
             "test_canvases": len(test), "proposed_canvases": n_prop, "proposed_share": round(n_prop / len(test), 4),
             "proposed_boxes": n_boxes, "box_precision": round(n_right / n_boxes, 4) if n_boxes else None,
@@ -144,11 +152,13 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--delta", type=float, default=0.05)
     ap.add_argument("--calibration", choices=["per_class", "pooled"], default="per_class")
+    ap.add_argument("--recalls", default="0.95,0.99", help="'possible object' recall settings to compare")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     args.class_ids = [int(c) for c in args.class_ids.split(",")]
+    args.recalls = [float(r) for r in args.recalls.split(",")]
     classes = [FASHION_CLASSES[c] for c in args.class_ids]
     pool = load_fashion(FASHION_DIR, 20_000, seed=1234)
     holdout = make_canvases(args.holdout, args.seed + 1000, tuple(args.class_ids), pool=pool)

@@ -180,7 +180,15 @@ def run_config(backend: str, n: int, seconds: float, images: list[bytes], pg_url
         checks = verify(srv, pid, out, 40)
         srv.stop()
         return {"backend": backend, "labelers": n, **out, **checks}
+    except BaseException:
+        for log in work.glob("server-*.log"):
+            shutil.copy(log, Path(tempfile.gettempdir()) / f"bench-{backend}-{n}-{log.name}")
+            print(f"server log kept in {tempfile.gettempdir()}/bench-{backend}-{n}-{log.name}", file=sys.stderr)
+        raise
     finally:
+        srv_stop = locals().get("srv")
+        if srv_stop is not None:
+            srv_stop.kill()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -20,7 +20,7 @@ import service.loop.annotate as annotate_mod
 from learning.adapters.external import ExternalAdapter
 from service.crud.annotations import write_version
 from service.jobs.runner import JobContext, ThreadExecutor
-from service.models import Annotation, Item, Job, Prediction, Provenance
+from service.models import Annotation, Item, Job, ModelVersion, Prediction, Provenance
 from tests.conftest import Ctx
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -212,3 +212,8 @@ def test_cli_annotate(ctx: Ctx, model_files: dict[str, bytes]) -> None:
     assert len(open_proposals(ctx)) == 1
     args = parser.parse_args(["annotate", "cli", "--model", "tiny", "--label-map", "red=pear"])
     assert args.func(args, ctx.settings) == 2
+    with Session(ctx.engine) as s:  # the external model's stamp row can be chosen as a model version too
+        stamp = s.exec(select(ModelVersion).where(ModelVersion.kind == "external")).one()
+    r = ctx.client.post(f"/api/v1/projects/{stamp.project_id}/annotate", headers=admin,
+                        json={"model_version_id": stamp.id, "label_map": {"red": "apple"}})
+    assert r.status_code == 202 and r.json()["payload"]["model_id"] is not None, r.text

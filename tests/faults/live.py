@@ -49,6 +49,7 @@ class LiveServer:
                     "LABELLOOP_SECRET_KEY": "fault-secret", "OMP_WAIT_POLICY": "PASSIVE",
                     "LABELLOOP_TORCH_THREADS": "1", "LABELLOOP_JOB_HEARTBEAT_TIMEOUT_SECONDS": "2",
                     "LABELLOOP_SCHEDULER_ENABLED": "false", "LABELLOOP_IMAGE_SIZE": "32"})
+        env["PYTHONPATH"] = str(REPO)  # this checkout's code, whatever the venv's editable install points at
         if database_url:
             env["LABELLOOP_DATABASE_URL"] = database_url
         env.update({f"LABELLOOP_{k.upper()}": str(v) for k, v in settings.items()})
