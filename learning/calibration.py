@@ -128,7 +128,7 @@ def calibrate(
     target: float = 0.95,
     delta: float = 0.05,
     min_evidence: int | None = None,
-    start_error_rate: float = 0.005,
+    start_error_rate: float = 0.0025,
     max_steps: int = DEFAULT_MAX_STEPS,
 ) -> Threshold:
     """Lowest threshold with ``precision >= target`` at confidence ``1 - delta`` (fixed sequence).
@@ -141,9 +141,11 @@ def calibrate(
     candidate is the smallest top set that could pass with ``floor(start_error_rate
     * N)`` wrong items (:func:`min_evidence_for`: 59 items at 0.95 / 0.05 and no
     error), or ``min_evidence`` items if more.  A bare 59 lets one wrong label among
-    the top scores end the walk; tolerating 0.5% of ``N`` keeps small hold-out sets
-    at 59 and lets large ones survive some label noise (in simulation: as often or
-    more often certified, at every ``N`` from 100 to 10,000).
+    the top scores end the walk; tolerating 0.25% of ``N`` keeps hold-out sets below
+    400 at 59 and lets larger ones survive some label noise.  Measured on Fashion-MNIST
+    (frozen Lite0 features, 12 random draws, 20% hold-out): mean certified coverage 0.32
+    at 1,000 labels and 0.525 at 2,000, against 0.21 / 0.52 with 0.5% and 0.32 / 0.47
+    with 0 (a bare start).
     """
     s, c = _check_inputs(scores, correct, target, delta)
     if not 0.0 <= start_error_rate < 1.0 - target:

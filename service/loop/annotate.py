@@ -17,22 +17,22 @@ the job's result and message say how far it got.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-import service.loop.detect  # noqa: F401, I001  (registers train_detector / infer_detector)
-from learning.adapters import load_adapter
-from learning.adapters.external import ExternalAdapter
 from service.config import Settings
 from service.crud.annotations import current_annotation, write_version
 from service.crud.items import blob_store
 from service.crud.projects import class_names
-from service.jobs.runner import Cancelled, JobContext, enqueue, task
 from service.loop.data import HUMAN
 from service.models import Item, ItemStatus, Job, ModelVersion, Prediction, Project, Provenance, RegisteredModel, utcnow
+
+if TYPE_CHECKING:
+    from service.jobs.runner import JobContext
 
 BATCH = 8
 CLASSIFY = ("multiclass", "multilabel")
@@ -87,6 +87,9 @@ def start_annotation(session: Session, *, project: Project, body: AnnotateIn, us
     wrong = sorted(set(statuses) - {s.value for s in ItemStatus})
     if wrong or set(body.filter) - {"status"}:
         raise HTTPException(422, f"filter takes status in {[s.value for s in ItemStatus]}; got {body.filter}")
+    from service.jobs.runner import enqueue
+
+    register_job()
     payload = {**body.model_dump(), "label_map": label_map, "model_name": name,
                "threshold": default if body.threshold is None else body.threshold,
                "dropped_labels": [lab for lab in labels if lab not in label_map]}
@@ -147,8 +150,12 @@ def _clean(session: Session, item: Item, mv_id: int, clean_old: bool) -> int:
     return 0
 
 
-@task("annotate")
 def annotate_task(ctx: JobContext) -> dict[str, Any]:
+    """The ``annotate`` job (registered by :func:`register_job`)."""
+    from learning.adapters import load_adapter
+    from learning.adapters.external import ExternalAdapter
+    from service.jobs.runner import Cancelled
+
     p = ctx.payload
     store = blob_store(ctx.settings)
     with Session(ctx.engine, expire_on_commit=False) as s:
@@ -217,6 +224,19 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
     return {**result, "processed": done, "proposed": proposed, "cleaned": cleaned}
 
 
+def register_job() -> None:
+    """Register ``annotate`` (and, through service.loop.detect, the detection jobs) with the
+    runner; idempotent. Deferred so that building the CLI parser does not import torch."""
+    from service.jobs.runner import task
+
+    task("annotate")(annotate_task)
+    import service.loop.detect  # noqa: F401  (train_detector / infer_detector)
+
+
+if "service.jobs.runner" in sys.modules:  # imported by the job layer (service.jobs.tasks)
+    register_job()
+
+
 # ---------------------------------------------------------------- CLI
 def register(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("annotate", help="automatic annotation of a project with a chosen model")
@@ -264,6 +284,7 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_wait:
         print(f"queued job {job_id}")  # noqa: T201 (CLI output)
         return 0
+    register_job()
     state = run_job(engine, settings, job_id)
     with Session(engine) as s:
         done = s.get(Job, job_id)

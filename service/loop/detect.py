@@ -306,3 +306,8 @@ def detection_policy_check(engine: Engine, settings: Settings) -> None:
     with Session(engine) as session:
         for project in session.exec(select(Project).where(col(Project.task).in_(list(DETECTION_TASKS)))).all():
             maybe_train_detector(session, project)
+
+
+from service.loop import annotate as _annotate  # noqa: E402  (the annotate job sits beside the detection jobs)
+
+_annotate.register_job()

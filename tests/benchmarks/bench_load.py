@@ -80,6 +80,19 @@ def seed(srv: LiveServer, images: list[bytes], n_labelers: int) -> tuple[int, di
     return pid, truth, heads
 
 
+def ready_labels(c: httpx.Client, pid: int, truth: dict[int, str], n: int) -> None:
+    """``n`` labels through the queue, tolerating the errors the load is there to count."""
+    for _ in range(5):
+        try:
+            label_through_queue(c, pid, truth, n)
+            return
+        except (httpx.HTTPError, AssertionError, KeyError) as exc:
+            print(f"# setup labelling hit {type(exc).__name__}: {str(exc)[:120]}; retrying", file=sys.stderr)
+            time.sleep(0.5)
+            n = max(0, n - int(c.get(f"/api/v1/projects/{pid}/items?status=labelled&limit=1").json()["count"]))
+    raise RuntimeError("could not label the setup items")
+
+
 def pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -124,12 +137,15 @@ async def manager(url: str, head: dict[str, str], pid: int, until: float, out: d
     async with httpx.AsyncClient(base_url=url, headers=head, timeout=60) as c:
         while time.monotonic() < until:
             t = time.monotonic()
-            r = await c.get(f"/api/v1/projects/{pid}/stats")
-            out["stats"].append(time.monotonic() - t)
-            if r.status_code != 200:
-                out["errors"].append(f"stats {r.status_code}")
-            jobs = (await c.get(f"/api/v1/projects/{pid}/jobs")).json()["data"]
-            out["jobs"] = {(j["kind"], j["id"]): j["state"] for j in jobs}
+            try:
+                r = await c.get(f"/api/v1/projects/{pid}/stats")
+                out["stats"].append(time.monotonic() - t)
+                if r.status_code != 200:
+                    out["errors"].append(f"stats {r.status_code}")
+                jobs = (await c.get(f"/api/v1/projects/{pid}/jobs")).json()["data"]
+                out["jobs"] = {(j["kind"], j["id"]): j["state"] for j in jobs}
+            except httpx.HTTPError as exc:
+                out["errors"].append(f"stats {type(exc).__name__}")
             await asyncio.sleep(1.0)
 
 
@@ -172,7 +188,7 @@ def run_config(backend: str, n: int, seconds: float, images: list[bytes], pg_url
         admin = srv.admin()
         srv.start()
         with httpx.Client(base_url=srv.url, headers=admin, timeout=60) as c:
-            label_through_queue(c, pid, truth, 40)
+            ready_labels(c, pid, truth, 40)
             if train:
                 r = c.post(f"/api/v1/projects/{pid}/train")
                 assert r.status_code == 202, r.text
