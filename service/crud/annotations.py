@@ -168,7 +168,12 @@ def _settle_predictions(session: Session, item: Item, data: dict[str, Any], user
     """A human label closes any open proposal on the item (confirmed or corrected)."""
     for p in session.exec(select(Prediction).where(Prediction.item_id == item.id,
                                                    Prediction.state == "proposed")).all():
-        p.state = "confirmed" if p.label is not None and data["labels"] == [p.label] else "corrected"
+        same_boxes = [(b["label"], [round(v, 1) for v in b["bbox"]]) for b in data["boxes"]] == [
+            (b["label"], [round(v, 1) for v in b["bbox"]]) for b in p.data.get("boxes", [])]
+        if p.data.get("boxes"):
+            p.state = "confirmed" if same_boxes and not data["labels"] else "corrected"
+        else:
+            p.state = "confirmed" if p.label is not None and data["labels"] == [p.label] else "corrected"
         p.decided_at = utcnow()
         p.decided_by = user.id
         session.add(p)

@@ -44,7 +44,8 @@ def sleep_task(ctx: JobContext) -> dict[str, Any]:
 
 
 # Job modules of later parts register themselves when present.
-for _name in ("service.loop.clusters", "service.loop.review", "service.loop.audit", "service.loop.annotate"):
+for _name in ("service.loop.clusters", "service.loop.review", "service.loop.audit", "service.loop.annotate",
+              "service.loop.detect"):
     try:
         importlib.import_module(_name)
     except ModuleNotFoundError as _exc:

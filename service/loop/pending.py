@@ -39,7 +39,8 @@ def list_pending(session: Session, *, project: Project, label: str | None = None
         out.append({"prediction_id": p.id, "item_id": it.id, "file_name": it.file_name, "label": p.label,
                     "labels": p.data.get("labels", []), "score": p.score, "model_version": mv.version,
                     "model_version_id": mv.id, "etag": f'"v{it.version}"', "flags": flags.get(it.id or 0, []),
-                    "top": p.data.get("top", [])})
+                    "top": p.data.get("top", []), "boxes": p.data.get("boxes", []),
+                    "polygons": p.data.get("polygons", [])})
     return out, count
 
 

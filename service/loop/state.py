@@ -25,7 +25,7 @@ def project_state(session: Session, project: Project) -> ProjectState:
         Item.project_id == project.id,
         col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed]))).one()
     running = session.exec(select(Job.id).where(
-        Job.project_id == project.id, Job.kind == "train",
+        Job.project_id == project.id, col(Job.kind).in_(["train", "train_detector"]),
         col(Job.state).in_([JobState.queued, JobState.running]))).first() is not None
     has_model = session.exec(select(ModelVersion.id).where(
         ModelVersion.project_id == project.id, col(ModelVersion.is_current).is_(True))).first() is not None

@@ -19,7 +19,7 @@ from tests.detection.conftest import CLASSES, canvas, png
 
 def test_labelled_canvases_to_detector_to_proposals(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
-    policy = {"min_labels_per_class": 3, "holdout_share": 0.4, "target_precision": 0.8, "delta": 0.2,
+    policy = {"min_labels_per_class": 3, "holdout_share": 0.5, "target_precision": 0.7, "delta": 0.2,
               "retrain_every_labels": 1000, "epochs": 10, "image_size": 64}
     r = ctx.client.post("/api/v1/projects", json={"name": "shapes", "task": "detection", "classes": CLASSES,
                                                   "policy": policy}, headers=admin)

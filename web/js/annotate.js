@@ -29,7 +29,7 @@ export async function openAnnotateDialog(project, { onDone = () => {} } = {}) {
   }
   try {
     for (const v of rows(await get(`/projects/${project.id}/model-versions`))) {
-      if (v.status !== "ready") continue;
+      if (v.status !== "ready" || v.kind === "external") continue;
       models.unshift({ key: `version:${v.id}`, body: { model_version_id: v.id },
         name: `this project's model v${v.version}${v.is_current ? " (current)" : ""}`, labels: v.classes || [] });
     }
