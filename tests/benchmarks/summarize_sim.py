@@ -14,8 +14,8 @@ def main(paths: list[str]) -> None:
     rows = [r for p in paths for r in json.load(open(p))]
     budgets = sorted({b["labels"] for r in rows for b in r["at_budgets"] if b})
     print(f"{len(rows)} runs: {paths}")
-    print("| budget | runs with proposals | coverage mean (min-max) | realised precision min | runs with precision >= 0.95 "
-          "| pool accuracy mean | best-in-hindsight coverage mean |")
+    print("| budget | runs with proposals | coverage mean (min-max) | realised precision min "
+          "| runs with precision >= 0.95 | pool accuracy mean | best-in-hindsight coverage mean |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for b in budgets:
         pts = [next(x for x in r["at_budgets"] if x and x["labels"] == b) for r in rows]
