@@ -42,6 +42,7 @@ def test_pending_confirm_correct_reject_page(live: Live, new_page: Any) -> None:
     page.get_by_test_id("pending-min-score").fill("")
     page.get_by_test_id("pending-min-score").dispatch_event("change")
     page.get_by_test_id("pending-count").filter(has_text="7 proposals").wait_for()
+    page.wait_for_load_state("networkidle")  # the filter reloads must have settled before acting
 
     page.get_by_test_id(f"confirm-{pred[0]}").click()
     page.get_by_test_id("pending-count").filter(has_text="6 proposals").wait_for()
