@@ -28,11 +28,14 @@ export async function render(root, { project }) {
       confirmPage, summary),
     list, pager);
 
+  let loads = 0;  // only the newest reload may draw (filters can fire several at once)
   async function load() {
+    const mine = ++loads;
     let out;
     try {
       out = await get(`/projects/${project.id}/pending${qs({ class: state.label, min_score: state.minScore,
         offset: state.offset, limit: PAGE })}`);
+      if (mine !== loads) return;
     } catch (err) {
       if (err.missingRoute) { clear(root, h("h1", {}, "Pending pre-labels"), notAvailable("Pending")); return; }
       showError(err);
