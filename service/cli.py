@@ -199,7 +199,7 @@ def _extra_commands(sub: argparse._SubParsersAction) -> None:
     """Commands of later parts (simulate, annotate, backup) when present."""
     import importlib
 
-    for name in ("service.cli_learning", "service.loop.annotate"):
+    for name in ("service.cli_learning", "service.loop.annotate", "service.backup"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
