@@ -99,8 +99,15 @@ export async function render(root, { project }) {
     await load();
   }
 
-  classSel.addEventListener("change", () => { state.label = classSel.value; state.offset = 0; load(); });
-  scoreIn.addEventListener("change", () => { state.minScore = scoreIn.value; state.offset = 0; load(); });
+  // reload only when a filter really changed (a blur after a programmatic change fires "change" again)
+  classSel.addEventListener("change", () => {
+    if (state.label === classSel.value) return;
+    state.label = classSel.value; state.offset = 0; load();
+  });
+  scoreIn.addEventListener("change", () => {
+    if (state.minScore === scoreIn.value) return;
+    state.minScore = scoreIn.value; state.offset = 0; load();
+  });
   const onKey = (ev) => {
     if (typing(ev) || ev.defaultPrevented || document.querySelector("dialog[open]")) return;
     if (ev.key === "Enter" && !(ev.target && ev.target.tagName === "BUTTON")) { ev.preventDefault(); confirmAll(); }
