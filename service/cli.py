@@ -161,8 +161,16 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if out.is_dir():
         out = out / name
     tmp = out.with_suffix(out.suffix + ".part")
-    tmp.write_bytes(body)
-    tmp.replace(out)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        print(f"error: could not write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"wrote {out} ({len(body)} bytes)")
     return 0
 

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     scheduler_interval_seconds: float = 5.0
     job_heartbeat_timeout_seconds: float = 120.0
     job_threads: int = 1
+    # API requests that may hold a database connection / the SQLite write lock at once;
+    # the rest wait (cheaply) in front. Keep it below the thread pool (40) and the
+    # PostgreSQL pool (20 + 20 overflow), or requests deadlock on each other.
+    max_concurrent_requests: int = 16
 
     # learning
     backbone: str = "tf_efficientnet_lite0"

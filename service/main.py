@@ -7,19 +7,27 @@ setting, e.g. when ``labelloop worker`` runs jobs in another process).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError, IntegrityError
 
 import service.jobs.tasks  # noqa: F401  (registers job functions and periodic checks)
 from service.api.routes import auth, health, items, jobs, projects, queue, transfer
 from service.config import Settings, get_settings
 from service.db import engine_from_settings, upgrade_schema
+from service.ingest import StorageError
 from service.jobs.runner import ThreadExecutor, recover_stale
 from service.jobs.scheduler import start_scheduler
 from service.security import RateLimiter
@@ -70,6 +78,70 @@ def _optional_routers() -> list[APIRouter]:
     return out
 
 
+ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+COMMON_ERRORS = {
+    "400": "malformed request: the body could not be parsed, or a bad Content-Length",
+    "413": "request larger than LABELLOOP_MAX_REQUEST_BYTES",
+}
+
+
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _gate(limit: int) -> asyncio.Semaphore:
+    """The running loop's admission gate for API requests (see ``max_concurrent_requests``).
+
+    A sync route takes a thread for each dependency, for the endpoint and for the
+    response check, and holds its database connection (SQLite: the write lock) from
+    the first query to the commit. Without a gate, a burst of requests takes every
+    thread while waiting for connections or the lock that requests parked between two
+    thread hops hold: everything stalls until the pool or busy timeout (30 s, then 500s).
+    """
+    loop = asyncio.get_running_loop()
+    gate = _GATES.get(loop)
+    if gate is None:
+        gate = _GATES[loop] = asyncio.Semaphore(max(1, limit))
+    return gate
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats written as strings (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Document what every route can answer besides its own codes: 400 and 413 from the
+    framework and the size guard, and 422 either as FastAPI's list of field errors or
+    as one sentence (``{"detail": "..."}``) from the route's own checks."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        comps["Error"] = ERROR_SCHEMA
+        hve = comps.get("HTTPValidationError")
+        if hve is not None:
+            hve["properties"]["detail"] = {"anyOf": [hve["properties"]["detail"], {"type": "string"}],
+                                           "title": "Detail"}
+        ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for ops in schema.get("paths", {}).values():
+            for op in ops.values():
+                responses = op.setdefault("responses", {})
+                for code, desc in COMMON_ERRORS.items():
+                    responses.setdefault(code, {"description": desc, "content": ref})
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
     """Build the app. ``background=False`` starts neither executor nor scheduler (tests)."""
     settings = settings or get_settings()
@@ -102,6 +174,33 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
 
     app = FastAPI(title="labelloop", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.include_router(api_router())
+    _document_errors(app)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, made JSON-safe: an echoed NaN/Infinity input would
+        # otherwise make the 422 itself fail to serialise (a 500)
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # a number the database cannot hold (an id over 2**63 on SQLite, 2**31 on
+        # PostgreSQL) or a string it refuses (NUL on PostgreSQL) reached the driver
+        return JSONResponse({"detail": "a value in the request is out of range for the database"},
+                            status_code=422)
+
+    @app.exception_handler(StorageError)
+    async def storage_refused(request: Request, exc: StorageError) -> JSONResponse:
+        # the disk is full, read-only or refuses us: say so, nothing was half written
+        log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"storage failed: {exc}", "reason": exc.reason}, status_code=507)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        # a race the route's own checks could not see (e.g. two creates of one name)
+        log.warning("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return JSONResponse({"detail": "conflicts with the current state; reload and retry"}, status_code=409)
 
     @app.middleware("http")
     async def limits_and_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -115,7 +214,11 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             if too_big:
                 return JSONResponse({"detail": f"request over {settings.max_request_bytes} bytes"},
                                     status_code=413)
-        response = await call_next(request)
+        if request.url.path.startswith("/api/") and not request.url.path.endswith("/events"):
+            async with _gate(settings.max_concurrent_requests):
+                response = await call_next(request)
+        else:
+            response = await call_next(request)
         for k, v in SECURITY_HEADERS.items():
             response.headers.setdefault(k, v)
         if not request.url.path.startswith("/api/") and not request.url.path.startswith("/docs"):

@@ -68,7 +68,11 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit (or fail) before the reply is sent. With FastAPI's default
+# ("request") the commit would run after the client already got its 2xx: a failed
+# commit would be a silently lost write, and the client's next request could run
+# before this one's commit.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

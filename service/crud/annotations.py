@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import HTTPException
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, FiniteFloat, field_validator
 from sqlmodel import Session, col, select
 
 from service.crud.projects import class_names
@@ -27,7 +27,7 @@ from service.models import (
 
 class BoxIn(BaseModel):
     label: str = Field(min_length=1, max_length=200)
-    bbox: list[float] = Field(description="[x, y, w, h] in pixels", min_length=4, max_length=4)
+    bbox: list[FiniteFloat] = Field(description="[x, y, w, h] in pixels", min_length=4, max_length=4)
 
     @field_validator("bbox")
     @classmethod
@@ -39,7 +39,7 @@ class BoxIn(BaseModel):
 
 class PolygonIn(BaseModel):
     label: str = Field(min_length=1, max_length=200)
-    points: list[float] = Field(description="flat [x1, y1, x2, y2, ...] in pixels", min_length=6,
+    points: list[FiniteFloat] = Field(description="flat [x1, y1, x2, y2, ...] in pixels", min_length=6,
                                 max_length=20_000)
 
     @field_validator("points")

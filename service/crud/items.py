@@ -143,8 +143,12 @@ def read_server_files(root: Path, rel_paths: list[str]) -> list[tuple[str, bytes
 
 def check_server_root(settings: Settings, path: Path) -> Path:
     """A server folder admins may import from (inside an allowed root, when roots are set)."""
-    p = path.expanduser().resolve()
-    if not p.is_dir():
+    try:
+        p = path.expanduser().resolve()
+        is_dir = p.is_dir()
+    except (ValueError, OSError, RuntimeError) as exc:  # NUL byte, unknown ~user, symlink loop
+        raise HTTPException(422, f"not a usable server path: {exc}") from exc
+    if not is_dir:
         raise HTTPException(422, f"not a folder on the server: {path}")
     roots = [r.expanduser().resolve() for r in settings.allow_server_import_roots]
     if roots and not any(p == r or r in p.parents for r in roots):

@@ -85,7 +85,8 @@ def list_projects(session: Session, *, user: User) -> list[tuple[Project, Role]]
 
 
 def update_project(session: Session, *, project: Project, data: ProjectUpdate, user: User) -> Project:
-    changes = data.model_dump(exclude_unset=True)
+    # null means "leave as is": neither field may be empty in the database
+    changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
     if "name" in changes and changes["name"] != project.name:
         if session.exec(select(Project).where(Project.name == changes["name"])).first():
             raise HTTPException(409, f"a project named {changes['name']!r} exists")
@@ -151,8 +152,10 @@ def update_class(session: Session, *, project: Project, class_id: int, data: Lab
     if cls is None or cls.project_id != project.id:
         raise HTTPException(404, "class not found")
     changes = data.model_dump(exclude_unset=True)
-    if "name" in changes and changes["name"] != cls.name:
+    if changes.get("name") is not None and changes["name"] != cls.name:
         new = changes["name"].strip()
+        if not new:
+            raise HTTPException(422, "class name must not be empty")
         if session.exec(select(LabelClass).where(LabelClass.project_id == project.id,
                                                  LabelClass.name == new)).first():
             raise HTTPException(409, f"class {new!r} exists")

@@ -88,6 +88,12 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
     scores = query_scores(policy.strategy, probs, multilabel=project.task == Task.multilabel)
     classes = list(mv.classes)
     ths = thresholds_for(mv, classes)
+    # People labelled items while we predicted: re-read the pool inside this write
+    # transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: row locks) and leave alone
+    # every item that is no longer waiting for a label.
+    session.expire_all()
+    open_states = (ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed)
+    fresh = {i.id: i for i in session.exec(select(Item).where(col(Item.id).in_(ids)).with_for_update()).all()}
     rejected = {(p.item_id, p.label) for p in session.exec(select(Prediction).where(
         Prediction.model_version_id == mv.id, Prediction.state == "rejected")).all()}
     # old predictions of the pool: plain ones go, open proposals are superseded
@@ -97,7 +103,10 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
         p.state, p.decided_at = "superseded", utcnow()
         session.add(p)
     n_prop = n_auto = n_audit = 0
-    for k, item in enumerate(pool):
+    for k, item_id in enumerate(ids):  # ids[k] is pool[k], the row probs[k] belongs to
+        item = fresh.get(item_id)
+        if item is None or item.status not in open_states:
+            continue
         labels, score = _decide(project.task, classes, probs[k], ths)
         label = labels[0] if len(labels) == 1 else (";".join(labels) if labels else None)
         proposed = bool(labels) and (item.id, label) not in rejected

@@ -34,9 +34,6 @@ from tests.conftest import Ctx, make_project
 from tests.faults.live import colour_png, free_port, label_through_queue
 
 
-@pytest.mark.xfail(strict=True, reason="get_session commits after the reply is sent (FastAPI request-scoped "
-                                       "yield dependency); patch: Depends(get_session, scope='function') in "
-                                       "service/api/deps.py (and grids.write_session)")
 def test_no_success_reply_for_a_write_whose_commit_fails(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
     admin = ctx.user("root", "admin")
     pid = make_project(ctx, admin, n_images=1)["id"]
@@ -58,9 +55,6 @@ def test_no_success_reply_for_a_write_whose_commit_fails(ctx: Ctx, monkeypatch: 
     assert r is not None and r.status_code >= 500, "the client was told 201 for a label that was never stored"
 
 
-@pytest.mark.xfail(strict=True, reason="infer_project writes item statuses from the pool it read before "
-                                       "predicting, undoing labels made meanwhile; patch: re-read the pool "
-                                       "under lock before writing in service/loop/infer.py")
 def test_inference_does_not_undo_labels_made_while_it_predicted(ctx: Ctx) -> None:
     ctx.settings.image_size = 32
     ctx.settings.torch_threads = 1
@@ -114,9 +108,6 @@ def live(ctx: Ctx) -> Iterator[str]:
     t.join(timeout=30)
 
 
-@pytest.mark.xfail(strict=True, reason="a burst of more requests than threads stalls: each holds the SQLite write "
-                                       "lock / a pool connection across thread hops until the 30 s timeout, then "
-                                       "500s; patch: admission gate (max_concurrent_requests) in service/main.py")
 def test_a_burst_of_labelers_does_not_stall(ctx: Ctx, live: str) -> None:
     admin = ctx.user("root", "admin")
     pid = make_project(ctx, admin, n_images=150)["id"]

@@ -62,8 +62,6 @@ def test_upload_when_storage_refuses_is_507_and_leaves_nothing(ctx: Ctx, monkeyp
     assert r.status_code == 201 and len(r.json()["created"]) == 3, r.text
 
 
-@pytest.mark.xfail(strict=True, reason="StorageError from a thumbnail write escapes the route as a 500; "
-                                       "patch: exception handler StorageError -> 507 in service/main.py")
 def test_thumbnail_on_read_only_storage_is_507(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
     admin = ctx.user("root", "admin")
     pid = make_project(ctx, admin, n_images=1)["id"]
@@ -188,8 +186,6 @@ def test_cli_export_crash_mid_write_never_leaves_a_partial_output(ctx: Ctx, monk
     assert json.loads(out.read_text()) == whole  # the old export is untouched, never half of a new one
 
 
-@pytest.mark.xfail(strict=True, reason="labelloop export on a full disk dies with a traceback and leaves "
-                                       "OUT.part behind; patch: catch OSError in service/cli.py cmd_export")
 def test_cli_export_on_full_disk_is_a_clear_error(ctx: Ctx, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     _labelled(ctx)

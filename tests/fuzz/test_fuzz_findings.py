@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema_rs
-import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Ctx, make_project
@@ -43,8 +42,6 @@ def _documented(spec: dict[str, Any], path: str, method: str, status: int, body:
     return schema is None or jsonschema_rs.is_valid(_resolve(spec, schema), body)
 
 
-@pytest.mark.xfail(strict=True, reason="FastAPI answers undecodable JSON (not UTF-8, too deep) with 400, which "
-                                       "no route documents; patch: _document_errors in service/main.py")
 def test_malformed_json_gets_a_documented_400(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
     r = ctx.client.post("/api/v1/projects", content=b"\xff\x1c{", headers={**admin, "Content-Type": "application/json"})
@@ -52,8 +49,6 @@ def test_malformed_json_gets_a_documented_400(ctx: Ctx) -> None:
     assert _documented(ctx.client.app.openapi(), "/api/v1/projects", "post", 400, r.json())  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=True, reason="routes answer 422 {'detail': '<sentence>'} but the OpenAPI documents "
-                                       "FastAPI's list form only; patch: _document_errors in service/main.py")
 def test_route_422_sentences_match_the_documented_schema(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
     pid = make_project(ctx, admin)["id"]
@@ -63,8 +58,6 @@ def test_route_422_sentences_match_the_documented_schema(ctx: Ctx) -> None:
     assert _documented(spec, "/api/v1/projects/{project_id}/items", "get", 422, r.json())
 
 
-@pytest.mark.xfail(strict=True, reason="ids past the database's integer range reach the driver: OverflowError "
-                                       "(SQLite) / DataError (PostgreSQL), a 500; patch: handlers in service/main.py")
 def test_ids_out_of_the_database_range_are_4xx(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
     pid = make_project(ctx, admin)["id"]
@@ -76,8 +69,6 @@ def test_ids_out_of_the_database_range_are_4xx(ctx: Ctx) -> None:
         assert 400 <= r.status_code < 500, (path, r.status_code)
 
 
-@pytest.mark.xfail(strict=True, reason="PATCH with null for a NOT NULL field writes NULL (IntegrityError) or "
-                                       "calls None.strip(): a 500; patch: service/crud/projects.py")
 def test_null_fields_in_updates_are_not_500(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
     p = make_project(ctx, admin)

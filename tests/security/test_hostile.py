@@ -46,8 +46,6 @@ def test_malformed_annotation_files_get_422_with_a_reason(ctx: Ctx, fmt: str, da
     assert "passwd" not in r.text and "root:" not in r.text
 
 
-@pytest.mark.xfail(strict=True, reason="a NaN/Infinity echoed in FastAPI's 422 body cannot be serialised: a 500; "
-                                       "patch: RequestValidationError handler in service/main.py")
 def test_non_finite_numbers_in_bodies_get_422(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
     pid = make_project(ctx, admin)["id"]
@@ -59,9 +57,6 @@ def test_non_finite_numbers_in_bodies_get_422(ctx: Ctx) -> None:
         assert r.status_code == 422, (path, r.status_code, r.text[:200])
 
 
-@pytest.mark.xfail(strict=True, reason="NaN/Infinity coordinates are accepted (stored as null on SQLite, a 500 "
-                                       "on PostgreSQL) and then break every export; patch: FiniteFloat in "
-                                       "service/crud/annotations.py BoxIn/PolygonIn (+ the 422 handler)")
 def test_non_finite_coordinates_are_refused(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
     pid = make_project(ctx, admin, name="det", task="detection", n_images=2)["id"]
@@ -75,8 +70,6 @@ def test_non_finite_coordinates_are_refused(ctx: Ctx) -> None:
     assert client.get(f"/api/v1/projects/{pid}/export?format=coco", headers=admin).status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="a NUL byte in a server-import path raises ValueError (500); patch: "
-                                       "service/crud/items.py check_server_root -> 422")
 def test_server_import_path_with_nul_byte_is_422(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
     pid = make_project(ctx, admin)["id"]

@@ -195,7 +195,7 @@ class GridsOut(BaseModel):
 
 @router.get("/projects/{project_id}/grids", response_model=GridsOut, responses={**STD_ERRORS, **LEASES})
 def get_grids(project_id: int, user: CurrentUser, settings: SettingsDep,
-              session: Session = Depends(write_session),
+              session: Session = Depends(write_session, scope="function"),
               size: int = Query(default=9, description="page size: 4, 6 or 9"),
               limit: int = Query(default=1, ge=1, le=20)) -> GridsOut:
     """Lease up to ``limit`` pages of ``size`` look-alike items to the caller.
