@@ -2,15 +2,16 @@
 
 Two labelers never hold the same item: a lease row is unique per item, and the
 claim runs inside a write transaction (SQLite ``BEGIN IMMEDIATE``) or locks the
-candidate with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL). Expired leases are
+candidate with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL, where claims of different
+labelers run side by side). Expired leases are
 deleted before each claim, so their items return to the queue.
 
 Streams: with probability ``holdout_share`` the next item is drawn from the
 random stream (lowest uniform ``queue_rank``), and the label it gets is held
 out for calibration, so the hold-out set is an unbiased sample of the
 unlabelled pool. Otherwise the strategy stream serves the highest
-``query_score`` (written by the last inference job), or the random order
-before a model exists (reason ``random``). Audit items (auto-accepted
+``query_score`` (written by the last inference job), then items without a score
+(before a model exists, or imported since) in the random order (reason ``random``). Audit items (auto-accepted
 pre-labels drawn for a check) come first when there are any.
 """
 
@@ -27,7 +28,7 @@ from sqlmodel import Session, col, select
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
 
 _rng = random.Random()
-CLAIM_LOCK = 7_340_000_000  # advisory-lock key space for queue claims
+CLAIM_LOCK = 7_340_000_000  # advisory-lock key space for grid-page leasing (one per project)
 
 
 @dataclass
@@ -39,31 +40,57 @@ class Leased:
 
 
 def expire_leases(session: Session, *, project_id: int | None = None) -> int:
-    stmt = delete(Lease).where(col(Lease.expires_at) <= utcnow())
+    """Delete expired leases (their items go back to the queue). On PostgreSQL, leases another
+    transaction is deleting are skipped rather than waited for, so concurrent claims never
+    queue up (or deadlock) behind each other here."""
+    expired = select(Lease.id).where(col(Lease.expires_at) <= utcnow())
     if project_id is not None:
-        stmt = stmt.where(col(Lease.project_id) == project_id)
+        expired = expired.where(col(Lease.project_id) == project_id)
+    if session.get_bind().dialect.name == "postgresql":
+        expired = expired.with_for_update(skip_locked=True)
+    stmt = delete(Lease).where(col(Lease.id).in_(expired.scalar_subquery()))
     return session.exec(stmt).rowcount or 0  # type: ignore[call-overload]
 
 
-def _candidates(session: Session, project: Project, user: User, reason: str, limit: int) -> list[Item]:
+def _stages(reason: str) -> list[tuple[ItemStatus, bool | None, str]]:
+    """(status, scored?, reason served) in the order a stream tries them: unlabelled before
+    skipped-by-others; the strategy stream serves scored items by score, then the rest at random.
+    Each stage reads its items in index order (``ix_item_queue`` / ``ix_item_strategy``), so a
+    claim costs the same on a pool of a hundred or a million items."""
+    if reason == QueueReason.strategy:
+        return [(ItemStatus.unlabelled, True, QueueReason.strategy),
+                (ItemStatus.unlabelled, False, QueueReason.random),
+                (ItemStatus.skipped, None, QueueReason.random)]
+    return [(ItemStatus.unlabelled, None, reason), (ItemStatus.skipped, None, reason)]
+
+
+def _candidates(session: Session, project: Project, user: User, reason: str, limit: int) -> list[tuple[Item, str]]:
     leased = exists().where(col(Lease.item_id) == Item.id)
     skipped = exists().where(col(Skip.item_id) == Item.id, col(Skip.user_id) == user.id)
-    q = select(Item).where(Item.project_id == project.id, ~leased, ~skipped)
+    base = select(Item).where(Item.project_id == project.id, ~leased, ~skipped)
+    pg = session.get_bind().dialect.name == "postgresql"
     if reason == QueueReason.audit:
         audit = exists().where(col(Prediction.item_id) == Item.id, col(Prediction.audit).is_(True),
                                col(Prediction.audit_correct).is_(None), col(Prediction.state) == "auto")
-        q = q.where(audit).order_by(col(Item.queue_rank))
+        queries = [(base.where(audit).order_by(col(Item.queue_rank)), str(reason))]
     else:
-        q = q.where(col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped]))
-        # unlabelled before skipped-by-others, then by stream order
-        status_order = (col(Item.status) == ItemStatus.skipped)
-        if reason == QueueReason.strategy:
-            q = q.order_by(status_order, col(Item.query_score).desc().nulls_last(), col(Item.queue_rank))
-        else:
-            q = q.order_by(status_order, col(Item.queue_rank))
-    if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True, of=Item)  # type: ignore[arg-type]
-    return list(session.exec(q.limit(limit)).all())
+        queries = []
+        for status, scored, served in _stages(reason):
+            q = base.where(Item.status == status)
+            if scored:  # backwards along ix_item_strategy
+                q = q.where(col(Item.query_score).is_not(None)).order_by(col(Item.query_score).desc(),
+                                                                         col(Item.queue_rank).desc())
+            else:
+                q = q.where(col(Item.query_score).is_(None)) if scored is False else q
+                q = q.order_by(col(Item.queue_rank))
+            queries.append((q, str(served)))
+    for q, served in queries:
+        if pg:  # rows another claim holds are skipped, not waited for
+            q = q.with_for_update(skip_locked=True, of=Item)  # type: ignore[arg-type]
+        got = list(session.exec(q.limit(limit)).all())
+        if got:
+            return [(item, served) for item in got]
+    return []
 
 
 def _still_free(session: Session, item_id: int, reason: str) -> bool:
@@ -71,32 +98,33 @@ def _still_free(session: Session, item_id: int, reason: str) -> bool:
     have shown it from a snapshot older than a claim or a label committed meanwhile)."""
     if session.get_bind().dialect.name != "postgresql":
         return True
-    if session.exec(select(Lease.id).where(Lease.item_id == item_id)).first() is not None:
-        return False
-    status = session.exec(select(Item.status).where(Item.id == item_id)).one()
-    return reason == QueueReason.audit or status in (ItemStatus.unlabelled, ItemStatus.skipped)
+    leased = exists().where(col(Lease.item_id) == item_id)
+    status, taken = session.exec(select(Item.status, leased).where(Item.id == item_id)).one()
+    return not taken and (reason == QueueReason.audit or status in (ItemStatus.unlabelled, ItemStatus.skipped))
 
 
-def choose_stream(session: Session, project: Project, rng: random.Random) -> list[str]:
-    """Streams to try in order for the next draw."""
-    policy = project.policy or {}
-    share = float(policy.get("holdout_share", 0.2))
-    has_scores = session.exec(select(Item.id).where(Item.project_id == project.id,
-                                                    col(Item.query_score).is_not(None)).limit(1)).first()
-    main = QueueReason.strategy if has_scores is not None else QueueReason.random
-    first = QueueReason.holdout if rng.random() < share else main
-    order = [QueueReason.audit, first, main if first == QueueReason.holdout else QueueReason.holdout]
-    return [str(r) for r in order]
+def choose_stream(project: Project, rng: random.Random) -> list[str]:
+    """Streams to try in order for the next draw: audit items first, then the hold-out
+    (random) stream with probability ``holdout_share``, else the strategy stream."""
+    share = float((project.policy or {}).get("holdout_share", 0.2))
+    first, second = (QueueReason.holdout, QueueReason.strategy) if rng.random() < share else (
+        QueueReason.strategy, QueueReason.holdout)
+    return [str(QueueReason.audit), str(first), str(second)]
 
 
 def next_item(session: Session, *, project: Project, user: User, ttl_seconds: int,
               rng: random.Random | None = None) -> Leased | None:
-    """Lease the next item for ``user`` (their current lease first), or None when nothing is left."""
+    """Lease the next item for ``user`` (their current lease first), or None when nothing is left.
+
+    Two claims never get one item: the lease's unique ``item_id`` refuses the second insert
+    (it retries with the next candidate), and on PostgreSQL ``SKIP LOCKED`` keeps concurrent
+    claims off each other's candidates, so labelers do not wait for each other. Only claims
+    of the *same* user take turns (an advisory lock per project and user), so two tabs of
+    one labeler share one lease.
+    """
     assert project.id is not None and user.id is not None
     if session.get_bind().dialect.name == "postgresql":
-        # claims of one project take turns (SQLite gets the same from BEGIN IMMEDIATE);
-        # every statement after the lock sees every claim committed before it.
-        session.connection().execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK + project.id})
+        session.connection().execute(text("SELECT pg_advisory_xact_lock(:p, :u)"), {"p": project.id, "u": user.id})
     now = utcnow()
     expire_leases(session, project_id=project.id)
     mine = session.exec(select(Lease).where(Lease.project_id == project.id, Lease.user_id == user.id,
@@ -110,12 +138,12 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
             return Leased(mine, item, mine.reason, renewed=True)
         session.delete(mine)
         session.flush()
-    for reason in choose_stream(session, project, rng or _rng):
-        for item in _candidates(session, project, user, reason, limit=5):
+    for reason in choose_stream(project, rng or _rng):
+        for item, served in _candidates(session, project, user, reason, limit=5):
             assert item.id is not None
             if not _still_free(session, item.id, reason):
                 continue
-            lease = Lease(item_id=item.id, project_id=project.id, user_id=user.id, reason=reason,
+            lease = Lease(item_id=item.id, project_id=project.id, user_id=user.id, reason=served,
                           expires_at=now + timedelta(seconds=ttl_seconds))
             try:
                 with session.begin_nested():
@@ -123,7 +151,7 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
                     session.flush()
             except IntegrityError:
                 continue
-            return Leased(lease, item, reason)
+            return Leased(lease, item, served)
     return None
 
 

@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 
 from learning.adapters.base import Cancelled as LearningCancelled
 from service.config import Settings
-from service.models import TERMINAL_JOB_STATES, Job, JobState, utcnow
+from service.models import TERMINAL_JOB_STATES, Job, JobState, ModelVersion, utcnow
 
 log = logging.getLogger("labelloop.jobs")
 
@@ -242,10 +242,22 @@ def recover_stale(engine: Engine, *, timeout_seconds: float) -> list[int]:
                 job.error = (f"worker {job.worker} stopped heartbeating (crashed or was killed); "
                              f"last progress {job.progress:.0%}: {job.message}")
             s.add(job)
+            _fail_unfinished_versions(s, job)
         s.commit()
     for jid in touched:
         log.warning("recovered stale job %s", jid)
     return touched
+
+
+def _fail_unfinished_versions(session: Session, job: Job) -> None:
+    """A training that died with its worker leaves its model version at ``training``: mark it
+    ``failed`` (it never became current; a requeued run trains a new version)."""
+    for mv in session.exec(select(ModelVersion).where(ModelVersion.job_id == job.id,
+                                                      ModelVersion.status == "training")).all():
+        mv.status = "failed"
+        mv.metrics = {**(mv.metrics or {}), "error": f"the training job's worker {job.worker} stopped "
+                                                     "(crashed or was killed) before the model was complete"}
+        session.add(mv)
 
 
 def request_cancel(session: Session, job: Job) -> Job:

@@ -3,7 +3,11 @@ stats against a real ``labelloop serve`` on 127.0.0.1, while a training job and 
 the inference job it starts run. Prints a markdown table. Not a test.
 
     .venv/bin/python tests/benchmarks/bench_load.py --backends sqlite,postgresql \\
-        --labelers 20,50,100 --seconds 60
+        --labelers 20,50,100 --seconds 60 --think 1,0
+
+``--think`` is how long a labeler looks at an image between ``queue/next`` and the
+submit (default 1 s, a fast keyboard labeler); ``0`` sends the requests back to back,
+which measures the server's capacity rather than a day of labelling.
 
 Per configuration: a fresh data dir (and, for PostgreSQL, the database
 ``labelloop_bench``, dropped and created again; never ``test``), a project of
@@ -101,8 +105,9 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def labeler(url: str, head: dict[str, str], pid: int, truth: dict[int, str], until: float,
-                  out: dict[str, Any]) -> None:
+                  out: dict[str, Any], think: float, rng: random.Random) -> None:
     async with httpx.AsyncClient(base_url=url, headers=head, timeout=60) as c:
+        await asyncio.sleep(rng.uniform(0, think))  # labelers do not all start in the same millisecond
         while time.monotonic() < until:
             t = time.monotonic()
             try:
@@ -119,6 +124,8 @@ async def labeler(url: str, head: dict[str, str], pid: int, truth: dict[int, str
                 continue
             lease = r.json()
             iid = lease["item"]["id"]
+            if think:  # looking at the image: uniform in [think / 2, 3 * think / 2]
+                await asyncio.sleep(rng.uniform(think / 2, 3 * think / 2))
             body = {"labels": [truth.get(iid, "red")], "lease_id": lease["lease_id"]}
             t = time.monotonic()
             try:
@@ -150,13 +157,14 @@ async def manager(url: str, head: dict[str, str], pid: int, until: float, out: d
 
 
 async def drive(url: str, heads: list[dict[str, str]], admin: dict[str, str], pid: int, truth: dict[int, str],
-                seconds: float) -> dict[str, Any]:
+                seconds: float, think: float) -> dict[str, Any]:
     out: dict[str, Any] = {"next": [], "submit": [], "stats": [], "errors": [], "submitted": [], "jobs": {},
                            "drained": False}
     until = time.monotonic() + seconds
     t0 = time.monotonic()
     await asyncio.gather(manager(url, admin, pid, until, out),
-                         *(labeler(url, h, pid, truth, until, out) for h in heads))
+                         *(labeler(url, h, pid, truth, until, out, think, random.Random(i))
+                           for i, h in enumerate(heads)))
     out["wall"] = time.monotonic() - t0
     return out
 
@@ -176,7 +184,7 @@ def verify(srv: LiveServer, pid: int, out: dict[str, Any], n_before: int) -> dic
 
 
 def run_config(backend: str, n: int, seconds: float, images: list[bytes], pg_url: str,
-               train: bool = True) -> dict[str, Any]:
+               train: bool = True, think: float = 0.0) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="labelloop-bench-"))
     try:
         if backend == "postgresql":
@@ -192,10 +200,10 @@ def run_config(backend: str, n: int, seconds: float, images: list[bytes], pg_url
             if train:  # 409: the retraining check was quicker and started one already
                 r = c.post(f"/api/v1/projects/{pid}/train")
                 assert r.status_code in (202, 409), r.text
-        out = asyncio.run(drive(srv.url, heads, admin, pid, truth, seconds))
+        out = asyncio.run(drive(srv.url, heads, admin, pid, truth, seconds, think))
         checks = verify(srv, pid, out, 40)
         srv.stop()
-        return {"backend": backend, "labelers": n, **out, **checks}
+        return {"backend": backend, "labelers": n, "think": think, **out, **checks}
     except BaseException:
         for log in work.glob("server-*.log"):
             shutil.copy(log, Path(tempfile.gettempdir()) / f"bench-{backend}-{n}-{log.name}")
@@ -212,7 +220,7 @@ def row(r: dict[str, Any]) -> str:
     wall = r["wall"]
     jobs = ", ".join(f"{k}:{v}" for (k, _), v in sorted(r["jobs"].items(), key=lambda kv: kv[0][1]))
     errs = Counter(r["errors"])
-    return (f"| {r['backend']} | {r['labelers']} | {len(r['submitted']) / wall:.1f} | "
+    return (f"| {r['backend']} | {r['labelers']} | {r['think']:g} | {len(r['submitted']) / wall:.1f} | "
             f"{pct(r['next'], .5):.0f} / {pct(r['next'], .95):.0f} / {pct(r['next'], .99):.0f} | "
             f"{pct(r['submit'], .5):.0f} / {pct(r['submit'], .95):.0f} / {pct(r['submit'], .99):.0f} | "
             f"{pct(r['stats'], .5):.0f} / {pct(r['stats'], .95):.0f} / {pct(r['stats'], .99):.0f} | "
@@ -228,20 +236,25 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=12000, help="unlabelled images per configuration")
     ap.add_argument("--pg-url", default=PG_BENCH)
     ap.add_argument("--no-train", action="store_true", help="no training/inference during the load (a baseline)")
+    ap.add_argument("--think", default="1.0",
+                    help="comma list of mean seconds a labeler looks at an image between next and submit "
+                         "(uniform in [t/2, 3t/2]); 0 = back-to-back requests, i.e. the server's capacity")
     args = ap.parse_args()
     rng = random.Random(0)
     images = [colour_png(i % 2 == 0, rng, size=16) for i in range(args.pool + 40)]
     results = []
-    print("| DB | labelers | submits/s | queue/next p50/p95/p99 ms | submit p50/p95/p99 ms | "
+    print("| DB | labelers | think s | submits/s | queue/next p50/p95/p99 ms | submit p50/p95/p99 ms | "
           "stats p50/p95/p99 ms | submits | errors | items leased twice | annotations written | "
           "labelled items not `labelled` after | jobs at end |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
-    for backend in args.backends.split(","):
-        for n in (int(x) for x in args.labelers.split(",")):
-            t = time.time()
-            results.append(run_config(backend, n, args.seconds, images, args.pg_url, train=not args.no_train))
-            print(row(results[-1]), flush=True)
-            print(f"# {backend} x {n}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for think in (float(x) for x in args.think.split(",")):
+        for backend in args.backends.split(","):
+            for n in (int(x) for x in args.labelers.split(",")):
+                t = time.time()
+                results.append(run_config(backend, n, args.seconds, images, args.pg_url, train=not args.no_train,
+                                          think=think))
+                print(row(results[-1]), flush=True)
+                print(f"# {backend} x {n} think {think:g}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
     print(f"\nmean of the {len(results)} runs' submit p50: "
           f"{statistics.mean(pct(r['submit'], .5) for r in results):.0f} ms", file=sys.stderr)
     return 0

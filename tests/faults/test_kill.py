@@ -7,7 +7,7 @@ process on the same SQLite file and storage):
 1. import: killed while blobs are being written -> no item rows; the orphan
    blobs are invisible and every stored object still hashes to its name;
 2. training: killed once its model version row exists -> after restart the job
-   is ``failed`` with a reason, the version never became ``ready``/current;
+   is ``failed`` with a reason, and so is the version (never ``ready``/current);
 3. inference: killed while it predicts -> job ``failed``; no proposal is half
    written (items ``proposed`` == open proposals == 0); the trained model stays;
 4. export (CLI): killed at several moments -> the output file is absent or whole.
@@ -103,7 +103,7 @@ def _verify_train(c: httpx.Client, pid: int, job_id: int) -> None:
     assert job["state"] == "failed", job
     assert "stopped heartbeating" in (job["error"] or ""), job
     mvs = c.get(f"/api/v1/projects/{pid}/model-versions").json()
-    assert mvs and all(m["status"] != "ready" and not m["is_current"] for m in mvs), mvs
+    assert mvs and all(m["status"] == "failed" and not m["is_current"] for m in mvs), mvs
     assert c.get(f"/api/v1/projects/{pid}/stats").status_code == 200
 
 

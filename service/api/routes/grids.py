@@ -52,7 +52,7 @@ def lease_pages(session: Session, *, project: Project, user: User, size: int, li
                            "model_version_id": (job.result or {}).get("model_version_id") if job else None}
     if job is None:
         return out
-    if session.get_bind().dialect.name == "postgresql":  # take turns with queue claims
+    if session.get_bind().dialect.name == "postgresql":  # grid lessors of a project take turns
         session.connection().execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK + project.id})
     expire_leases(session, project_id=project.id)
     pool = set(session.exec(select(Item.id).where(Item.project_id == project.id, col(Item.status).in_(POOL))))
