@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -168,18 +169,8 @@ def extract(
     model version when caching). An unreadable image raises :class:`ImageLoadError` naming its path.
     With no paths the result has shape ``[0, 0]`` (the dimension is unknown).
     """
-    vecs, _, done = _run(
-        embed_fn,
-        paths,
-        batch_size=batch_size,
-        progress=progress,
-        should_stop=should_stop,
-        skip_bad=False,
-        workers=workers,
-        max_side=max_side,
-    )
-    if done < len(paths):
-        raise ExtractionCancelled(done, len(paths))
+    vecs, _ = _run_all(embed_fn, paths, skip_bad=False, batch_size=batch_size, progress=progress,
+                       should_stop=should_stop, workers=workers, max_side=max_side)
     return vecs
 
 
@@ -198,16 +189,13 @@ def extract_masked(
     Returns ``(vecs [N, D] float32, ok [N] bool)``: rows with ``ok == False`` are
     zero vectors. If no image at all could be read, ``vecs`` has shape ``[N, 0]``.
     """
-    vecs, ok, done = _run(
-        embed_fn,
-        paths,
-        batch_size=batch_size,
-        progress=progress,
-        should_stop=should_stop,
-        skip_bad=True,
-        workers=workers,
-        max_side=max_side,
-    )
+    return _run_all(embed_fn, paths, skip_bad=True, batch_size=batch_size, progress=progress,
+                    should_stop=should_stop, workers=workers, max_side=max_side)
+
+
+def _run_all(embed_fn: EmbedFn, paths: Sequence[Path], **kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_run` over every path; a stop before the end raises :class:`ExtractionCancelled`."""
+    vecs, ok, done = _run(embed_fn, paths, **kw)
     if done < len(paths):
         raise ExtractionCancelled(done, len(paths))
     return vecs, ok

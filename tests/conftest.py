@@ -86,6 +86,29 @@ class Ctx:
 
 
 @pytest.fixture
+def live(ctx: Ctx) -> Iterator[str]:
+    """The ``ctx`` app under a real uvicorn on 127.0.0.1 (a thread); yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.faults.live import free_port
+
+    app = create_app(ctx.settings, background=False)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    t.join(timeout=30)
+
+
+@pytest.fixture
 def ctx(settings: Settings) -> Iterator[Ctx]:
     app = create_app(settings, background=False)
     with TestClient(app) as client:

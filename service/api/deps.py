@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from service.config import Settings
-from service.db import read_only
+from service.db import read_only, session_scope
 from service.models import ROLE_RANK, ApiToken, Item, Membership, Project, Role, User
 from service.security import hash_token, user_for_token
 
@@ -59,13 +59,8 @@ def get_session(request: Request) -> Iterator[Session]:
     engine: Engine = request.app.state.engine
     if request.method in SAFE_METHODS:
         engine = read_only(engine)
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with session_scope(engine) as session:  # commits before the reply is sent
+        yield session
 
 
 # scope="function": commit (or fail) before the reply is sent. With FastAPI's default

@@ -18,15 +18,44 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from sqlmodel import Session, col, select
 
 from service.models import Item, Prediction, User, utcnow
 
 
 def same_labels(prediction: Prediction, data: dict[str, Any]) -> bool:
-    """Whether a person's ``data`` (``{"labels": [...]}``) agrees with the pre-label."""
+    """Whether a person's ``data`` agrees with the pre-label: the same class set, and for
+    detection / segmentation pre-labels the same objects (every predicted shape matches a
+    person's shape of its class at IoU >= 0.5 and none of the person's is left over; the
+    "complete and correct" rule of the detection benchmark)."""
     predicted = prediction.data.get("labels") or ([prediction.label] if prediction.label else [])
-    return sorted(set(predicted)) == sorted(set(data.get("labels") or []))
+    if sorted(set(predicted)) != sorted(set(data.get("labels") or [])):
+        return False
+    pred_shapes, human_shapes = shape_boxes(prediction.data), shape_boxes(data)
+    if not pred_shapes and not human_shapes:
+        return True
+    if len(pred_shapes) != len(human_shapes):
+        return False
+    from learning.hard_examples import match_boxes
+
+    names = sorted({c for c, _ in pred_shapes + human_shapes})
+
+    def arrays(shapes: list[tuple[str, list[float]]]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([b for _, b in shapes], dtype=np.float64).reshape(-1, 4),
+                np.array([names.index(c) for c, _ in shapes], dtype=np.int64))
+
+    (pb, pl), (hb, hl) = arrays(pred_shapes), arrays(human_shapes)
+    matched, _ = match_boxes(pb, pl, hb, hl, iou=0.5)
+    return len(matched) == len(pred_shapes)
+
+
+def shape_boxes(data: dict[str, Any]) -> list[tuple[str, list[float]]]:
+    """``(label, xywh box)`` of every box and polygon (by its bounding box) in ``data``."""
+    from learning.polygons import polygon_bbox
+
+    return ([(b["label"], list(b["bbox"])) for b in data.get("boxes") or []]
+            + [(p["label"], list(polygon_bbox(p["points"]))) for p in data.get("polygons") or []])
 
 
 def record_audit(session: Session, item: Item, data: dict[str, Any], user: User | None) -> int:

@@ -17,12 +17,11 @@ Mirrors :mod:`service.loop.train` and :mod:`service.loop.infer` for ``detection`
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
@@ -33,17 +32,18 @@ from learning.box_calibration import ImageBoxes, calibrate_boxes, map50, propose
 from learning.hard_examples import detection_flags
 from learning.policy import Policy, readiness, should_retrain
 from service.config import Settings
-from service.crud.annotations import canonical, write_version
+from service.crud.annotations import canonical
 from service.crud.items import blob_store
 from service.crud.projects import class_names
 from service.jobs.runner import JobConflict, JobContext, enqueue, task
 from service.jobs.scheduler import periodic
-from service.loop.data import HUMAN, current_labels, label_counts
-from service.loop.infer import current_model
+from service.loop.audit import shape_boxes
+from service.loop.data import HUMAN, current_labels
+from service.loop.infer import Tally, begin_publish, model_to_run, open_pool, publish_summary, settle
 from service.loop.state import project_state
+from service.loop.train import fail_version, publish_version
 from service.models import (
     Item,
-    ItemStatus,
     Job,
     JobState,
     ModelVersion,
@@ -52,7 +52,6 @@ from service.models import (
     Provenance,
     ReviewFlag,
     Task,
-    utcnow,
 )
 
 DETECTION_TASKS = (Task.detection, Task.segmentation)
@@ -69,10 +68,7 @@ def image_boxes(dets: list[dict[str, Any]], classes: list[str], *, scored: bool)
 
 
 def _shapes(data: dict[str, Any]) -> list[dict[str, Any]]:
-    from learning.polygons import polygon_bbox
-
-    return list(data.get("boxes") or []) + [{"label": p["label"], "bbox": polygon_bbox(p["points"])}
-                                            for p in data.get("polygons") or []]
+    return [{"label": label, "bbox": box} for label, box in shape_boxes(data)]
 
 
 def labelled_sets(session: Session, project: Project, settings: Settings) -> dict[str, list]:
@@ -135,23 +131,9 @@ def train_detector_project(session: Session, *, project: Project, settings: Sett
         progress(0.92, "saving model")
         adapter.save(path)
     except BaseException as exc:
-        session.rollback()
-        mv.status, mv.metrics = "failed", {"error": f"{type(exc).__name__}: {exc}"}
-        session.add(mv)
-        session.commit()
-        shutil.rmtree(path, ignore_errors=True)
+        fail_version(session, mv, path, exc)
         raise
-    for old in session.exec(select(ModelVersion).where(ModelVersion.project_id == project.id,
-                                                       col(ModelVersion.is_current).is_(True))).all():
-        old.is_current = False
-        session.add(old)
-    mv.status, mv.is_current, mv.path = "ready", True, str(path)
-    mv.thresholds, mv.metrics = thresholds, metrics
-    project.last_trained_at = utcnow()
-    project.labels_at_last_training = label_counts(session, project.id)[2]
-    session.add(mv)
-    session.add(project)
-    session.commit()
+    publish_version(session, project, mv, path, thresholds=thresholds, metrics=metrics)
     metrics["flags"] = flag_hard_examples(session, mv=mv, item_ids=sets["holdout_ids"], preds=preds, gts=gts,
                                           classes=classes)
     session.commit()
@@ -195,63 +177,46 @@ def _proposal(dets: list[dict[str, Any]], keep: np.ndarray, segmentation: bool) 
 
 
 def infer_detector_project(session: Session, *, project: Project, settings: Settings, progress: Any,
-                           model_version_id: int | None = None) -> dict[str, Any]:
+                           model_version_id: int | None = None, rng: random.Random | None = None) -> dict[str, Any]:
     assert project.id is not None
-    mv = session.get(ModelVersion, model_version_id) if model_version_id else current_model(session, project.id)
-    if mv is None or mv.status != "ready" or mv.path is None:
-        raise ValueError("no ready model version to run")
+    rng = rng or random.Random()
+    mv = model_to_run(session, project.id, model_version_id)
     if not mv.is_current:
         return {"skipped": f"model v{mv.version} is no longer current"}
     policy = Policy.from_dict(project.policy or {})
-    adapter: Any = load_adapter(mv.path)
+    adapter: Any = load_adapter(str(mv.path))
     classes = list(mv.classes)
     ths = [(mv.thresholds.get("in_force") or {}).get(c) for c in classes]
     possible = float(mv.thresholds.get("possible", 0.05))
     store = blob_store(settings)
-    pool = list(session.exec(select(Item).where(Item.project_id == project.id, col(Item.status).in_(
-        [ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed])).order_by(col(Item.id))).all())
+    pool = open_pool(session, project.id)
     ids = [int(i.id) for i in pool if i.id is not None]
     paths: list[Path] = [store.path(i.sha256) for i in pool]
-    session.commit()
+    session.commit()  # end the read transaction: SQLite must not hold its lock while we predict
     dets: list[list[dict[str, Any]]] = []
     for start in range(0, len(pool), CHUNK):
         dets += adapter.predict(paths[start:start + CHUNK]).boxes or []
         progress(0.05 + 0.8 * min(1.0, (start + CHUNK) / len(pool)), f"predicted {len(dets)} of {len(pool)}")
+    fresh = begin_publish(session, ids)
     rejected = set(session.exec(select(Prediction.item_id).where(Prediction.model_version_id == mv.id,
                                                                  Prediction.state == "rejected")).all())
-    session.exec(delete(Prediction).where(col(Prediction.item_id).in_(ids), col(Prediction.state) == "none"))
-    for p in session.exec(select(Prediction).where(col(Prediction.item_id).in_(ids),
-                                                   Prediction.state == "proposed")).all():
-        p.state, p.decided_at = "superseded", utcnow()
-        session.add(p)
-    n_prop = n_auto = 0
-    for item, d in zip(pool, dets, strict=True):
+    tally = Tally()
+    for item_id, d in zip(ids, dets, strict=True):
+        item = fresh.get(item_id)
+        if item is None:  # labelled while the model predicted
+            continue
         pb = image_boxes(d, classes, scored=True)
         ok, keep = propose(pb, ths, possible)
         s = np.asarray(pb.scores)
         item.query_score = float((1 - np.abs(2 * s[s >= possible] - 1)).max()) if (s >= possible).any() else 0.0
-        proposed = ok and item.id not in rejected
+        proposed = ok and item_id not in rejected
         data = _proposal(d, keep, project.task == Task.segmentation) if proposed else {"boxes": d[:20]}
         score = float(s[keep].min()) if proposed else float(s.max(initial=0.0))
-        pred = Prediction(item_id=item.id, project_id=project.id, model_version_id=mv.id,  # type: ignore[arg-type]
+        pred = Prediction(item_id=item_id, project_id=project.id, model_version_id=mv.id,  # type: ignore[arg-type]
                           label=None, score=score, state="proposed" if proposed else "none", data=data)
-        if proposed and policy.auto_accept:
-            write_version(session, item=item, data=canonical(data),
-                          provenance=Provenance.model, origin="auto", author=None, model_version_id=mv.id,
-                          score=score)
-            pred.state = "auto"
-            n_auto += 1
-        elif proposed:
-            item.status = ItemStatus.proposed
-            n_prop += 1
-        elif item.status == ItemStatus.proposed:
-            item.status = ItemStatus.unlabelled
-        session.add(item)
-        session.add(pred)
+        settle(session, item=item, pred=pred, version_data=canonical(data), policy=policy, rng=rng, tally=tally)
     session.commit()
-    progress(1.0, f"{n_prop} proposed, {n_auto} auto-accepted of {len(pool)}")
-    return {"model_version_id": mv.id, "pool": len(pool), "proposed": n_prop, "auto_accepted": n_auto,
-            "coverage": (n_prop + n_auto) / len(pool) if pool else 0.0}
+    return publish_summary(mv, pool, tally, progress)
 
 
 def _project(ctx: JobContext, s: Session) -> Project:

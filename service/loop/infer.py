@@ -12,6 +12,7 @@ is queued for a person to check.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,14 @@ def current_model(session: Session, project_id: int) -> ModelVersion | None:
                                                    ModelVersion.status == "ready")).first()
 
 
+def model_to_run(session: Session, project_id: int, model_version_id: int | None) -> ModelVersion:
+    """The version an inference job was started for (default: the current one); it must be ready."""
+    mv = session.get(ModelVersion, model_version_id) if model_version_id else current_model(session, project_id)
+    if mv is None or mv.status != "ready" or mv.path is None:
+        raise ValueError("no ready model version to run")
+    return mv
+
+
 def thresholds_for(mv: ModelVersion, classes: list[str]) -> list[float | None]:
     """Per class, the threshold in force (``None``: this class is not pre-labelled)."""
     ths = mv.thresholds or {}
@@ -45,6 +54,66 @@ def thresholds_for(mv: ModelVersion, classes: list[str]) -> list[float | None]:
         return [t for _ in classes]
     per = ths.get("per_class") or {}
     return [(per.get(c) or {}).get("threshold") for c in classes]
+
+
+OPEN = (ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed)
+
+
+def open_pool(session: Session, project_id: int) -> list[Item]:
+    """Items waiting for a label (what inference predicts), by id."""
+    return list(session.exec(select(Item).where(Item.project_id == project_id, col(Item.status).in_(OPEN))
+                             .order_by(col(Item.id))).all())
+
+
+def begin_publish(session: Session, ids: list[int]) -> dict[int, Item]:
+    """After predicting ``ids``: the items among them that still wait for a label.
+
+    People labelled items while the model predicted, so the pool is re-read inside this
+    write transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: row locks) and every item
+    that is no longer open is left alone. Old predictions of the pool go: plain ones are
+    deleted, open proposals superseded."""
+    session.expire_all()
+    fresh = {i.id: i for i in session.exec(select(Item).where(col(Item.id).in_(ids)).with_for_update()).all()}
+    session.exec(delete(Prediction).where(col(Prediction.item_id).in_(ids), col(Prediction.state) == "none"))
+    for p in session.exec(select(Prediction).where(col(Prediction.item_id).in_(ids),
+                                                   Prediction.state == "proposed")).all():
+        p.state, p.decided_at = "superseded", utcnow()
+        session.add(p)
+    return {int(i): it for i, it in fresh.items() if i is not None and it.status in OPEN}
+
+
+@dataclass
+class Tally:
+    proposed: int = 0
+    auto: int = 0
+    audit: int = 0
+
+
+def settle(session: Session, *, item: Item, pred: Prediction, version_data: dict[str, Any], policy: Policy,
+           rng: random.Random, tally: Tally) -> None:
+    """Write one prediction (state ``proposed`` or ``none`` on entry). A proposal becomes a
+    ``model`` label at once under ``auto_accept`` (a random ``audit_share`` of those is
+    queued for a person to check), else the item waits in Pending."""
+    if pred.state == "proposed" and policy.auto_accept:
+        write_version(session, item=item, data=version_data, provenance=Provenance.model, origin="auto",
+                      author=None, model_version_id=pred.model_version_id, score=pred.score)
+        pred.state = "auto"
+        pred.audit = rng.random() < policy.audit_share
+        tally.auto += 1
+        tally.audit += int(pred.audit)
+    elif pred.state == "proposed":
+        item.status = ItemStatus.proposed
+        tally.proposed += 1
+    elif item.status == ItemStatus.proposed:
+        item.status = ItemStatus.unlabelled
+    session.add(item)
+    session.add(pred)
+
+
+def publish_summary(mv: ModelVersion, pool: list[Item], tally: Tally, progress: Any) -> dict[str, Any]:
+    progress(1.0, f"{tally.proposed} proposed, {tally.auto} auto-accepted of {len(pool)}")
+    return {"model_version_id": mv.id, "pool": len(pool), "proposed": tally.proposed, "auto_accepted": tally.auto,
+            "audit": tally.audit, "coverage": (tally.proposed + tally.auto) / len(pool) if pool else 0.0}
 
 
 def predict_pool(adapter: Any, mv: ModelVersion, shas: list[str], paths: list, *, settings: Settings,
@@ -68,18 +137,13 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
                   model_version_id: int | None = None, rng: random.Random | None = None) -> dict[str, Any]:
     assert project.id is not None
     rng = rng or random.Random()
-    mv = session.get(ModelVersion, model_version_id) if model_version_id else current_model(session, project.id)
-    if mv is None or mv.status != "ready" or mv.path is None:
-        raise ValueError("no ready model version to run")
+    mv = model_to_run(session, project.id, model_version_id)
     if not mv.is_current:
         return {"skipped": f"model v{mv.version} is no longer current"}
     policy = Policy.from_dict(project.policy or {})
-    adapter = load_adapter(mv.path)
+    adapter = load_adapter(str(mv.path))
     store = blob_store(settings)
-    pool = list(session.exec(select(Item).where(
-        Item.project_id == project.id,
-        col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed]))
-        .order_by(col(Item.id))).all())
+    pool = open_pool(session, project.id)
     ids = [int(i.id) for i in pool if i.id is not None]
     session.commit()  # end the read transaction: SQLite must not hold its lock while we predict
     probs = predict_pool(adapter, mv, [i.sha256 for i in pool], [store.path(i.sha256) for i in pool], settings=settings,
@@ -88,51 +152,25 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
     scores = query_scores(policy.strategy, probs, multilabel=project.task == Task.multilabel)
     classes = list(mv.classes)
     ths = thresholds_for(mv, classes)
-    # People labelled items while we predicted: re-read the pool inside this write
-    # transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: row locks) and leave alone
-    # every item that is no longer waiting for a label.
-    session.expire_all()
-    open_states = (ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed)
-    fresh = {i.id: i for i in session.exec(select(Item).where(col(Item.id).in_(ids)).with_for_update()).all()}
+    fresh = begin_publish(session, ids)
     rejected = {(p.item_id, p.label) for p in session.exec(select(Prediction).where(
         Prediction.model_version_id == mv.id, Prediction.state == "rejected")).all()}
-    # old predictions of the pool: plain ones go, open proposals are superseded
-    session.exec(delete(Prediction).where(col(Prediction.item_id).in_(ids), col(Prediction.state) == "none"))
-    for p in session.exec(select(Prediction).where(col(Prediction.item_id).in_(ids),
-                                                   Prediction.state == "proposed")).all():
-        p.state, p.decided_at = "superseded", utcnow()
-        session.add(p)
-    n_prop = n_auto = n_audit = 0
+    tally = Tally()
     for k, item_id in enumerate(ids):  # ids[k] is pool[k], the row probs[k] belongs to
         item = fresh.get(item_id)
-        if item is None or item.status not in open_states:
+        if item is None:
             continue
         labels, score = _decide(project.task, classes, probs[k], ths)
         label = labels[0] if len(labels) == 1 else (";".join(labels) if labels else None)
         proposed = bool(labels) and (item.id, label) not in rejected
         item.query_score = float(scores[k])
-        pred = Prediction(item_id=item.id, project_id=project.id, model_version_id=mv.id,  # type: ignore[arg-type]
+        pred = Prediction(item_id=item_id, project_id=project.id, model_version_id=mv.id,  # type: ignore[arg-type]
                           label=label, score=score, state="proposed" if proposed else "none",
                           data={"labels": labels, "top": _top(classes, probs[k])})
-        if proposed and policy.auto_accept:
-            write_version(session, item=item, data={"labels": labels, "boxes": [], "polygons": []},
-                          provenance=Provenance.model, origin="auto", author=None,
-                          model_version_id=mv.id, score=score)
-            pred.state = "auto"
-            pred.audit = rng.random() < policy.audit_share
-            n_auto += 1
-            n_audit += int(pred.audit)
-        elif proposed:
-            item.status = ItemStatus.proposed
-            n_prop += 1
-        elif item.status == ItemStatus.proposed:
-            item.status = ItemStatus.unlabelled
-        session.add(item)
-        session.add(pred)
+        settle(session, item=item, pred=pred, version_data={"labels": labels, "boxes": [], "polygons": []},
+               policy=policy, rng=rng, tally=tally)
     session.commit()
-    progress(1.0, f"{n_prop} proposed, {n_auto} auto-accepted of {len(pool)}")
-    return {"model_version_id": mv.id, "pool": len(pool), "proposed": n_prop, "auto_accepted": n_auto,
-            "audit": n_audit, "coverage": (n_prop + n_auto) / len(pool) if pool else 0.0}
+    return publish_summary(mv, pool, tally, progress)
 
 
 def _decide(task_: Task, classes: list[str], p: np.ndarray, ths: list[float | None]) -> tuple[list[str], float]:

@@ -9,6 +9,7 @@ previous current model stays in place.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,26 +113,41 @@ def train_project(session: Session, *, project: Project, settings: Settings, pro
         progress(0.9, "saving model")
         adapter.save(path)
     except BaseException as exc:
-        session.rollback()
-        mv.status = "failed"
-        mv.metrics = {"error": f"{type(exc).__name__}: {exc}"}
-        session.add(mv)
-        session.commit()
-        shutil.rmtree(path, ignore_errors=True)
+        fail_version(session, mv, path, exc)
         raise
+    publish_version(session, project, mv, path, thresholds=ths, metrics=metrics, risk_coverage=curve)
+    return mv
+
+
+def fail_version(session: Session, mv: ModelVersion, path: Path, exc: BaseException) -> None:
+    """A training that raised (or was cancelled): the version is ``failed`` with the error, its
+    partial files are removed, and the current version stays current."""
+    session.rollback()
+    mv.status = "failed"
+    mv.metrics = {"error": f"{type(exc).__name__}: {exc}"}
+    session.add(mv)
+    session.commit()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def publish_version(session: Session, project: Project, mv: ModelVersion, path: Path, *, thresholds: dict[str, Any],
+                    metrics: dict[str, Any], risk_coverage: Any = None) -> None:
+    """Make a complete model version (files saved at ``path``) the project's current one,
+    in one transaction with the retraining bookkeeping."""
+    assert project.id is not None
     for old in session.exec(select(ModelVersion).where(ModelVersion.project_id == project.id,
                                                        col(ModelVersion.is_current).is_(True))).all():
         old.is_current = False
         session.add(old)
     mv.status, mv.is_current, mv.path = "ready", True, str(path)
-    mv.thresholds, mv.metrics, mv.risk_coverage = ths, metrics, curve
-    _, _, total = label_counts(session, project.id)
+    mv.thresholds, mv.metrics = thresholds, metrics
+    if risk_coverage is not None:
+        mv.risk_coverage = risk_coverage
     project.last_trained_at = utcnow()
-    project.labels_at_last_training = total
+    project.labels_at_last_training = label_counts(session, project.id)[2]
     session.add(mv)
     session.add(project)
     session.commit()
-    return mv
 
 
 @task("train", one_per_project=True)

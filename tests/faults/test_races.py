@@ -16,22 +16,19 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from service.jobs.runner import ThreadExecutor
 from service.loop.infer import infer_project
-from service.main import create_app
 from service.models import Project
 from tests.conftest import Ctx, make_project
-from tests.faults.live import colour_png, free_port, label_through_queue
+from tests.faults.live import colour_png, label_through_queue
 
 
 def test_no_success_reply_for_a_write_whose_commit_fails(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,21 +88,6 @@ def test_inference_does_not_undo_labels_made_while_it_predicted(ctx: Ctx) -> Non
     assert not wrong, f"labels made during inference were undone: {wrong}"
     pending = ctx.client.get(f"/api/v1/projects/{pid}/pending?limit=500", headers=admin).json()["data"]
     assert not {p["item_id"] for p in pending} & set(meanwhile), "a labelled item is offered as a proposal"
-
-
-@pytest.fixture
-def live(ctx: Ctx) -> Iterator[str]:
-    app = create_app(ctx.settings, background=False)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(timeout=30)
 
 
 def test_a_burst_of_labelers_does_not_stall(ctx: Ctx, live: str) -> None:

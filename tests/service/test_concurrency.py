@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections import Counter
 
 import httpx
-import pytest
-import uvicorn
 
-from service.main import create_app
 from tests.conftest import Ctx, make_project
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def live(ctx: Ctx):  # type: ignore[no-untyped-def]
-    app = create_app(ctx.settings, background=False)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(timeout=10)
 
 
 def test_eight_labelers_drain_exactly_once(ctx: Ctx, live: str) -> None:

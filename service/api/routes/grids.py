@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from service.api.deps import CONFLICT, STD_ERRORS, CurrentUser, SessionDep, SettingsDep, _err, get_project
 from service.crud.annotations import canonical, lock, validate_for_project, write_version
 from service.crud.queue import CLAIM_LOCK, expire_leases
+from service.db import session_scope
 from service.jobs.runner import JobConflict, enqueue
 from service.loop.clusters import CLASSIFICATION, GRID, POOL, SIZES
 from service.models import AuditLog, Item, Job, JobPublic, JobState, Lease, Project, Provenance, Role, User, utcnow
@@ -165,13 +166,8 @@ LEASES: dict[int | str, dict[str, Any]] = {
 
 def write_session(request: Request) -> Iterator[Session]:
     """A session on the writing engine even for GET: serving a page leases its items."""
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with session_scope(request.app.state.engine) as session:
+        yield session
 
 
 class GridPageOut(BaseModel):

@@ -16,19 +16,12 @@ from sqlmodel import col, func, select
 from learning.adapters.external import KINDS, TASKS, ExternalModelError, check_labels, validate_model
 from service.api.deps import AUTH_ERRORS, TOO_LARGE, CurrentUser, SessionDep, SettingsDep, _err
 from service.config import Settings
-from service.models import ROLE_RANK, RegisteredModel, Role
+from service.models import ROLE_RANK, RegisteredModel, RegisteredModelPublic, Role
 
 router = APIRouter(tags=["models"])
 
 
-class ModelOut(BaseModel):
-    id: int
-    name: str
-    kind: str
-    task: str
-    labels: list[str]
-    input_spec: dict[str, Any]
-    default_threshold: float
+ModelOut = RegisteredModelPublic
 
 
 class ModelsOut(BaseModel):
