@@ -2,10 +2,18 @@
 
 Skipped (with the reason) where /usr/bin/chromium or Playwright is missing. One
 browser per session; a fresh app, data dir and database per test.
+
+Every test leaves a screenshot of each page it still has open when it ends, passed or
+failed, as a test artifact: ``$LABELLOOP_ARTIFACTS/browser/<file>--<test>/final-N.png``
+(default ``test-artifacts/browser/...`` in the checkout, a folder that ignores itself in
+git), with ``result.txt`` giving the outcome and each screenshot's URL.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import socket
 import threading
 import time
@@ -28,6 +36,78 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "web" / "screenshots"
 PASSWORD = "correct-horse-1"
+
+
+def artifacts_root() -> Path:
+    """Where test artifacts go: $LABELLOOP_ARTIFACTS, else test-artifacts/ in the checkout."""
+    env = os.environ.get("LABELLOOP_ARTIFACTS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Keep each phase's report on the test item (rep_setup, rep_call) for the artifacts."""
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+class Artifacts:
+    """Final screenshots of a test's pages (see the module docstring)."""
+
+    def __init__(self, node: pytest.Item) -> None:
+        self.node = node
+        name = re.sub(r"[^\w.-]+", "_", f"{node.path.stem}--{node.name}")
+        self.dir = artifacts_root() / "browser" / name
+        shutil.rmtree(self.dir, ignore_errors=True)  # no stale shots from an earlier run
+        self.contexts: list[Any] = []
+        self.lines: list[str] = []
+
+    def watch(self, ctx: Any) -> None:
+        self.contexts.append(ctx)
+
+    def outcome(self) -> str:
+        for when in ("call", "setup"):
+            rep = getattr(self.node, f"rep_{when}", None)
+            if rep is not None and (when == "call" or not rep.passed):
+                return f"{rep.outcome} ({when})" if when == "setup" else rep.outcome
+        return "unknown"
+
+    def capture(self) -> None:
+        """Screenshot every open page of the watched contexts (once), then write result.txt."""
+        contexts, self.contexts = self.contexts, []
+        for ctx in contexts:
+            try:
+                pages = list(ctx.pages)
+            except Exception:  # noqa: BLE001 - a closed or crashed context has nothing to show
+                continue
+            for page in pages:
+                path = self.dir / f"final-{len(self.lines) + 1}.png"
+                try:
+                    self.dir.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(path), full_page=True, timeout=10_000)
+                    self.lines.append(f"{path.name}\t{page.url}")
+                except Exception as e:  # noqa: BLE001 - an artifact must never fail the test
+                    self.lines.append(f"(no screenshot: {type(e).__name__}: {e})\t{page.url}")
+        if self.lines:
+            root = artifacts_root()
+            ignore = root / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# test artifacts (browser screenshots): never committed\n*\n")
+            (self.dir / "result.txt").write_text(
+                f"test: {self.node.nodeid}\noutcome: {self.outcome()}\n" + "\n".join(self.lines) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def artifacts(request: pytest.FixtureRequest) -> Iterator[Artifacts]:
+    """Every browser test: screenshots of its final page(s), whether it passed or failed.
+
+    new_page captures its contexts just before closing them; whatever is still watched
+    here (a context a test made some other way and registered) is captured at the end.
+    """
+    a = Artifacts(request.node)
+    yield a
+    a.capture()
 
 
 def _free_port() -> int:
@@ -199,14 +279,19 @@ def live(tmp_path: Path, live_settings: dict[str, Any]) -> Iterator[Live]:
 
 
 @pytest.fixture
-def new_page(browser: Any, live: Live) -> Iterator[Callable[..., Any]]:
-    """new_page(user) -> a signed-in page in its own browser context (own cookies and storage)."""
+def new_page(browser: Any, live: Live, artifacts: Artifacts) -> Iterator[Callable[..., Any]]:
+    """new_page(user) -> a signed-in page in its own browser context (own cookies and storage).
+
+    At the end of the test every page still open in these contexts (also pages a test opened
+    with ``page.context.new_page()``) is screenshotted into the test's artifacts.
+    """
     contexts: list[Any] = []
 
     def make(user: str | None = None, *, viewport: dict | None = None) -> Any:
         ctx = browser.new_context(viewport=viewport or {"width": 1280, "height": 800}, base_url=live.url)
         ctx.set_default_timeout(20_000)
         contexts.append(ctx)
+        artifacts.watch(ctx)
         page = ctx.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -218,6 +303,7 @@ def new_page(browser: Any, live: Live) -> Iterator[Callable[..., Any]]:
         return page
 
     yield make
+    artifacts.capture()
     for c in contexts:
         c.close()
 

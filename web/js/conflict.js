@@ -31,6 +31,8 @@ export function conflictView(entry, classes, size, { keepTheirs, useMine }) {
       col("conflict-theirs", `Current (version ${theirs.version}${theirs.provenance ? `, ${theirs.provenance}` : ""})`,
         theirs.annotation)),
     h("div", { class: "actions" },
-      h("button", { type: "button", testid: "conflict-keep-theirs", onclick: keepTheirs }, "Keep the current version"),
-      h("button", { type: "button", class: "primary", testid: "conflict-use-mine", onclick: useMine }, "Save mine over it")));
+      h("button", { type: "button", testid: "conflict-keep-theirs", onclick: keepTheirs }, "Keep the current version ",
+        h("kbd", {}, "K")),
+      h("button", { type: "button", class: "primary", testid: "conflict-use-mine", onclick: useMine }, "Save mine over it ",
+        h("kbd", {}, "M"))));
 }

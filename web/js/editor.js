@@ -279,50 +279,56 @@ export class Editor {
     return true;
   }
 
-  // ---- keyboard -------------------------------------------------------------
-  /** Handle a key for the stage; true when used. */
-  handleKey(ev) {
-    const k = ev.key;
-    if (k === " ") { this.spaceDown = true; this.el.classList.add("panning"); return true; }
-    if (k === "+" || k === "=") { this.zoomBy(1.25); return true; }
-    if (k === "-" || k === "_") { this.zoomBy(1 / 1.25); return true; }
-    if (k === "0") { this.fit(); return true; }
-    if (!this.spatial) return false;
-    if (k === "Escape") {
-      if (this.draft) { this.draft = null; this.render(); return true; }
-      if (this.selected) { this.select(null); return true; }
-      return false;
-    }
-    if (this.draft && k === "Enter") return this.closeDraft() || true;
-    if (this.draft && k === "Backspace") { this.draft.pop(); if (!this.draft.length) this.draft = null; this.render(); return true; }
-    if ((k === "Delete" || k === "Backspace") && this.selected) { this.remove(); return true; }
-    if (k === "Tab") {
-      const all = [...this.boxes.map((_, i) => ({ kind: "box", index: i })),
-        ...this.polygons.map((_, i) => ({ kind: "polygon", index: i }))];
-      if (!all.length) return false;
-      const cur = this.selected ? all.findIndex((x) => x.kind === this.selected.kind && x.index === this.selected.index) : -1;
-      this.select(all[(cur + (ev.shiftKey ? all.length - 1 : 1)) % all.length]);
-      return true;
-    }
-    const dirs = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
-    if (dirs[k] && this.selected) {
-      const step = ev.shiftKey ? 10 : 1;
-      const [dx, dy] = dirs[k].map((v) => v * step);
-      const shape = this.selectedShape();
-      if (this.selected.kind === "box") {
-        const [x, y, w, hh] = shape.bbox;
-        if (ev.altKey) { // resize: grow/shrink the right/bottom edge
-          shape.bbox = [x, y, Math.max(MIN_SIZE, Math.min(this.W - x, w + dx)), Math.max(MIN_SIZE, Math.min(this.H - y, hh + dy))];
-        } else {
-          shape.bbox = [Math.max(0, Math.min(this.W - w, x + dx)), Math.max(0, Math.min(this.H - hh, y + dy)), w, hh];
-        }
-      } else {
-        shape.points = shape.points.map((v, i) => (i % 2 === 0 ? Math.max(0, Math.min(this.W, v + dx)) : Math.max(0, Math.min(this.H, v + dy))));
-      }
-      this.changed();
-      return true;
-    }
+  // ---- keyboard (the Label page's keymap calls these) ------------------------------
+  get hasDraft() { return !!this.draft; }
+
+  /** Space held: dragging pans whatever the tool (released on keyup). */
+  holdPan() { this.spaceDown = true; this.el.classList.add("panning"); }
+
+  /** Move the view by (dx, dy) screen pixels. */
+  panBy(dx, dy) { this.tx += dx; this.ty += dy; this.applyView(); }
+
+  /** Esc: drop the polygon being drawn, else deselect; false when neither applied. */
+  cancel() {
+    if (this.draft) { this.draft = null; this.render(); return true; }
+    if (this.selected) { this.select(null); return true; }
     return false;
+  }
+
+  /** Backspace while drawing: drop the polygon's last point. */
+  dropPoint() {
+    if (!this.draft) return false;
+    this.draft.pop();
+    if (!this.draft.length) this.draft = null;
+    this.render();
+    return true;
+  }
+
+  /** Select the next (step 1) or previous (step -1) shape; false when there are none. */
+  cycle(step) {
+    const all = [...this.boxes.map((_, i) => ({ kind: "box", index: i })),
+      ...this.polygons.map((_, i) => ({ kind: "polygon", index: i }))];
+    if (!all.length) return false;
+    const cur = this.selected ? all.findIndex((x) => x.kind === this.selected.kind && x.index === this.selected.index) : -1;
+    this.select(all[(cur + (step < 0 ? all.length - 1 : 1)) % all.length]);
+    return true;
+  }
+
+  /** Move the selected shape by (dx, dy) image px, or (resize) grow a box's right/bottom edge. */
+  nudge(dx, dy, resize = false) {
+    const shape = this.selectedShape();
+    if (!shape) return false;
+    if (this.selected.kind === "box") {
+      const [x, y, w, hh] = shape.bbox;
+      shape.bbox = resize
+        ? [x, y, Math.max(MIN_SIZE, Math.min(this.W - x, w + dx)), Math.max(MIN_SIZE, Math.min(this.H - y, hh + dy))]
+        : [Math.max(0, Math.min(this.W - w, x + dx)), Math.max(0, Math.min(this.H - hh, y + dy)), w, hh];
+    } else {
+      if (resize) return false;
+      shape.points = shape.points.map((v, i) => (i % 2 === 0 ? Math.max(0, Math.min(this.W, v + dx)) : Math.max(0, Math.min(this.H, v + dy))));
+    }
+    this.changed();
+    return true;
   }
 
   // ---- drawing ---------------------------------------------------------------

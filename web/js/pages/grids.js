@@ -1,9 +1,12 @@
 // Grid review: one leased page of 4/6/9 look-alike images with the model's best guess.
 // Click a cell (or press its number) to leave it out; Enter confirms the page; → skips it.
+// Every action has a key (press `?`). [data-testid=grid-page] has aria-busy="true" while a
+// page is loading or being confirmed/skipped.
 
 import { get, post, qs, rows, thumbUrl } from "../api.js";
 import { atLeast } from "../app.js";
-import { clear, fmtNum, h, notAvailable, showError, toast, typing } from "../ui.js";
+import { Keymap } from "../keys.js";
+import { clear, fmtNum, h, notAvailable, showError, toast } from "../ui.js";
 
 const SIZES = [4, 6, 9];
 
@@ -13,26 +16,48 @@ export async function render(root, { project, role }) {
   const sizeBox = h("div", { class: "chips", role: "radiogroup", "aria-label": "Images per page" });
   const labelSel = h("select", { id: "grid-label", testid: "grid-label" }, classes.map((c) => h("option", { value: c.name }, c.name)));
   const head = h("div", { class: "grid-head" });
-  const cells = h("div", { class: "grid-page", testid: "grid-page" });
+  const cells = h("div", { class: "grid-page", testid: "grid-page", "aria-busy": "true" });
   const footer = h("div", { class: "actions" });
+  const keys = new Keymap("Grids", { buttons: ".grid-cell, [data-testid=grid-confirm]" });
   root.append(h("h1", {}, "Grid review"),
-    h("p", { class: "muted" }, "Look-alike images the model groups together. Leave out the ones that do not belong, then confirm the page."),
-    h("div", { class: "toolbar" }, h("div", { class: "field" }, h("span", {}, "Images per page"), sizeBox),
-      h("div", { class: "field" }, h("label", { for: "grid-label" }, "Label for the selected images"), labelSel)),
+    h("p", { class: "muted" }, "Look-alike images the model groups together. Leave out the ones that do not belong, then confirm the page. ",
+      keys.button()),
+    h("div", { class: "toolbar" }, h("div", { class: "field" }, h("span", {}, "Images per page ", h("kbd", {}, "G")), sizeBox),
+      h("div", { class: "field" }, h("label", { for: "grid-label" }, "Label for the selected images ", h("kbd", {}, "L")), labelSel)),
     head, cells, footer);
+
+  let inFlight = 0;
+  function busy(delta) {
+    inFlight += delta;
+    cells.setAttribute("aria-busy", String(inFlight > 0));
+  }
 
   function renderSizes() {
     clear(sizeBox, SIZES.map((n) => h("button", { type: "button", role: "radio", "aria-checked": String(state.size === n),
       class: state.size === n ? "primary" : "", testid: `grid-size-${n}`,
-      onclick: () => { state.size = n; sessionStorage.setItem("labelloop.gridSize", String(n)); load(); } }, String(n))));
+      onclick: () => setSize(n) }, String(n))));
   }
 
+  function setSize(n) {
+    state.size = n;
+    sessionStorage.setItem("labelloop.gridSize", String(n));
+    return load();
+  }
+
+  let loads = 0; // only the newest load may draw
   async function load() {
+    busy(1);
+    try { await fetchAndShow(++loads); } finally { busy(-1); }
+  }
+
+  async function fetchAndShow(mine) {
     renderSizes();
     let out;
     try {
       out = await get(`/projects/${project.id}/grids${qs({ size: state.size, limit: 1 })}`);
+      if (mine !== loads) return;
     } catch (err) {
+      if (mine !== loads) return;
       if (err.missingRoute) { clear(root, h("h1", {}, "Grid review"), notAvailable("Grid review")); return; }
       clear(head); clear(footer);
       clear(cells, h("div", { class: "notice", testid: "grid-error" }, err.message));
@@ -49,7 +74,8 @@ export async function render(root, { project, role }) {
       clear(head);
       clear(cells, h("p", { class: "muted", testid: "grid-empty" },
         "No grid pages right now: they appear once the unlabelled images have been clustered (after each model update)."));
-      clear(footer, atLeast(role, "manager") ? h("button", { type: "button", testid: "grid-refresh", onclick: refresh }, "Cluster now") : null);
+      clear(footer, atLeast(role, "manager") ? h("button", { type: "button", testid: "grid-refresh", onclick: refresh },
+        "Cluster now ", h("kbd", {}, "C")) : null);
       return;
     }
     const suggested = page.suggested_class || "";
@@ -73,10 +99,28 @@ export async function render(root, { project, role }) {
 
   function toggle(i) {
     const page = state.page;
-    if (!page || i >= page.item_ids.length) return;
+    if (!page || i >= page.item_ids.length) return false;
     const id = page.item_ids[i];
     if (state.excluded.has(id)) state.excluded.delete(id); else state.excluded.add(id);
-    const out = state.excluded.has(id);
+    drawCell(i);
+    return true;
+  }
+
+  /** Include every image (out = false) or leave every image out (out = true); invert when out is null. */
+  function setAll(out) {
+    const page = state.page;
+    if (!page) return false;
+    page.item_ids.forEach((id, i) => {
+      const leave = out === null ? !state.excluded.has(id) : out;
+      if (leave) state.excluded.add(id); else state.excluded.delete(id);
+      drawCell(i);
+    });
+    return true;
+  }
+
+  function drawCell(i) {
+    const page = state.page;
+    const out = state.excluded.has(page.item_ids[i]);
     const cell = cells.children[i];
     cell.classList.toggle("excluded", out);
     cell.setAttribute("aria-pressed", String(!out));
@@ -86,10 +130,20 @@ export async function render(root, { project, role }) {
     if (count) count.textContent = `${page.item_ids.length - state.excluded.size} selected`;
   }
 
+  /** Step the label for the selected images through the classes. */
+  function stepLabel(step) {
+    if (!classes.length) return false;
+    const i = classes.findIndex((c) => c.name === labelSel.value);
+    labelSel.value = classes[(Math.max(0, i) + step + classes.length) % classes.length].name;
+    return true;
+  }
+
   async function act(fn) {
-    if (!state.page || state.busy) return;
+    if (!state.page || state.busy) return false;
     state.busy = true;
-    try { await fn(state.page); await load(); } catch (err) { showError(err); } finally { state.busy = false; }
+    busy(1);
+    try { await fn(state.page); await load(); } catch (err) { showError(err); } finally { state.busy = false; busy(-1); }
+    return true;
   }
 
   const confirm = () => act(async (page) => {
@@ -104,15 +158,24 @@ export async function render(root, { project, role }) {
     try { const job = await post(`/projects/${project.id}/grids/refresh`, {}); toast(`Clustering started (job ${job.id})`, "ok"); } catch (err) { showError(err); }
   }
 
-  const onKey = (ev) => {
-    if (typing(ev) || ev.defaultPrevented || ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    const t = ev.target;
-    const otherButton = t && t.tagName === "BUTTON" && !t.classList.contains("grid-cell") && t.dataset.testid !== "grid-confirm";
-    if (/^[1-9]$/.test(ev.key)) { ev.preventDefault(); toggle(Number(ev.key) - 1); }
-    else if (ev.key === "Enter" && !otherButton) { ev.preventDefault(); confirm(); }
-    else if (ev.key === "ArrowRight") { ev.preventDefault(); skip(); }
-  };
-  window.addEventListener("keydown", onKey);
+  keys.add({ id: "toggle", keys: ["1", "2", "3", "4", "5", "6", "7", "8", "9"], label: "1–9",
+    text: "leave image N out of the page (again: include it)", run: (_, key) => toggle(Number(key) - 1) })
+    .add({ id: "include-all", keys: ["a"], text: "include every image again", run: () => setAll(false) })
+    .add({ id: "invert", keys: ["i"], text: "invert the selection (leave out what is in, include what is out)",
+      run: () => setAll(null) })
+    .add({ id: "confirm", keys: ["Enter"], text: "confirm the page: label the selected images",
+      run: () => (state.page ? confirm() : false) })
+    .add({ id: "skip", keys: ["ArrowRight", "s"], text: "skip this page (it goes back for later)",
+      run: () => (state.page ? skip() : false) })
+    .add({ id: "label", keys: ["l", "Shift+l"], text: "next / previous label for the selected images",
+      run: (ev) => stepLabel(ev.shiftKey ? -1 : 1) })
+    .add({ id: "size", keys: ["g"], text: "images per page: 4, 6, 9",
+      run: () => setSize(SIZES[(SIZES.indexOf(state.size) + 1) % SIZES.length]) });
+  if (atLeast(role, "manager")) {
+    keys.add({ id: "cluster", keys: ["c"], text: "no pages yet: cluster the images now (managers)",
+      run: () => (state.page ? false : refresh()) });
+  }
+  const detach = keys.attach();
   await load();
-  return () => window.removeEventListener("keydown", onKey);
+  return detach;
 }

@@ -4,8 +4,9 @@
 import { ApiError, imageUrl, parseTime, post, request } from "../api.js";
 import { conflictView } from "../conflict.js";
 import { Editor } from "../editor.js";
+import { Keymap } from "../keys.js";
 import { Outbox } from "../outbox.js";
-import { classColor, clear, h, showError, toast, typing } from "../ui.js";
+import { classColor, clear, h, showError, toast } from "../ui.js";
 
 const REASONS = {
   strategy: ["Model asked", "The query strategy picked this image: the model is unsure about it."],
@@ -39,6 +40,7 @@ class LabelPage {
 
   build() {
     const spatial = this.task === "detection" || this.task === "segmentation";
+    this.keys = this.keymap(spatial);
     this.stageHost = h("div", { class: "stage-host" });
     this.itemInfo = h("div", { class: "item-info" });
     this.classBox = h("div", { class: "class-buttons", role: "group", "aria-label": "Classes" });
@@ -62,7 +64,8 @@ class LabelPage {
       this.shapeList,
       h("div", { class: "actions" }, this.submitBtn, this.skipBtn, this.undoBtn),
       this.saveStatus, this.problems, this.leaseStatus,
-      h("details", { class: "help" }, h("summary", {}, "Keyboard"), h("ul", {}, this.helpLines().map((l) => h("li", {}, l)))),
+      h("details", { class: "help", testid: "key-help" }, h("summary", {}, "Keyboard"), this.keys.list()),
+      this.keys.button(),
       this.project.instructions ? h("details", { class: "help", open: true }, h("summary", {}, "Instructions"),
         h("p", { class: "instructions" }, this.project.instructions)) : null,
       h("h2", { class: "side-title" }, "Recent"), this.recent);
@@ -75,25 +78,12 @@ class LabelPage {
     });
     this.renderClasses();
     this.renderTools();
-    this.onKey = (ev) => this.key(ev);
-    window.addEventListener("keydown", this.onKey);
+    this.detachKeys = this.keys.attach();
     this.outbox.addEventListener("landed", (ev) => this.landed(ev.detail));
     this.outbox.addEventListener("conflict", (ev) => this.conflict(ev.detail.entry));
     this.outbox.addEventListener("blocked", (ev) => this.blocked(ev.detail));
     this.outbox.addEventListener("retry", (ev) => this.retrying(ev.detail));
     this.outbox.addEventListener("change", () => this.renderProblems());
-  }
-
-  helpLines() {
-    const lines = ["1-9: " + (this.task === "multiclass" ? "label with that class and go on"
-      : this.task === "multilabel" ? "toggle that class" : "choose the class (of the selected shape too)")];
-    if (this.task === "detection" || this.task === "segmentation") {
-      lines.push("B / P: box / polygon tool; drag to draw a box; click points, Enter or double-click closes a polygon",
-        "Tab: select next shape; arrows nudge (Shift ×10, Alt resizes); Delete removes; Esc deselects");
-    }
-    lines.push("Enter: submit · S: skip · U or Ctrl+Z: undo the last save",
-      "Wheel or + / -: zoom · 0: fit · Space+drag: pan");
-    return lines;
   }
 
   async start() {
@@ -115,7 +105,7 @@ class LabelPage {
   stop() {
     this.stopped = true;
     clearInterval(this.heartbeatTimer);
-    window.removeEventListener("keydown", this.onKey);
+    this.detachKeys();
     this.outbox.stop();
     this.editor.destroy();
   }
@@ -149,7 +139,7 @@ class LabelPage {
     this.main.replaceChildren(h("div", { class: `empty-queue${isError ? " error" : ""}`, testid: "queue-empty" },
       h("p", {}, message),
       h("button", { type: "button", class: "primary", testid: "check-again", onclick: () => { this.restoreMain(); this.next(); } },
-        "Check again")));
+        "Check again ", h("kbd", {}, "R"))));
   }
 
   restoreMain() {
@@ -258,30 +248,83 @@ class LabelPage {
     }
   }
 
-  // ---- keyboard ------------------------------------------------------------------
-  key(ev) {
-    if (typing(ev) || ev.defaultPrevented) return;
-    if (document.querySelector("dialog[open]")) return;
-    if (this.conflictEl) return;
-    const k = ev.key;
-    const t = ev.target;
-    if ((k === "Enter" || k === " ") && t && t.tagName === "BUTTON" && !t.matches(".class-btn, .tool")) return;
-    if ((ev.ctrlKey || ev.metaKey) && k.toLowerCase() === "z") { ev.preventDefault(); this.undo(); return; }
-    if (ev.ctrlKey || ev.metaKey) return;
-    if (this.editor.handleKey(ev)) { ev.preventDefault(); return; }
-    if (/^[1-9]$/.test(k)) {
-      const c = this.classes[Number(k) - 1];
-      if (c) { ev.preventDefault(); this.pick(c.name); }
-      return;
+  // ---- keyboard: one keymap drives the keys, the `?` overlay and the side panel's list ----
+  keymap(spatial) {
+    const km = new Keymap("Label", { buttons: ".class-btn, .tool" });
+    const free = () => !this.conflictEl; // the conflict view has its own two keys
+    const n = Math.min(9, this.classes.length);
+    const ed = () => this.editor;
+    if (n) {
+      km.add({ id: "class", keys: Array.from({ length: n }, (_, i) => String(i + 1)), label: n > 1 ? `1–${n}` : "1",
+        when: free,
+        text: this.task === "multiclass" ? "label with that class and go on to the next image"
+          : this.task === "multilabel" ? "toggle that class"
+            : "class for new shapes (and for the selected shape)",
+        run: (_, key) => this.pick(this.classes[Number(key) - 1].name) });
     }
-    const lower = k.toLowerCase();
-    if (k === "Enter") { ev.preventDefault(); this.submit(); }
-    else if (lower === "s") { ev.preventDefault(); this.skip(); }
-    else if (lower === "u") { ev.preventDefault(); this.undo(); }
-    else if (this.toolBox && ["b", "p", "h"].includes(lower)) {
-      this.editor.setTool({ b: "box", p: "polygon", h: "pan" }[lower]);
-      this.renderTools();
+    km.add({ id: "submit", keys: ["Enter"], when: free,
+      text: spatial ? "submit (while drawing a polygon: close it first)" : "submit",
+      run: () => (spatial && ed().hasDraft ? ed().closeDraft() || true : this.submit()) });
+    km.add({ id: "skip", keys: ["s"], when: free, text: "skip this image", run: () => this.skip() });
+    km.add({ id: "undo", keys: ["u", "Ctrl+z"], when: free, text: "undo your last save", run: () => this.undo() });
+    km.add({ id: "again", keys: ["r"], when: free,
+      text: "retry a failed save now; with an empty queue, check for work again", run: () => this.retryOrRecheck() });
+    km.add({ id: "zoom-in", keys: ["+", "="], repeat: true, when: free, text: "zoom in (or the mouse wheel)",
+      run: () => ed().zoomBy(1.25) });
+    km.add({ id: "zoom-out", keys: ["-", "_"], repeat: true, when: free, text: "zoom out", run: () => ed().zoomBy(1 / 1.25) });
+    km.add({ id: "fit", keys: ["0"], when: free, text: "fit the image", run: () => ed().fit() });
+    km.add({ id: "arrows", keys: ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"], label: "← ↑ → ↓",
+      optional: ["Shift"], repeat: true, when: free,
+      text: spatial ? "nudge the selected shape 1 px (Shift: 10 px); nothing selected: pan the image"
+        : "pan the image (Shift: further)",
+      run: (ev, key) => this.arrow(ev, key, false) });
+    km.add({ id: "pan", keys: ["Space"], label: "Space + drag", repeat: true, when: free,
+      text: "pan the image with the mouse (with any tool)", run: () => ed().holdPan() });
+    if (spatial) {
+      km.add({ id: "resize", keys: ["Alt+ArrowLeft", "Alt+ArrowRight", "Alt+ArrowUp", "Alt+ArrowDown"],
+        label: "Alt + ← ↑ → ↓", optional: ["Shift"], repeat: true, when: free,
+        text: "resize the selected box from its right and bottom edges (Shift: 10 px)",
+        run: (ev, key) => this.arrow(ev, key, true) });
+      const tools = this.task === "segmentation" ? [["p", "polygon"], ["b", "box"], ["h", "pan"]]
+        : [["b", "box"], ["p", "polygon"], ["h", "pan"]];
+      for (const [key, tool] of tools) {
+        km.add({ id: `tool-${tool}`, keys: [key], when: free,
+          text: { box: "box tool: drag to draw a box", polygon: "polygon tool: click points; Enter, a double click or the first point closes it",
+            pan: "pan tool: drag moves the image" }[tool],
+          run: () => { ed().setTool(tool); this.renderTools(); } });
+      }
+      km.add({ id: "next-shape", keys: ["Tab", "Shift+Tab"], when: free, text: "select the next / previous shape",
+        run: (ev) => ed().cycle(ev.shiftKey ? -1 : 1) });
+      km.add({ id: "delete", keys: ["Delete", "Backspace"], when: free,
+        text: "delete the selected shape (Backspace while drawing: remove the last point)",
+        run: (_, key) => (key === "Backspace" && ed().hasDraft ? ed().dropPoint() : (ed().selected ? (ed().remove(), true) : false)) });
+      km.add({ id: "cancel", keys: ["Escape"], when: free, text: "cancel the polygon being drawn, else deselect",
+        run: () => ed().cancel() });
     }
+    km.add({ id: "keep-current", keys: ["k"], when: () => !!this.conflictEl,
+      text: "conflict view: keep the current version", run: () => this.conflictActions.keepTheirs() });
+    km.add({ id: "save-mine", keys: ["m"], when: () => !!this.conflictEl,
+      text: "conflict view: save yours over it", run: () => this.conflictActions.useMine() });
+    return km;
+  }
+
+  arrow(ev, key, resize) {
+    const step = ev.shiftKey ? 10 : 1;
+    const [dx, dy] = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[key];
+    if (this.editor.spatial && this.editor.selected) return this.editor.nudge(dx * step, dy * step, resize);
+    if (resize) return false;
+    this.editor.panBy(-dx * step * 20, -dy * step * 20); // the image follows the arrow's view direction
+    return true;
+  }
+
+  retryOrRecheck() {
+    if (this.main.querySelector("[data-testid=queue-empty]")) { this.restoreMain(); this.next(); return true; }
+    if (this.outbox.paused) { this.outbox.resume(); return true; }
+    const entry = this.saving && this.outbox.pending().find((e) => e.key === this.saving);
+    if (entry && entry.error) { this.outbox.retryNow(entry.key); return true; }
+    const blocked = this.outbox.blocked().find((e) => e.projectId === this.project.id);
+    if (blocked) { this.outbox.retryNow(blocked.key); return true; }
+    return false;
   }
 
   // ---- saving ----------------------------------------------------------------------
@@ -321,7 +364,7 @@ class LabelPage {
   retrying({ entry, delay }) {
     if (entry.key !== this.saving) { this.renderProblems(); return; }
     this.setStatus(`Save failed (${entry.error}). Retrying in ${Math.ceil(delay / 1000)} s — attempt ${entry.attempts + 1}.`,
-      "error", h("button", { type: "button", class: "link", testid: "retry-now", onclick: () => this.outbox.retryNow(entry.key) }, "Retry now"));
+      "error", h("button", { type: "button", class: "link", testid: "retry-now", onclick: () => this.outbox.retryNow(entry.key) }, "Retry now ", h("kbd", {}, "R")));
   }
 
   blocked({ entry, paused }) {
@@ -412,8 +455,8 @@ class LabelPage {
     if (!entry || entry.projectId !== this.project.id) return;
     clearInterval(this.heartbeatTimer);
     const size = this.lease ? [this.lease.item.width, this.lease.item.height] : [1, 1];
-    const close = () => { this.conflictEl.remove(); this.conflictEl = null; };
-    this.conflictEl = conflictView(entry, this.classes, size, {
+    const close = () => { this.conflictEl.remove(); this.conflictEl = null; this.conflictActions = null; };
+    this.conflictActions = {
       keepTheirs: () => { this.outbox.drop(entry.key); close(); this.saving = null; this.next(); },
       useMine: () => {
         close();
@@ -421,7 +464,8 @@ class LabelPage {
         this.setStatus("Saving yours over the current version…", "busy");
         this.outbox.overwrite(entry.key);
       },
-    });
+    };
+    this.conflictEl = conflictView(entry, this.classes, size, this.conflictActions);
     this.setStatus("Conflict: choose a version.", "error");
     this.main.prepend(this.conflictEl);
   }
