@@ -6,7 +6,7 @@ is cosine similarity: scores lie in [-1, 1], higher means closer.
 Kinds (``VectorIndex.kind``; FAISS details in :mod:`embeddings.faiss_kinds`):
 
 - ``flat``: exact.
-- ``ivf``: ``IndexIVFFlat`` with ``nlist ~ 4 * sqrt(N)``; approximate, tuned by
+- ``ivf``: ``IndexIVFFlat`` with ``nlist ~ 4 * sqrt(N)`` (at most 1,024); approximate, tuned by
   ``nprobe``. New vectors go to the lists trained at build time: call
   :meth:`VectorIndex.rebuild` when :attr:`VectorIndex.needs_rebuild` says so.
 - ``hnsw``: approximate and fast to search, but FAISS cannot delete from HNSW,

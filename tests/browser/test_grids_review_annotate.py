@@ -9,12 +9,9 @@ still checked: what it shows, and exactly what it sends.
 
 from __future__ import annotations
 
-import json
-import threading
 from typing import Any
 
 import pytest
-from sqlmodel import Session
 
 from tests.browser.conftest import Live, shot
 
@@ -109,67 +106,4 @@ def test_review_queue_confirm_fix_dismiss(live: Live, new_page: Any) -> None:
         states = {f["id"]: f["state"] for f in c.get(f"/projects/{pid}/review?state=all").json()["data"]}
     assert labels == {ids[0]: ["circle"], ids[1]: ["square"], ids[2]: ["square"], ids[3]: ["circle"]}
     assert states == {wrong: "fixed", fine: "confirmed", odd: "dismissed", unstable: "confirmed"}
-    assert not page.js_errors, page.js_errors
-
-
-def test_automatic_annotation_progress_and_cancel(live: Live, new_page: Any) -> None:
-    if live.has_route("POST", "/projects/{project_id}/annotate"):
-        pytest.skip("the real annotate route exists")
-    from service.jobs.runner import claim_next, enqueue, run_job
-    from service.models import JobPublic
-
-    live.user("boss", "manager")
-    pid = live.project("boss", n_images=2)["id"]
-    sent: list[dict] = []
-    workers: list[threading.Thread] = []
-
-    def models(route: Any) -> None:
-        route.fulfill(json={"data": [{"id": 5, "name": "shapes-net", "kind": "onnx", "task": "multiclass",
-                                      "labels": ["Circle", "box", "triangle"]}], "count": 1})
-
-    def annotate(route: Any) -> None:  # stand-in: a real job that reports progress and can be cancelled
-        sent.append(json.loads(route.request.post_data))
-        with Session(live.engine) as s:
-            job = enqueue(s, kind="sleep", project_id=pid, payload={"steps": 200, "seconds": 0.05})
-            s.commit()
-            out = JobPublic.model_validate(job, from_attributes=True).model_dump_json()
-            assert job.id is not None
-            jid: int = job.id
-
-        def work() -> None:
-            assert claim_next(live.engine, "test") == jid
-            run_job(live.engine, live.settings, jid)
-
-        workers.append(threading.Thread(target=work, daemon=True))
-        workers[-1].start()
-        route.fulfill(status=202, content_type="application/json", body=out)
-
-    page = new_page("boss")
-    page.route("**/api/v1/models", models)
-    page.route("**/api/v1/projects/*/annotate", annotate)
-    page.goto(f"/web/#/project/{pid}/dashboard")
-    page.get_by_test_id("open-annotate").click()
-    dialog = page.get_by_test_id("annotate-dialog")
-    dialog.get_by_test_id("annotate-map").wait_for()
-    selects = dialog.get_by_test_id("annotate-map").locator("select")
-    assert [selects.nth(i).input_value() for i in range(3)] == ["circle", "", "triangle"]  # matched by name
-    selects.nth(1).select_option("square")
-    dialog.get_by_test_id("annotate-threshold").fill("0.7")
-    dialog.get_by_test_id("annotate-clean-old").check()
-    dialog.get_by_test_id("annotate-start").click()
-    status = dialog.get_by_test_id("annotate-status")
-    status.filter(has_text="step").wait_for()
-    page.wait_for_function("() => Number(document.querySelector('[data-testid=annotate-progress]')"
-                           ".getAttribute('aria-valuenow')) > 0")
-    shot(page, "annotate")
-    dialog.get_by_test_id("annotate-cancel").click()
-    page.wait_for_function("() => document.querySelector('[data-testid=annotate-status]').dataset.state"
-                           " === 'cancelled'")
-    assert sent == [{"model_id": 5, "label_map": {"Circle": "circle", "box": "square", "triangle": "triangle"},
-                     "threshold": 0.7, "clean_old": True, "masks_as_polygons": False}]
-    for w in workers:
-        w.join(timeout=10)
-    with live.api("boss") as c:
-        [job] = c.get(f"/projects/{pid}/jobs").json()["data"]
-    assert job["state"] == "cancelled"
     assert not page.js_errors, page.js_errors

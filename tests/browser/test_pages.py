@@ -98,26 +98,3 @@ def test_settings_classes_policy_members(live: Live, new_page: Any) -> None:
         members = {m["user_name"]: m["role"] for m in c.get(f"/projects/{pid}/members").json()}
         assert members["rev"] == "reviewer"
     assert not page.js_errors, page.js_errors
-
-
-
-def test_missing_routes_say_not_available(live: Live, new_page: Any) -> None:
-    """Pages built ahead of their server routes degrade to a clear notice."""
-    checks = [("grids", "/projects/{project_id}/grids"), ("review", "/projects/{project_id}/review")]
-    missing = [(tab, path) for tab, path in checks if not live.has_route("GET", path)]
-    annotate_missing = not live.has_route("POST", "/projects/{project_id}/annotate")
-    if not missing and not annotate_missing:
-        pytest.skip("every route exists now")
-    live.user("boss", "manager")
-    pid = live.project("boss", n_images=0)["id"]
-    page = new_page("boss")
-    for tab, _ in missing:
-        page.goto(f"/web/#/project/{pid}/{tab}")
-        page.get_by_test_id("not-available").wait_for()
-    if annotate_missing:
-        page.goto(f"/web/#/project/{pid}/dashboard")
-        page.get_by_test_id("open-annotate").click()
-        dialog = page.get_by_test_id("annotate-dialog")
-        dialog.get_by_test_id("not-available").or_(dialog.get_by_test_id("annotate-no-models")).wait_for()
-        dialog.get_by_test_id("annotate-close").click()
-    assert not page.js_errors, page.js_errors
