@@ -8,8 +8,10 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see README)
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -85,9 +87,9 @@ class Ctx:
             s.commit()
 
 
-@pytest.fixture
-def live(ctx: Ctx) -> Iterator[str]:
-    """The ``ctx`` app under a real uvicorn on 127.0.0.1 (a thread); yields its base URL."""
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """``app`` under a real uvicorn on 127.0.0.1 (a thread); yields its base URL."""
     import threading
     import time
 
@@ -95,7 +97,6 @@ def live(ctx: Ctx) -> Iterator[str]:
 
     from tests.faults.live import free_port
 
-    app = create_app(ctx.settings, background=False)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
@@ -103,9 +104,19 @@ def live(ctx: Ctx) -> Iterator[str]:
     deadline = time.time() + 20
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(timeout=30)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(timeout=30)
+
+
+@pytest.fixture
+def live(ctx: Ctx) -> Iterator[str]:
+    """The ``ctx`` app under a real uvicorn; yields its base URL."""
+    with serve_app(create_app(ctx.settings, background=False)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,9 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlmodel import Session
 
 from service.config import Settings
 from service.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -110,10 +106,6 @@ def artifacts(request: pytest.FixtureRequest) -> Iterator[Artifacts]:
     a.capture()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -265,17 +257,8 @@ def live_settings() -> dict[str, Any]:
 def live(tmp_path: Path, live_settings: dict[str, Any]) -> Iterator[Live]:
     settings = make_settings(tmp_path, **{"login_attempts_per_minute": 1000, **live_settings})
     app = create_app(settings, background=False)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield Live(f"http://127.0.0.1:{port}", app, settings)
-    server.should_exit = True
-    t.join(timeout=10)
+    with serve_app(app) as url:
+        yield Live(url, app, settings)
 
 
 @pytest.fixture
@@ -346,3 +329,27 @@ def shot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(150)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def item_ids(live: Live, pid: int) -> list[int]:
+    with live.api("boss") as c:
+        return [it["id"] for it in c.get(f"/projects/{pid}/items?limit=100").json()["data"]]
+
+
+def current_item(page: Any) -> int:
+    return int(page.get_by_test_id("item-id").inner_text())
+
+
+def wait_new_item(page: Any, old: int) -> int:
+    page.wait_for_function(
+        "old => { const el = document.querySelector('[data-testid=item-id]');"
+        " return el && Number(el.textContent) !== old; }", arg=old)
+    return current_item(page)
+
+
+def image_point(page: Any, x: float, y: float) -> tuple[float, float]:
+    """Screen position of image pixel (x, y) on the stage."""
+    box = page.get_by_test_id("stage-image").bounding_box()
+    w = float(page.get_by_test_id("stage-image").evaluate("e => parseFloat(e.style.width)"))
+    k = box["width"] / w
+    return box["x"] + x * k, box["y"] + y * k

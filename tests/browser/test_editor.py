@@ -6,17 +6,11 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Live, shot
+from tests.browser.conftest import Live, image_point, shot
 
 pytestmark = pytest.mark.browser
 
 
-def image_point(page: Any, x: float, y: float) -> tuple[float, float]:
-    """Screen position of image pixel (x, y) on the stage."""
-    box = page.get_by_test_id("stage-image").bounding_box()
-    w = float(page.get_by_test_id("stage-image").evaluate("e => parseFloat(e.style.width)"))
-    k = box["width"] / w
-    return box["x"] + x * k, box["y"] + y * k
 
 
 def test_detection_boxes_with_mouse_and_keyboard(live: Live, new_page: Any) -> None:

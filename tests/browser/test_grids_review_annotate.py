@@ -13,15 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Live, shot
+from tests.browser.conftest import Live, item_ids, shot
 
 pytestmark = pytest.mark.browser
 
 
 
-def item_ids(live: Live, pid: int) -> list[int]:
-    with live.api("boss") as c:
-        return [it["id"] for it in c.get(f"/projects/{pid}/items?limit=100").json()["data"]]
 
 
 def test_grid_review_deselect_two_and_confirm(live: Live, new_page: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Live
+from tests.browser.conftest import Live, current_item, image_point, item_ids, wait_new_item
 
 pytestmark = pytest.mark.browser
 
@@ -80,28 +80,12 @@ class Keys:
         return {(r["id"], k) for r in rows for k in r["keys"] if r["id"] not in skip} - self.pressed
 
 
-def item_ids(live: Live, pid: int) -> list[int]:
-    with live.api("boss") as c:
-        return [it["id"] for it in c.get(f"/projects/{pid}/items?limit=100").json()["data"]]
 
 
-def current_item(page: Any) -> int:
-    return int(page.get_by_test_id("item-id").inner_text())
 
 
-def wait_new_item(page: Any, old: int) -> int:
-    page.wait_for_function(
-        "old => { const el = document.querySelector('[data-testid=item-id]');"
-        " return el && Number(el.textContent) !== old; }", arg=old)
-    return current_item(page)
 
 
-def image_point(page: Any, x: float, y: float) -> tuple[float, float]:
-    """Screen position of image pixel (x, y) on the stage."""
-    box = page.get_by_test_id("stage-image").bounding_box()
-    w = float(page.get_by_test_id("stage-image").evaluate("e => parseFloat(e.style.width)"))
-    k = box["width"] / w
-    return box["x"] + x * k, box["y"] + y * k
 
 
 def drag(page: Any, a: tuple[float, float], b: tuple[float, float]) -> None:

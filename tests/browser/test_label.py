@@ -6,20 +6,13 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Live, shot
+from tests.browser.conftest import Live, current_item, shot, wait_new_item
 
 pytestmark = pytest.mark.browser
 
 
-def current_item(page: Any) -> int:
-    return int(page.get_by_test_id("item-id").inner_text())
 
 
-def wait_new_item(page: Any, old: int) -> int:
-    page.wait_for_function(
-        "old => { const el = document.querySelector('[data-testid=item-id]');"
-        " return el && Number(el.textContent) !== old; }", arg=old)
-    return current_item(page)
 
 
 def test_keyboard_labelling_and_undo(live: Live, new_page: Any) -> None:
