@@ -204,10 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands of later parts (simulate, annotate, backup) when present."""
+    """Commands of later parts (simulate, simulate-review, annotate, backup) when present."""
     import importlib
 
-    for name in ("service.cli_learning", "service.loop.annotate", "service.backup"):
+    for name in ("service.cli_learning", "service.cli_experiments", "service.loop.annotate", "service.backup"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
