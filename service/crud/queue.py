@@ -7,11 +7,12 @@ labelers run side by side). Expired leases are
 deleted before each claim, so their items return to the queue.
 
 Streams: with probability ``holdout_share`` the next item is drawn from the
-random stream (lowest uniform ``queue_rank``), and the label it gets is held
-out for calibration, so the hold-out set is an unbiased sample of the
-unlabelled pool. Otherwise the strategy stream serves the highest
-``query_score`` (written by the last inference job), then items without a score
-(before a model exists, or imported since) in the random order (reason ``random``). Audit items (auto-accepted
+random stream (lowest uniform ``queue_rank`` among the items no person has
+labelled, pre-labelled ones included), and the label it gets is held out for
+calibration, so the hold-out set is an unbiased sample of the unlabelled pool.
+Otherwise the strategy stream serves the highest ``query_score`` (written by the
+last inference job), then items without a score (before a model exists, or
+imported since) in the random order (reason ``random``). Audit items (auto-accepted
 pre-labels drawn for a check) come first when there are any.
 """
 
@@ -52,16 +53,24 @@ def expire_leases(session: Session, *, project_id: int | None = None) -> int:
     return session.exec(stmt).rowcount or 0  # type: ignore[call-overload]
 
 
-def _stages(reason: str) -> list[tuple[ItemStatus, bool | None, str]]:
-    """(status, scored?, reason served) in the order a stream tries them: unlabelled before
+HOLDOUT_STATUSES = (ItemStatus.unlabelled, ItemStatus.proposed)
+
+
+def _stages(reason: str) -> list[tuple[tuple[ItemStatus, ...], bool | None, str]]:
+    """(statuses, scored?, reason served) in the order a stream tries them: unlabelled before
     skipped-by-others; the strategy stream serves scored items by score, then the rest at random.
-    Each stage reads its items in index order (``ix_item_queue`` / ``ix_item_strategy``), so a
-    claim costs the same on a pool of a hundred or a million items."""
+    The hold-out stream draws from every item no person has labelled, pre-labelled ones in
+    Pending included: leaving those out would tilt the hold-out towards the items the model
+    finds hard, which is not the population its thresholds are applied to.
+    Each stage reads its items in index order (``ix_item_queue`` / ``ix_item_strategy`` /
+    ``ix_item_rank``), so a claim costs the same on a pool of a hundred or a million items."""
     if reason == QueueReason.strategy:
-        return [(ItemStatus.unlabelled, True, QueueReason.strategy),
-                (ItemStatus.unlabelled, False, QueueReason.random),
-                (ItemStatus.skipped, None, QueueReason.random)]
-    return [(ItemStatus.unlabelled, None, reason), (ItemStatus.skipped, None, reason)]
+        return [((ItemStatus.unlabelled,), True, QueueReason.strategy),
+                ((ItemStatus.unlabelled,), False, QueueReason.random),
+                ((ItemStatus.skipped,), None, QueueReason.random)]
+    if reason == QueueReason.holdout:
+        return [(HOLDOUT_STATUSES, None, reason), ((ItemStatus.skipped,), None, reason)]
+    return [((ItemStatus.unlabelled,), None, reason), ((ItemStatus.skipped,), None, reason)]
 
 
 def _candidates(session: Session, project: Project, user: User, reason: str, limit: int) -> list[tuple[Item, str]]:
@@ -70,13 +79,19 @@ def _candidates(session: Session, project: Project, user: User, reason: str, lim
     base = select(Item).where(Item.project_id == project.id, ~leased, ~skipped)
     pg = session.get_bind().dialect.name == "postgresql"
     if reason == QueueReason.audit:
-        audit = exists().where(col(Prediction.item_id) == Item.id, col(Prediction.audit).is_(True),
-                               col(Prediction.audit_correct).is_(None), col(Prediction.state) == "auto")
-        queries = [(base.where(audit).order_by(col(Item.queue_rank)), str(reason))]
+        # open audits are few (a share of auto-accepted labels, until answered): find them
+        # through ix_prediction_open_audit first, never by a subquery per pool item
+        open_audits = list(session.exec(select(Prediction.item_id).where(
+            Prediction.project_id == project.id, col(Prediction.audit).is_(True),
+            col(Prediction.audit_correct).is_(None), col(Prediction.state) == "auto").limit(500)).all())
+        if not open_audits:
+            return []
+        queries = [(base.where(col(Item.id).in_(open_audits)).order_by(col(Item.queue_rank)), str(reason))]
     else:
         queries = []
-        for status, scored, served in _stages(reason):
-            q = base.where(Item.status == status)
+        for statuses, scored, served in _stages(reason):
+            q = base.where(Item.status == statuses[0]) if len(statuses) == 1 else base.where(
+                col(Item.status).in_(statuses))
             if scored:  # backwards along ix_item_strategy
                 q = q.where(col(Item.query_score).is_not(None)).order_by(col(Item.query_score).desc(),
                                                                          col(Item.queue_rank).desc())
@@ -100,7 +115,8 @@ def _still_free(session: Session, item_id: int, reason: str) -> bool:
         return True
     leased = exists().where(col(Lease.item_id) == item_id)
     status, taken = session.exec(select(Item.status, leased).where(Item.id == item_id)).one()
-    return not taken and (reason == QueueReason.audit or status in (ItemStatus.unlabelled, ItemStatus.skipped))
+    return not taken and (reason == QueueReason.audit or status in (ItemStatus.unlabelled, ItemStatus.skipped)
+                          or reason == QueueReason.holdout and status == ItemStatus.proposed)
 
 
 def choose_stream(project: Project, rng: random.Random) -> list[str]:
@@ -131,8 +147,9 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
                                             Lease.reason != "grid").order_by(col(Lease.id))).first()
     if mine is not None:
         item = session.get(Item, mine.item_id)
-        if item is not None and item.status in (ItemStatus.unlabelled, ItemStatus.skipped) or (
-                item is not None and mine.reason == QueueReason.audit):
+        if item is not None and (item.status in (ItemStatus.unlabelled, ItemStatus.skipped)
+                                 or mine.reason == QueueReason.audit
+                                 or mine.reason == QueueReason.holdout and item.status == ItemStatus.proposed):
             mine.expires_at = now + timedelta(seconds=ttl_seconds)
             session.add(mine)
             return Leased(mine, item, mine.reason, renewed=True)

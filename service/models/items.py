@@ -17,6 +17,8 @@ class Item(SQLModel, table=True):
         Index("ix_item_queue", "project_id", "status", "queue_rank"),
         # the strategy stream: highest query_score first, read backwards (0002)
         Index("ix_item_strategy", "project_id", "status", "query_score", "queue_rank"),
+        # the hold-out stream: random order over several statuses (0002)
+        Index("ix_item_rank", "project_id", "queue_rank"),
     )
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")

@@ -57,7 +57,9 @@ class ModelVersionPublic(SQLModel):
 class Prediction(SQLModel, table=True):
     """A model's output on an item; ``state='proposed'`` makes it a pre-label in Pending."""
 
-    __table_args__ = (Index("ix_prediction_item_model", "item_id", "model_version_id"),)
+    __table_args__ = (Index("ix_prediction_item_model", "item_id", "model_version_id"),
+                      # the queue's audit stream: open audits of a project (0002)
+                      Index("ix_prediction_open_audit", "project_id", "audit", "audit_correct"))
     id: int | None = Field(default=None, primary_key=True)
     item_id: int = Field(foreign_key="item.id", index=True, ondelete="CASCADE")
     project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")

@@ -39,11 +39,12 @@ of them alike:
 * ``timm model (tensors)`` / ``adapter.features (tensors)``: the network alone on the same
   preprocessed tensors (plain timm eager vs the adapter's forward).
 
-Memory: per phase the script resets the kernel's peak-RSS mark (``echo 5 >
-/proc/self/clear_refs``) and reads ``VmHWM`` from ``/proc/self/status`` at the end, so
-"phase peak RSS" is the true peak resident set of the process during that phase; a child
-process also samples ``RssAnon`` every 0.05 s ("phase peak anon": heap/numpy/FAISS memory, without
-file-backed pages); it prints RSS before/after and ``ru_maxrss`` (process peak so far) too.
+Memory: each phase starts after ``gc.collect()`` and glibc ``malloc_trim(0)`` (so from live
+memory). The script resets the kernel's peak-RSS mark (``echo 5 > /proc/self/clear_refs``)
+at the start and reads ``VmHWM`` from ``/proc/self/status`` at the end, so "phase peak RSS"
+is the true peak resident set of the process during that phase; a child process samples
+``RssAnon`` every 0.05 s ("anon peak": heap/numpy/FAISS memory, without file-backed pages);
+RssAnon before/after and ``ru_maxrss`` (process peak so far) are printed too.
 By default (``--vectors memmap``) the benchmark's own copy of the vectors lives in a
 file-backed memmap under ``--tmpdir``: reclaimable page cache, so on a machine shared with
 other work the run is not OOM-killed for the caller's copy, and "anon" is what the project
@@ -60,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -112,6 +114,15 @@ def reset_peak() -> bool:
             fh.write("5")
         return True
     except OSError:
+        return False
+
+
+def malloc_trim() -> bool:
+    """Give free heap memory back to the OS (glibc ``malloc_trim(0)``, all arenas), so that a
+    phase starts from its live memory rather than from what earlier phases left cached."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
         return False
 
 
@@ -185,9 +196,11 @@ class Phases:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[dict[str, Any]]:
         gc.collect()
+        malloc_trim()
         notes: dict[str, Any] = {}
         can_reset = reset_peak()
         rss0 = proc_status_kb("VmRSS")
+        anon0 = proc_status_kb("RssAnon")
         self.sampler.take()  # start a new sampling window
         log(f"phase {name} ...")
         t0 = time.perf_counter()
@@ -202,7 +215,9 @@ class Phases:
             "rss_before_gib": gib(rss0),
             "rss_after_gib": gib(proc_status_kb("VmRSS")),
             "phase_peak_gib": gib(proc_status_kb("VmHWM")) if can_reset else None,
+            "anon_before_gib": gib(anon0),
             "anon_peak_gib": gib(anon_peak),
+            "anon_after_gib": gib(proc_status_kb("RssAnon")),
             "process_peak_gib": gib(maxrss_kb()),
             "notes": notes,
         }
@@ -626,16 +641,17 @@ def markdown(res: dict[str, Any]) -> str:
                  f"{m['mem_total_gib']} GiB RAM; env {m['env'] or '{}'}; load average at start "
                  f"{', '.join(f'{x:.2f}' for x in m['loadavg_start'])}, at end "
                  f"{', '.join(f'{x:.2f}' for x in res.get('loadavg_end', ()))}")
-    lines += ["", "Memory (GiB): *phase peak RSS* = VmHWM of the process at the end of the phase after resetting "
-              "it (`/proc/self/clear_refs` = 5) at the start (includes file-backed pages such as the memmap); "
-              "*phase peak anon* = largest RssAnon (heap, numpy, FAISS) sampled every 0.05 s by a child process "
-              "during the phase (can miss spikes shorter than that); "
-              "*process peak* = `ru_maxrss` so far.", ""]
-    lines += ["| phase | wall s | RSS before | RSS after | phase peak RSS | phase peak anon | process peak | notes |",
+    lines += ["", "Memory (GiB). Each phase starts after `gc.collect()` and glibc `malloc_trim(0)`. *anon* = "
+              "RssAnon (heap, numpy, FAISS; not file-backed pages such as the memmapped vectors): at the start, "
+              "the largest value sampled every 0.05 s by a child process during the phase (can miss spikes shorter "
+              "than that), and at the end; *phase peak RSS* = VmHWM at the end of the phase after resetting it "
+              "(`/proc/self/clear_refs` = 5) at the start (includes file-backed pages); *process peak* = "
+              "`ru_maxrss` so far.", ""]
+    lines += ["| phase | wall s | anon before | anon peak | anon after | phase peak RSS | process peak | notes |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in res["phases"]:
-        lines.append(f"| {r['phase']} | {r['wall_s']} | {fmt(r['rss_before_gib'])} | {fmt(r['rss_after_gib'])} | "
-                     f"{fmt(r['phase_peak_gib'])} | {fmt(r['anon_peak_gib'])} | {fmt(r['process_peak_gib'])} | "
+        lines.append(f"| {r['phase']} | {r['wall_s']} | {fmt(r['anon_before_gib'])} | {fmt(r['anon_peak_gib'])} | "
+                     f"{fmt(r['anon_after_gib'])} | {fmt(r['phase_peak_gib'])} | {fmt(r['process_peak_gib'])} | "
                      f"{fmt(r['notes'])} |")
     if "index" in res:
         lines += ["", f"Index: {fmt(res['index'])}. Exact ground truth (numpy, all vectors, not a project "

@@ -1,0 +1,76 @@
+"""The hold-out stream samples every item no person has labelled, Pending's pre-labelled ones
+included, so the hold-out set is not tilted towards what the model finds hard; the strategy
+stream never serves a pre-labelled item; open audits come first."""
+
+from __future__ import annotations
+
+import random
+
+from sqlmodel import Session, select
+
+from service.crud.queue import next_item
+from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, User
+from tests.conftest import Ctx, make_project
+
+
+class Always(random.Random):
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def _setup(ctx: Ctx, n: int = 12) -> tuple[int, list[int]]:
+    admin = ctx.user("root", "admin")
+    pid = make_project(ctx, admin, n_images=n)["id"]
+    with Session(ctx.engine) as s:
+        items = list(s.exec(select(Item).where(Item.project_id == pid).order_by(Item.queue_rank)).all())
+        proposed = [int(i.id or 0) for i in items[: n // 2]]  # the lowest ranks are pre-labelled
+        for it in items[: n // 2]:
+            it.status = ItemStatus.proposed
+            s.add(it)
+        s.commit()
+    return pid, proposed
+
+
+def _claim(ctx: Ctx, pid: int, rng: random.Random) -> tuple[int, str]:
+    with Session(ctx.engine) as s:
+        project = s.get(Project, pid)
+        user = s.exec(select(User).where(User.name == "root")).one()
+        assert project is not None
+        got = next_item(s, project=project, user=user, ttl_seconds=60, rng=rng)
+        assert got is not None
+        s.commit()
+        return int(got.item.id or 0), got.reason
+
+
+def test_holdout_draws_pre_labelled_items_in_random_order(ctx: Ctx) -> None:
+    pid, proposed = _setup(ctx)
+    item, reason = _claim(ctx, pid, Always(0.0))  # 0.0 < holdout_share: the hold-out stream
+    assert reason == "holdout" and item == proposed[0]
+
+
+def test_strategy_stream_skips_pre_labelled_items(ctx: Ctx) -> None:
+    pid, proposed = _setup(ctx)
+    item, reason = _claim(ctx, pid, Always(0.99))
+    assert reason == "random" and item not in proposed  # no model scores yet: random order
+
+
+def test_open_audits_come_first(ctx: Ctx) -> None:
+    pid, _ = _setup(ctx)
+    with Session(ctx.engine) as s:
+        last = s.exec(select(Item).where(Item.project_id == pid).order_by(Item.queue_rank.desc())).first()  # type: ignore[attr-defined]
+        assert last is not None and last.id is not None
+        last.status = ItemStatus.labelled
+        s.add(last)
+        mv = ModelVersion(project_id=pid, version=1, name="v1", algorithm="fast", status="ready",
+                          classes=["cat", "dog"])
+        s.add(mv)
+        s.flush()
+        s.add(Prediction(item_id=last.id, project_id=pid, model_version_id=int(mv.id or 0), label="cat", score=0.99,
+                         state="auto", audit=True, data={"labels": ["cat"]}))
+        s.commit()
+        audited = last.id
+    assert _claim(ctx, pid, Always(0.99)) == (audited, "audit")
