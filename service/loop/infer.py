@@ -117,20 +117,21 @@ def publish_summary(mv: ModelVersion, pool: list[Item], tally: Tally, progress: 
 
 
 def predict_pool(adapter: Any, mv: ModelVersion, shas: list[str], paths: list, *, settings: Settings,
-                 progress: Any) -> np.ndarray:
-    """``probs [N, C]`` for the pool (cached embeddings when the backbone is frozen)."""
+                 progress: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(probs [N, C], embeddings [N, D] or None)`` for the pool: with a frozen backbone
+    (``fast``) the cached embeddings, which diversity-aware strategies also use."""
     if not shas:
-        return np.zeros((0, len(mv.classes)), dtype=np.float32)
+        return np.zeros((0, len(mv.classes)), dtype=np.float32), None
     if mv.algorithm == "fast" and hasattr(adapter, "predict_embeddings"):
         vecs = cached_embeddings(adapter, shas, paths, settings=settings,
                                  progress=lambda f, m: progress(0.05 + 0.6 * f, m))
-        return np.asarray(adapter.predict_embeddings(vecs).probs)
+        return np.asarray(adapter.predict_embeddings(vecs).probs), vecs
     out = []
     n = len(shas)
     for start in range(0, n, CHUNK):
         out.append(np.asarray(adapter.predict(paths[start:start + CHUNK]).probs))
         progress(0.05 + 0.6 * min(1.0, (start + CHUNK) / n), f"predicted {min(start + CHUNK, n)} of {n}")
-    return np.concatenate(out)
+    return np.concatenate(out), None
 
 
 def infer_project(session: Session, *, project: Project, settings: Settings, progress: Any,
@@ -146,10 +147,13 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
     pool = open_pool(session, project.id)
     ids = [int(i.id) for i in pool if i.id is not None]
     session.commit()  # end the read transaction: SQLite must not hold its lock while we predict
-    probs = predict_pool(adapter, mv, [i.sha256 for i in pool], [store.path(i.sha256) for i in pool], settings=settings,
-                         progress=progress)
+    probs, vecs = predict_pool(adapter, mv, [i.sha256 for i in pool], [store.path(i.sha256) for i in pool],
+                               settings=settings, progress=progress)
     progress(0.7, "scoring and proposing")
-    scores = query_scores(policy.strategy, probs, multilabel=project.task == Task.multilabel)
+    # diversity-aware strategies spread a batch over the embeddings (fast models have them
+    # cached; for precise ones they fall back to their uncertainty score)
+    scores = query_scores(policy.strategy, probs, multilabel=project.task == Task.multilabel, embeddings=vecs,
+                          rng=np.random.default_rng(rng.getrandbits(32)))
     classes = list(mv.classes)
     ths = thresholds_for(mv, classes)
     fresh = begin_publish(session, ids)
