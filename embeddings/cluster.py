@@ -144,6 +144,7 @@ def grid_pages(
     k: int | None = None,
     niter: int = 20,
     keep_partial: bool = True,
+    split_by_class: bool = False,
 ) -> list[GridPage]:
     """Cut look-alike pages from k-means clusters of ``vecs [N, D]``.
 
@@ -153,6 +154,12 @@ def grid_pages(
     cluster by cluster (clusters by index), and within a cluster nearest to the
     centroid first. A cluster's last page may be smaller than ``page_size``;
     with ``keep_partial=False`` it is dropped (its items appear on no page).
+
+    ``split_by_class=True`` (needs ``probs``) cuts each cluster further by every
+    item's own most probable class, so a page holds items that both look alike
+    and that the model puts in one class: a look-alike cluster that straddles two
+    classes (shirts and T-shirts) gives two sets of pages instead of mixed ones.
+    ``page`` then counts pages within that (cluster, class) group.
     """
     if page_size not in PAGE_SIZES:
         raise ValueError(f"page_size must be one of {PAGE_SIZES}, got {page_size}")
@@ -171,13 +178,18 @@ def grid_pages(
     if n == 0:
         return []
     k = choose_k(n, page_size) if k is None else k
+    if split_by_class and p is None:
+        raise ValueError("split_by_class needs probs")
     centroids, assign, dist = kmeans(x, k, seed=seed, niter=niter)
-    # One sort: by cluster, then distance to the centroid, then item id.
-    order = np.lexsort((id_arr, dist, assign))
-    bounds = np.searchsorted(assign[order], np.arange(len(centroids) + 1))
+    n_groups = p.shape[1] if split_by_class and p is not None else 1
+    group = assign.astype(np.int64) * n_groups + (np.argmax(p, axis=1) if split_by_class and p is not None else 0)
+    # One sort: by cluster (and class), then distance to the centroid, then item id.
+    order = np.lexsort((id_arr, dist, group))
+    bounds = np.searchsorted(group[order], np.arange(len(centroids) * n_groups + 1))
     pages: list[GridPage] = []
-    for c in range(len(centroids)):
-        members = order[bounds[c] : bounds[c + 1]]
+    for g in range(len(centroids) * n_groups):
+        c = g // n_groups
+        members = order[bounds[g] : bounds[g + 1]]
         for j, start in enumerate(range(0, len(members), page_size)):
             rows = members[start : start + page_size]
             if len(rows) < page_size and not keep_partial:

@@ -22,17 +22,41 @@ def _engine(settings: Settings):  # type: ignore[no-untyped-def]
     return engine
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None = None) -> None:
     import uvicorn
 
     from service.main import create_app
 
-    app = create_app(settings)
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info")
+    host, port, workers = host or settings.host, port or settings.port, workers or settings.web_workers
+    if workers <= 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        return
+    # Several processes: each builds its app from the environment, so hand them the
+    # settings this process resolved (one secret key for all, whatever the data dir).
+    os.environ.update({"LABELLOOP_DATA_DIR": str(settings.data_dir.resolve()),
+                       "LABELLOOP_DATABASE_URL": settings.database_url,
+                       "LABELLOOP_SECRET_KEY": settings.resolved_secret_key()})
+    print(f"serving with {workers} processes; the scheduler runs in one of them")
+    uvicorn.run("service.cli:served_app", factory=True, workers=workers, host=host, port=port,
+                log_level="info")
+
+
+def served_app():  # type: ignore[no-untyped-def]
+    """The app of one ``serve --workers N`` process (a fresh interpreter: set up logging)."""
+    from service.main import create_app
+
+    configure_logging()
+    return create_app()
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apscheduler", "alembic", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    _serve(settings, args.host, args.port)
+    _serve(settings, args.host, args.port, args.workers)
     return 0
 
 
@@ -50,7 +74,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"sign in at http://{host}:{port}/ as {name} (password printed at first start)")
     sys.stdout.flush()
     engine.dispose()
-    _serve(settings, args.host, args.port)
+    _serve(settings, args.host, args.port, args.workers)
     return 0
 
 
@@ -58,6 +82,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import service.jobs.tasks  # noqa: F401
     from service.jobs.runner import ThreadExecutor
 
+    if args.nice:
+        os.nice(args.nice)  # before torch starts its threads: they inherit it
     engine = _engine(settings)
     ex = ThreadExecutor(engine, settings, threads=args.threads)
     stop = threading.Event()
@@ -183,8 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--host")
         sp.add_argument("--port", type=int)
+        sp.add_argument("--workers", type=int, help="API server processes (default LABELLOOP_WEB_WORKERS, 1)")
     w = sub.add_parser("worker", help="run jobs in this process against the same database")
     w.add_argument("--threads", type=int, default=1)
+    w.add_argument("--nice", type=int, default=10,
+                   help="lower this process's CPU priority by this much (default 10) so that training "
+                        "never slows labelers' requests on the same machine; 0 keeps it")
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_cmd", required=True)
     uc = users.add_parser("create", help="create a user and print an API token on the last line")
     uc.add_argument("name")
@@ -224,9 +254,7 @@ COMMANDS = {"serve": cmd_serve, "demo": cmd_demo, "worker": cmd_worker, "import"
 def main(argv: list[str] | None = None) -> int:
     # Before torch is imported: OpenMP threads that spin while idle cost up to 5x on 2 cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("apscheduler", "alembic", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()
     args = build_parser().parse_args(argv)
     settings = get_settings()
     if args.cmd == "users":

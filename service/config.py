@@ -25,6 +25,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    web_workers: int = Field(default=1, ge=1, le=64, description=(
+        "API server processes (`labelloop serve --workers`); more than one uses more cores, "
+        "worth it on PostgreSQL (SQLite has one writer at a time whatever the count)"))
 
     # sessions and tokens
     session_ttl_hours: float = 12.0

@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, IntegrityError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import service.jobs.tasks  # noqa: F401  (registers job functions and periodic checks)
 from service.api.routes import auth, health, items, jobs, projects, queue, transfer
@@ -142,6 +144,57 @@ def _document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+class LimitsAndHeaders:
+    """Request size cap, the API admission gate, security headers and ``Server-Timing``.
+
+    A plain ASGI middleware (not ``@app.middleware("http")``, whose request/response
+    wrapping costs every call a task and a stream copy): it looks at the request line
+    and headers, and adds headers to ``http.response.start``. ``Server-Timing: app;dur=``
+    is the time from admission to the response head, so a client (or the browser's
+    network panel) can tell time in labelloop from time in front of it."""
+
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings  # read per request: tests (and operators) may change it live
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            try:
+                too_big = int(length) > self.settings.max_request_bytes
+            except ValueError:
+                await JSONResponse({"detail": "bad Content-Length"}, status_code=400)(scope, receive, send)
+                return
+            if too_big:
+                await JSONResponse({"detail": f"request over {self.settings.max_request_bytes} bytes"},
+                                   status_code=413)(scope, receive, send)
+                return
+        api = path.startswith("/api/")
+        extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+        if not api and not path.startswith("/docs"):
+            extra.append((b"content-security-policy", PAGE_CSP.encode()))
+        t0 = time.perf_counter()
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                headers = list(message.get("headers", [])) + [(k, v) for k, v in extra if k not in have]
+                headers.append((b"server-timing", f"app;dur={1000 * (time.perf_counter() - t0):.1f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if api and not path.endswith("/events"):
+            async with _gate(self.settings.max_concurrent_requests):
+                t0 = time.perf_counter()
+                await self.app(scope, receive, send_with_headers)
+        else:
+            await self.app(scope, receive, send_with_headers)
+
+
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
     """Build the app. ``background=False`` starts neither executor nor scheduler (tests)."""
     settings = settings or get_settings()
@@ -167,7 +220,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             yield
         finally:
             if sched is not None:
-                sched.shutdown(wait=False)
+                sched.stop()
             if app.state.executor is not None:
                 app.state.executor.stop()
             engine.dispose()
@@ -202,28 +255,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         log.warning("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
         return JSONResponse({"detail": "conflicts with the current state; reload and retry"}, status_code=409)
 
-    @app.middleware("http")
-    async def limits_and_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                                 ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > settings.max_request_bytes
-            except ValueError:
-                return JSONResponse({"detail": "bad Content-Length"}, status_code=400)
-            if too_big:
-                return JSONResponse({"detail": f"request over {settings.max_request_bytes} bytes"},
-                                    status_code=413)
-        if request.url.path.startswith("/api/") and not request.url.path.endswith("/events"):
-            async with _gate(settings.max_concurrent_requests):
-                response = await call_next(request)
-        else:
-            response = await call_next(request)
-        for k, v in SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        if not request.url.path.startswith("/api/") and not request.url.path.startswith("/docs"):
-            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
-        return response
+    app.add_middleware(LimitsAndHeaders, settings=settings)
 
     if WEB_DIR.is_dir():
         app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")

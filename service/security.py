@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service.models import ApiToken, AuditLog, User, utcnow
 
@@ -62,15 +62,16 @@ def issue_token(session: Session, user: User, *, kind: str = "api", name: str = 
 
 
 def user_for_token(session: Session, secret: str, *, kind: str | None = None) -> tuple[User, ApiToken] | None:
-    row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(secret))).first()
-    if row is None or row.revoked_at is not None:
+    found = session.exec(select(ApiToken, User).join(User, col(User.id) == ApiToken.user_id)
+                         .where(ApiToken.token_hash == hash_token(secret))).first()
+    if found is None:
         return None
-    if kind is not None and row.kind != kind:
+    row, user = found
+    if row.revoked_at is not None or (kind is not None and row.kind != kind):
         return None
     if row.expires_at is not None and row.expires_at <= utcnow():
         return None
-    user = session.get(User, row.user_id)
-    if user is None or user.disabled:
+    if user.disabled:
         return None
     return user, row
 

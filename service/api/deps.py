@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import and_
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service.config import Settings
 from service.db import read_only, session_scope
@@ -135,23 +136,34 @@ def check_role(have: Role | None, need: Role) -> None:
         raise HTTPException(403, f"needs role {need.value} or higher in this project (you are {have.value})")
 
 
+def _role(value: str | None) -> Role | None:
+    return None if value is None else Role(value)
+
+
 def get_project(session: Session, user: User, project_id: int, need: Role = Role.labeler) -> Project:
     """The project if the caller may act on it with role ``need``; else 404/403."""
-    project = session.get(Project, project_id)
-    if project is None:
+    # one round trip for the project and the caller's membership: every labeler request pays it
+    found = session.exec(select(Project, Membership.role).outerjoin(Membership, and_(
+        col(Membership.project_id) == Project.id, col(Membership.user_id) == user.id))
+        .where(Project.id == project_id)).first()
+    if found is None:
         raise HTTPException(404, "project not found")
-    check_role(role_in_project(session, user, project_id), need)
+    project, member_role = found
+    check_role(Role.admin if user.role == Role.admin else _role(member_role), need)
     return project
 
 
 def get_item(session: Session, user: User, item_id: int, need: Role = Role.labeler) -> tuple[Item, Project]:
-    item = session.get(Item, item_id)
-    if item is None:
+    found = session.exec(select(Item, Project, Membership.role)
+                         .join(Project, col(Project.id) == Item.project_id)
+                         .outerjoin(Membership, and_(col(Membership.project_id) == Item.project_id,
+                                                     col(Membership.user_id) == user.id))
+                         .where(Item.id == item_id)).first()
+    if found is None:
         raise HTTPException(404, "item not found")
-    role = role_in_project(session, user, item.project_id)
+    item, project, member_role = found
+    role = Role.admin if user.role == Role.admin else _role(member_role)
     if role is None:
         raise HTTPException(404, "item not found")
     check_role(role, need)
-    project = session.get(Project, item.project_id)
-    assert project is not None
     return item, project

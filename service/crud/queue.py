@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, exists, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
@@ -128,6 +129,22 @@ def choose_stream(project: Project, rng: random.Random) -> list[str]:
     return [str(QueueReason.audit), str(first), str(second)]
 
 
+def _insert_lease(session: Session, lease: Lease) -> Lease | None:
+    """Insert ``lease`` unless its item is leased already (the unique ``item_id``);
+    one round trip (``INSERT .. ON CONFLICT DO NOTHING RETURNING``) instead of a
+    savepoint, an insert and a release."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    values = lease.model_dump(exclude={"id"})
+    stmt = insert(Lease).values(**values).on_conflict_do_nothing(index_elements=["item_id"]).returning(
+        col(Lease.id))
+    new_id = session.execute(stmt).scalar()
+    if new_id is None:
+        return None
+    lease.id = int(new_id)
+    return lease
+
+
 def next_item(session: Session, *, project: Project, user: User, ttl_seconds: int,
               rng: random.Random | None = None) -> Leased | None:
     """Lease the next item for ``user`` (their current lease first), or None when nothing is left.
@@ -160,13 +177,9 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
             assert item.id is not None
             if not _still_free(session, item.id, reason):
                 continue
-            lease = Lease(item_id=item.id, project_id=project.id, user_id=user.id, reason=served,
-                          expires_at=now + timedelta(seconds=ttl_seconds))
-            try:
-                with session.begin_nested():
-                    session.add(lease)
-                    session.flush()
-            except IntegrityError:
+            lease = _insert_lease(session, Lease(item_id=item.id, project_id=project.id, user_id=user.id,
+                                                 reason=served, expires_at=now + timedelta(seconds=ttl_seconds)))
+            if lease is None:  # another claim got it first
                 continue
             return Leased(lease, item, served)
     return None

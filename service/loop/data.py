@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlmodel import Session, col, select
@@ -98,18 +99,33 @@ def snapshot(session: Session, *, project: Project, store: BlobStore, with_pool:
     return snap
 
 
+def label_rows(session: Session, project_id: int) -> list[tuple[bool, Provenance, dict[str, Any]]]:
+    """(is_holdout, provenance, data) of every labelled item's current annotation.
+
+    Plain columns, not ORM objects: the dashboard and the scheduler's policy check read
+    these every few seconds, and building two mapped objects per label would cost the
+    API's requests their CPU on a large project."""
+    return [(bool(h), Provenance(p), dict(d)) for h, p, d in session.exec(
+        select(Item.is_holdout, Annotation.provenance, Annotation.data)
+        .join(Annotation, (col(Annotation.item_id) == Item.id) & (col(Annotation.version) == Item.version))
+        .where(Item.project_id == project_id, Item.status == ItemStatus.labelled)).all()]
+
+
+def labels_in(data: dict[str, Any]) -> list[str]:
+    """Every class an annotation names: image labels, then box and polygon labels."""
+    return list(data.get("labels", [])) + [s["label"] for s in data.get("boxes", []) + data.get("polygons", [])]
+
+
 def label_counts(session: Session, project_id: int) -> tuple[dict[str, int], dict[str, int], int]:
     """(train counts per class, hold-out counts per class, total people's labels)."""
     train: dict[str, int] = {}
     hold: dict[str, int] = {}
     total = 0
-    for item, ann in current_labels(session, project_id):
-        if ann.provenance not in HUMAN:
+    for is_holdout, provenance, data in label_rows(session, project_id):
+        if provenance not in HUMAN:
             continue
         total += 1
-        target = hold if (item.is_holdout and ann.provenance == Provenance.human) else train
-        for lab in ann.data.get("labels", []):
+        target = hold if (is_holdout and provenance == Provenance.human) else train
+        for lab in labels_in(data):
             target[lab] = target.get(lab, 0) + 1
-        for s in ann.data.get("boxes", []) + ann.data.get("polygons", []):
-            target[s["label"]] = target.get(s["label"], 0) + 1
     return train, hold, total

@@ -7,7 +7,7 @@ from typing import Any
 from scipy.stats import beta
 from sqlmodel import Session, col, func, select
 
-from service.loop.data import current_labels
+from service.loop.data import label_rows, labels_in
 from service.loop.state import readiness_report
 from service.models import Annotation, Item, Job, ModelVersion, Prediction, Project, Provenance
 
@@ -60,10 +60,9 @@ def project_stats(session: Session, *, project: Project) -> dict[str, Any]:
     counts["pending"] = counts["proposed"]
     dist: dict[str, int] = {}
     provenance: dict[str, int] = {}
-    for _, ann in current_labels(session, project.id):
-        provenance[ann.provenance.value] = provenance.get(ann.provenance.value, 0) + 1
-        for lab in ann.data.get("labels", []) + [s["label"] for s in ann.data.get("boxes", [])
-                                                  + ann.data.get("polygons", [])]:
+    for _, prov, data in label_rows(session, project.id):
+        provenance[prov.value] = provenance.get(prov.value, 0) + 1
+        for lab in labels_in(data):
             dist[lab] = dist.get(lab, 0) + 1
     holdout = session.exec(select(func.count()).select_from(Item).where(
         Item.project_id == project.id, col(Item.is_holdout).is_(True))).one()

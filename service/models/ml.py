@@ -129,6 +129,8 @@ class JobPublic(SQLModel):
     result: dict[str, Any]
     error: str | None
     cancel_requested: bool
+    attempts: int
+    worker: str | None = Field(default=None, description="host:pid:thread of the process that ran it last")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -97,6 +97,14 @@ def ready_labels(c: httpx.Client, pid: int, truth: dict[int, str], n: int) -> No
     raise RuntimeError("could not label the setup items")
 
 
+def server_seconds(r: httpx.Response) -> float:
+    """The server's own time for the request (its ``Server-Timing: app;dur=<ms>``)."""
+    for part in r.headers.get("server-timing", "").split(","):
+        if part.strip().startswith("app;dur="):
+            return float(part.strip()[8:]) / 1000
+    return float("nan")
+
+
 def pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -116,6 +124,7 @@ async def labeler(url: str, head: dict[str, str], pid: int, truth: dict[int, str
                 out["errors"].append(f"next {type(exc).__name__}")
                 continue
             out["next"].append(time.monotonic() - t)
+            out["next_server"].append(server_seconds(r))
             if r.status_code == 204:
                 out["drained"] = True
                 return
@@ -134,6 +143,7 @@ async def labeler(url: str, head: dict[str, str], pid: int, truth: dict[int, str
                 out["errors"].append(f"submit {type(exc).__name__}")
                 continue
             out["submit"].append(time.monotonic() - t)
+            out["submit_server"].append(server_seconds(r))
             if r.status_code == 201:
                 out["submitted"].append(iid)
             else:
@@ -158,7 +168,8 @@ async def manager(url: str, head: dict[str, str], pid: int, until: float, out: d
 
 async def drive(url: str, heads: list[dict[str, str]], admin: dict[str, str], pid: int, truth: dict[int, str],
                 seconds: float, think: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"next": [], "submit": [], "stats": [], "errors": [], "submitted": [], "jobs": {},
+    out: dict[str, Any] = {"next": [], "submit": [], "stats": [], "next_server": [], "submit_server": [],
+                           "errors": [], "submitted": [], "jobs": {},
                            "drained": False}
     until = time.monotonic() + seconds
     t0 = time.monotonic()
@@ -184,17 +195,21 @@ def verify(srv: LiveServer, pid: int, out: dict[str, Any], n_before: int) -> dic
 
 
 def run_config(backend: str, n: int, seconds: float, images: list[bytes], pg_url: str,
-               train: bool = True, think: float = 0.0) -> dict[str, Any]:
+               train: bool = True, think: float = 0.0, server_workers: int = 1,
+               jobs_in: str = "server") -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="labelloop-bench-"))
     try:
         if backend == "postgresql":
             fresh_pg(pg_url)
         srv = LiveServer(work / "data", database_url=pg_url if backend == "postgresql" else "",
+                         serve_args=("--workers", str(server_workers)),
                          scheduler_enabled=str(train).lower(), scheduler_interval_seconds=2, torch_threads=1,
-                         job_heartbeat_timeout_seconds=120)
+                         job_heartbeat_timeout_seconds=120, run_jobs_in_process=str(jobs_in == "server").lower())
         pid, truth, heads = seed(srv, images, n)
         admin = srv.admin()
         srv.start()
+        if jobs_in == "worker":
+            srv.start_worker()  # niced by default
         with httpx.Client(base_url=srv.url, headers=admin, timeout=60) as c:
             ready_labels(c, pid, truth, 40)
             if train:  # 409: the retraining check was quicker and started one already
@@ -203,7 +218,8 @@ def run_config(backend: str, n: int, seconds: float, images: list[bytes], pg_url
         out = asyncio.run(drive(srv.url, heads, admin, pid, truth, seconds, think))
         checks = verify(srv, pid, out, 40)
         srv.stop()
-        return {"backend": backend, "labelers": n, "think": think, **out, **checks}
+        return {"backend": backend, "labelers": n, "think": think, "setup": f"{server_workers}/{jobs_in}",
+                **out, **checks}
     except BaseException:
         for log in work.glob("server-*.log"):
             shutil.copy(log, Path(tempfile.gettempdir()) / f"bench-{backend}-{n}-{log.name}")
@@ -220,9 +236,11 @@ def row(r: dict[str, Any]) -> str:
     wall = r["wall"]
     jobs = ", ".join(f"{k}:{v}" for (k, _), v in sorted(r["jobs"].items(), key=lambda kv: kv[0][1]))
     errs = Counter(r["errors"])
-    return (f"| {r['backend']} | {r['labelers']} | {r['think']:g} | {len(r['submitted']) / wall:.1f} | "
+    return (f"| {r['backend']} | {r['setup']} | {r['labelers']} | {r['think']:g} | "
+            f"{len(r['submitted']) / wall:.1f} | "
             f"{pct(r['next'], .5):.0f} / {pct(r['next'], .95):.0f} / {pct(r['next'], .99):.0f} | "
             f"{pct(r['submit'], .5):.0f} / {pct(r['submit'], .95):.0f} / {pct(r['submit'], .99):.0f} | "
+            f"{pct(r['next_server'], .99):.0f} / {pct(r['submit_server'], .99):.0f} | "
             f"{pct(r['stats'], .5):.0f} / {pct(r['stats'], .95):.0f} / {pct(r['stats'], .99):.0f} | "
             f"{len(r['submitted'])} | {sum(errs.values())} {dict(errs) if errs else ''} | {r['dup']} | "
             f"{r['annotations']} | {r['unlabelled_again']} | {jobs}{' (drained)' if r['drained'] else ''} |")
@@ -239,20 +257,24 @@ def main() -> int:
     ap.add_argument("--think", default="1.0",
                     help="comma list of mean seconds a labeler looks at an image between next and submit "
                          "(uniform in [t/2, 3t/2]); 0 = back-to-back requests, i.e. the server's capacity")
+    ap.add_argument("--server-workers", type=int, default=1, help="`labelloop serve --workers N`")
+    ap.add_argument("--jobs-in", choices=["server", "worker"], default="server",
+                    help="run the jobs inside the server process(es) or in a separate (niced) `labelloop worker`")
     args = ap.parse_args()
     rng = random.Random(0)
     images = [colour_png(i % 2 == 0, rng, size=16) for i in range(args.pool + 40)]
     results = []
-    print("| DB | labelers | think s | submits/s | queue/next p50/p95/p99 ms | submit p50/p95/p99 ms | "
-          "stats p50/p95/p99 ms | submits | errors | items leased twice | annotations written | "
+    print("| DB | server processes / jobs in | labelers | think s | submits/s | queue/next p50/p95/p99 ms | "
+          "submit p50/p95/p99 ms | in server (Server-Timing) next / submit p99 ms | stats p50/p95/p99 ms | "
+          "submits | errors | items leased twice | annotations written | "
           "labelled items not `labelled` after | jobs at end |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for think in (float(x) for x in args.think.split(",")):
         for backend in args.backends.split(","):
             for n in (int(x) for x in args.labelers.split(",")):
                 t = time.time()
                 results.append(run_config(backend, n, args.seconds, images, args.pg_url, train=not args.no_train,
-                                          think=think))
+                                          think=think, server_workers=args.server_workers, jobs_in=args.jobs_in))
                 print(row(results[-1]), flush=True)
                 print(f"# {backend} x {n} think {think:g}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
     print(f"\nmean of the {len(results)} runs' submit p50: "

@@ -119,3 +119,23 @@ def test_small_inputs_and_validation() -> None:
         grid_pages([1, 1], vecs[:2], page_size=4, seed=0)
     with pytest.raises(ValueError):
         grid_pages([1, 2], vecs[:2], page_size=4, seed=0, probs=np.ones((3, 2)))
+
+
+def test_split_by_class_cuts_a_straddling_cluster(blobs) -> None:
+    # one tight look-alike blob whose items the model puts half in class 0, half in
+    # class 1: plain pages mix the two, split pages never do
+    vecs, _ = blobs(36, 1, 16, noise=0.02, seed=5)
+    ids = np.arange(len(vecs)) + 7
+    cls = np.arange(len(vecs)) % 2
+    probs = np.full((len(vecs), 3), 0.05)
+    probs[np.arange(len(vecs)), cls] = 0.9
+    cls_of = dict(zip(ids.tolist(), cls.tolist(), strict=True))
+    plain = grid_pages(ids, vecs, page_size=6, seed=0, probs=probs, k=1)
+    assert any(len({cls_of[i] for i in p.item_ids}) > 1 for p in plain)
+    split = grid_pages(ids, vecs, page_size=6, seed=0, probs=probs, k=1, split_by_class=True)
+    assert sorted(i for p in split for i in p.item_ids) == ids.tolist()
+    for p in split:
+        assert {cls_of[i] for i in p.item_ids} == {p.suggested_class} and p.agreement == 1.0
+    assert sorted((p.suggested_class, p.page) for p in split) == [(c, j) for c in (0, 1) for j in range(3)]
+    with pytest.raises(ValueError, match="needs probs"):
+        grid_pages(ids, vecs, page_size=6, seed=0, split_by_class=True)

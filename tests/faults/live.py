@@ -40,8 +40,11 @@ def free_port() -> int:
 class LiveServer:
     """``labelloop serve`` in its own process group; ``kill()`` is a real SIGKILL."""
 
-    def __init__(self, data_dir: Path, *, database_url: str = "", **settings: Any) -> None:
+    def __init__(self, data_dir: Path, *, database_url: str = "", serve_args: tuple[str, ...] = (),
+                 **settings: Any) -> None:
         self.data_dir = data_dir
+        self.serve_args = serve_args
+        self.workers: list[subprocess.Popen[bytes]] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
@@ -61,8 +64,8 @@ class LiveServer:
     def start(self, timeout: float = 90.0) -> LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(LABELLOOP), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                                         env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            cmd = [str(LABELLOOP), "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.serve_args]
+            self.proc = subprocess.Popen(cmd, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -77,21 +80,34 @@ class LiveServer:
         self.kill()
         raise RuntimeError(f"server did not start in {timeout}s:\n{self.log.read_text()[-3000:]}")
 
+    def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
+        """A ``labelloop worker`` process on the same database and data dir (its own group)."""
+        with open(self.log.with_name(f"worker-{self.port}-{len(self.workers)}.log"), "ab") as log:
+            proc = subprocess.Popen([str(LABELLOOP), "worker", *args], env=self.env, cwd=REPO, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers.append(proc)
+        return proc
+
     def kill(self) -> None:
-        """SIGKILL the whole process group (no shutdown code runs)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        """SIGKILL the server's (and workers') whole process groups (no shutdown code runs)."""
+        for proc in [self.proc, *self.workers]:
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
         self.proc = None
+        self.workers = []
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        for proc in [self.proc, *self.workers]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=30)
         self.proc = None
+        self.workers = []
 
     def engine(self) -> Any:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +140,15 @@ def colour_png(red: bool, rng: random.Random, size: int = 24) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def add_colours(c: httpx.Client, pid: int, n: int, seed: int) -> dict[int, str]:
+    """Upload ``n`` red/blue squares to project ``pid``; return {item id: true colour}."""
+    rng = random.Random(seed)
+    files = [("files", (f"c{seed}_{i:04d}.png", colour_png(i % 2 == 0, rng), "image/png")) for i in range(n)]
+    r = c.post(f"/api/v1/projects/{pid}/items", files=files, timeout=120)
+    assert r.status_code == 201, r.text
+    return {x["id"]: ("red" if int(x["file"].rsplit("_", 1)[1][:4]) % 2 == 0 else "blue") for x in r.json()["created"]}
 
 
 def noise_png(seed: int, size: int = 256) -> bytes:

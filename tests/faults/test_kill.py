@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.faults.live import LABELLOOP, LiveServer, colour_png, label_through_queue, noise_png, wait_for
+from tests.faults.live import LABELLOOP, LiveServer, add_colours, label_through_queue, noise_png, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -79,12 +78,7 @@ def _verify_import(c: httpx.Client, srv: LiveServer, pid: int, batch: list[tuple
         assert img.status_code == 200 and hashlib.sha256(img.content).hexdigest() == row["sha256"]
 
 
-def _add_colours(c: httpx.Client, pid: int, n: int, seed: int) -> dict[int, str]:
-    rng = random.Random(seed)
-    files = [("files", (f"c{seed}_{i:04d}.png", colour_png(i % 2 == 0, rng), "image/png")) for i in range(n)]
-    r = c.post(f"/api/v1/projects/{pid}/items", files=files, timeout=120)
-    assert r.status_code == 201, r.text
-    return {x["id"]: ("red" if int(x["file"].rsplit("_", 1)[1][:4]) % 2 == 0 else "blue") for x in r.json()["created"]}
+_add_colours = add_colours
 
 
 def _phase_train(srv: LiveServer, c: httpx.Client, pid: int) -> int:

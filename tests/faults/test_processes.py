@@ -1,0 +1,85 @@
+"""A deployment of several processes on one database: ``labelloop serve --workers 2``
+(two API processes) with jobs in a separate ``labelloop worker``.
+
+Checks what that layout promises: exactly one process runs the scheduler (the
+others find its lock taken), the scheduler's retraining is picked up and finished
+by the worker (never by the API processes, which run no jobs here), the worker runs
+at the lower CPU priority it was given, and labelers served by either API process
+never get one item twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.config import Settings
+from service.db import make_engine, upgrade_schema
+from service.jobs.scheduler import start_scheduler
+from tests.conftest import PG_URL, reset_postgres
+from tests.faults.live import LiveServer, add_colours, label_through_queue, wait_for
+
+
+def test_one_scheduler_per_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", secret_key="x", scheduler_interval_seconds=3600)
+    settings.ensure_dirs()
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    first = start_scheduler(engine, settings)
+    assert first is not None
+    try:
+        assert start_scheduler(engine, settings) is None  # another process of this deployment has it
+    finally:
+        first.stop()
+    again = start_scheduler(engine, settings)  # the lock went with the scheduler that held it
+    assert again is not None
+    again.stop()
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_two_api_processes_and_a_worker(tmp_path: Path) -> None:
+    if PG_URL:
+        reset_postgres(PG_URL)
+    srv = LiveServer(tmp_path / "data", database_url=PG_URL, serve_args=("--workers", "2"),
+                     scheduler_enabled="true", scheduler_interval_seconds=1, run_jobs_in_process="false")
+    srv.start()
+    headers = srv.admin()
+    try:
+        worker = srv.start_worker("--nice", "7")
+        with httpx.Client(base_url=srv.url, headers=headers, timeout=60) as c:
+            r = c.post("/api/v1/projects", json={"name": "procs", "classes": ["red", "blue"], "policy": {
+                "min_labels_per_class": 5, "holdout_share": 0.3, "target_precision": 0.8, "delta": 0.2,
+                "retrain_every_labels": 100000, "calibration": "pooled", "algorithm": "fast"}})
+            assert r.status_code == 201, r.text
+            pid = r.json()["id"]
+            truth = add_colours(c, pid, 80, seed=3)
+            leased = []
+            for _ in range(30):  # new connections: the two processes share the labelling
+                with httpx.Client(base_url=srv.url, headers=headers, timeout=60) as one:
+                    lease = one.post(f"/api/v1/projects/{pid}/queue/next").json()
+                    leased.append(lease["item"]["id"])
+                    r = one.post(f"/api/v1/items/{lease['item']['id']}/annotations",
+                                 json={"labels": [truth[lease["item"]["id"]]], "lease_id": lease["lease_id"]})
+                    assert r.status_code == 201, r.text
+            assert not [k for k, n in Counter(leased).items() if n > 1]
+            label_through_queue(c, pid, truth, 10)
+
+            def trained() -> dict | None:  # the scheduler saw the project ready and enqueued a training
+                jobs = c.get(f"/api/v1/projects/{pid}/jobs").json()["data"]
+                return next((j for j in jobs if j["kind"] == "train" and j["state"] == "succeeded"), None)
+
+            job = wait_for(trained, timeout=240, every=0.5, what="the worker to finish the scheduled training")
+            assert job["worker"] and job["worker"].split(":")[1] == str(worker.pid), job
+            trains = [j for j in c.get(f"/api/v1/projects/{pid}/jobs").json()["data"] if j["kind"] == "train"]
+            assert len(trains) == 1, trains  # one scheduler: never two trainings enqueued at once
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+        log = srv.log.read_text()
+        assert "serving with 2 processes" in log
+        assert log.count("scheduler runs in another process") == 1, log[-3000:]
+    finally:
+        srv.kill()
