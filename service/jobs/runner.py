@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from learning.adapters.base import Cancelled as LearningCancelled
 from service.config import Settings
@@ -228,7 +228,9 @@ def recover_stale(engine: Engine, *, timeout_seconds: float) -> list[int]:
     touched: list[int] = []
     with Session(engine) as s:
         stale = s.exec(
-            select(Job).where(Job.state == JobState.running, col(Job.heartbeat_at) < cutoff)
+            # a job marked running without a first beat (older databases) counts from its start
+            select(Job).where(Job.state == JobState.running,
+                              func.coalesce(col(Job.heartbeat_at), col(Job.started_at), col(Job.created_at)) < cutoff)
         ).all()
         for job in stale:
             assert job.id is not None

@@ -279,6 +279,10 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         if not args.no_wait:
             job.state, job.worker, job.started_at = JobState.running, worker_name(), utcnow()
+            # stamp a first heartbeat as claim_next does: recover_stale only fails running jobs
+            # whose heartbeat is old, so a CLI killed before its first beat (while it loads the
+            # model) would otherwise leave the job ``running`` for ever
+            job.heartbeat_at = job.started_at
         s.commit()
         job_id = int(job.id)  # type: ignore[arg-type]
     if args.no_wait:

@@ -128,7 +128,11 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
         progress(0.7 + 0.1 * j, f"cutting grids of {size}")
         # small pools: still two clusters per class (purer pages) while pages stay full
         k = max(choose_k(len(ids), size), min(2 * len(classes), max(1, len(ids) // size)))
-        pages = grid_pages(ids, vecs, page_size=size, seed=job_id, probs=probs, k=k)
+        # with a model, pages hold look-alikes the model also puts in one class: fewer
+        # exceptions to deselect (Fashion-MNIST, 1,000 labels: 0.53 actions per item
+        # instead of 0.58 over the whole pool; README, "Grids")
+        pages = grid_pages(ids, vecs, page_size=size, seed=job_id, probs=probs, k=k,
+                           split_by_class=probs is not None)
         # the most typical page of every cluster first, best suggestion first
         pages.sort(key=lambda p: (p.page, -(p.confidence if p.confidence is not None else p.cohesion)))
         out["pages"][str(size)] = [{

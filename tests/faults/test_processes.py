@@ -83,3 +83,32 @@ def test_two_api_processes_and_a_worker(tmp_path: Path) -> None:
         assert log.count("scheduler runs in another process") == 1, log[-3000:]
     finally:
         srv.kill()
+
+
+def test_a_running_job_that_never_beat_is_recovered(tmp_path: Path) -> None:
+    # a process that died after claiming a job and before its first heartbeat (older
+    # databases have such rows) must not leave the job ``running`` for ever
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from service.jobs.runner import recover_stale
+    from service.models import Job, JobState, utcnow
+
+    settings = Settings(data_dir=tmp_path / "data", secret_key="x")
+    settings.ensure_dirs()
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    with Session(engine) as s:
+        old = utcnow() - timedelta(minutes=10)
+        stuck = Job(kind="sleep", state=JobState.running, worker="gone:1:1", started_at=old, created_at=old)
+        fresh = Job(kind="sleep", state=JobState.running, worker="alive:2:2", started_at=utcnow())
+        s.add(stuck)
+        s.add(fresh)
+        s.commit()
+        ids = (stuck.id, fresh.id)
+    assert recover_stale(engine, timeout_seconds=60) == [ids[0]]
+    with Session(engine) as s:
+        assert s.get(Job, ids[0]).state == JobState.failed  # type: ignore[union-attr]
+        assert s.get(Job, ids[1]).state == JobState.running  # type: ignore[union-attr]
+    engine.dispose()
