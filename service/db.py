@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
@@ -76,12 +76,20 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
+SCHEMA_LOCK_KEY = 0x6C6C_0001  # "ll", 1: the advisory lock key of schema upgrades
+
+
 def upgrade_schema(engine: Engine) -> None:
     """Bring the schema to the migration head (run at every start)."""
     from alembic import command
 
     cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # processes starting together on a fresh database (``serve --workers N``, an API
+            # and a worker) take turns: the first migrates, the others then find the head.
+            # (SQLite serialises on its BEGIN IMMEDIATE already.)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -196,7 +196,7 @@ def verify(srv: LiveServer, pid: int, out: dict[str, Any], n_before: int) -> dic
 
 def run_config(backend: str, n: int, seconds: float, images: list[bytes], pg_url: str,
                train: bool = True, think: float = 0.0, server_workers: int = 1,
-               jobs_in: str = "server") -> dict[str, Any]:
+               jobs_in: str = "server", max_concurrent: int = 16) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="labelloop-bench-"))
     try:
         if backend == "postgresql":
@@ -204,7 +204,8 @@ def run_config(backend: str, n: int, seconds: float, images: list[bytes], pg_url
         srv = LiveServer(work / "data", database_url=pg_url if backend == "postgresql" else "",
                          serve_args=("--workers", str(server_workers)),
                          scheduler_enabled=str(train).lower(), scheduler_interval_seconds=2, torch_threads=1,
-                         job_heartbeat_timeout_seconds=120, run_jobs_in_process=str(jobs_in == "server").lower())
+                         job_heartbeat_timeout_seconds=120, run_jobs_in_process=str(jobs_in == "server").lower(),
+                         max_concurrent_requests=max_concurrent)
         pid, truth, heads = seed(srv, images, n)
         admin = srv.admin()
         srv.start()
@@ -260,6 +261,8 @@ def main() -> int:
     ap.add_argument("--server-workers", type=int, default=1, help="`labelloop serve --workers N`")
     ap.add_argument("--jobs-in", choices=["server", "worker"], default="server",
                     help="run the jobs inside the server process(es) or in a separate (niced) `labelloop worker`")
+    ap.add_argument("--max-concurrent", type=int, default=16,
+                    help="LABELLOOP_MAX_CONCURRENT_REQUESTS of each API process (the admission gate)")
     args = ap.parse_args()
     rng = random.Random(0)
     images = [colour_png(i % 2 == 0, rng, size=16) for i in range(args.pool + 40)]
@@ -274,7 +277,8 @@ def main() -> int:
             for n in (int(x) for x in args.labelers.split(",")):
                 t = time.time()
                 results.append(run_config(backend, n, args.seconds, images, args.pg_url, train=not args.no_train,
-                                          think=think, server_workers=args.server_workers, jobs_in=args.jobs_in))
+                                          think=think, server_workers=args.server_workers, jobs_in=args.jobs_in,
+                                          max_concurrent=args.max_concurrent))
                 print(row(results[-1]), flush=True)
                 print(f"# {backend} x {n} think {think:g}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
     print(f"\nmean of the {len(results)} runs' submit p50: "
