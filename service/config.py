@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     scheduler_interval_seconds: float = 5.0
     job_heartbeat_timeout_seconds: float = 120.0
     job_threads: int = 1
+    random_seed: int | None = Field(default=None, description=(
+        "seed for queue ranks and audit draws, so that a simulation replays the same; "
+        "unset (the default) they are unpredictable"))
     # API requests that may hold a database connection / the SQLite write lock at once;
     # the rest wait (cheaply) in front. Keep it below the thread pool (40) and the
     # PostgreSQL pool (20 + 20 overflow), or requests deadlock on each other.

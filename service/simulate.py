@@ -100,7 +100,7 @@ def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = 
     tmp = Path(tempfile.mkdtemp(prefix="labelloop-sim-", dir=work_dir))
     settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'sim.db'}", secret_key="sim",
                         scheduler_enabled=False, run_jobs_in_process=False, image_size=cfg.image_size,
-                        torch_threads=cfg.torch_threads, thumbnail_size=32)
+                        torch_threads=cfg.torch_threads, thumbnail_size=32, random_seed=cfg.seed)
     if work_dir is not None and (work_dir / "embeddings").exists():
         (tmp / "embeddings").symlink_to((work_dir / "embeddings").resolve())
     engine = engine_from_settings(settings)

@@ -24,6 +24,14 @@ from service.models import Item, ItemStatus, Project
 _rng = random.SystemRandom()
 
 
+def queue_rank(settings: Settings, project_id: int, sha256: str) -> float:
+    """The item's place in the random streams: unpredictable, or with ``random_seed`` a
+    function of (seed, project, content) so that a replay ranks every item the same."""
+    if settings.random_seed is None:
+        return _rng.random()
+    return random.Random(f"{settings.random_seed}:{project_id}:{sha256}").random()
+
+
 @dataclass
 class BatchResult:
     created: list[dict] = field(default_factory=list)
@@ -88,7 +96,7 @@ def ingest(session: Session, *, project: Project, files: list[tuple[str, bytes]]
             new_rows[info.sha256] = Item(
                 project_id=project.id, sha256=info.sha256, file_name=display, media_type=info.media_type,
                 width=info.width, height=info.height, size_bytes=info.size_bytes,
-                queue_rank=_rng.random(),
+                queue_rank=queue_rank(settings, project.id, info.sha256),
             )
     for row in new_rows.values():
         session.add(row)

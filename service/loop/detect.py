@@ -39,7 +39,15 @@ from service.jobs.runner import JobConflict, JobContext, enqueue, task
 from service.jobs.scheduler import periodic
 from service.loop.audit import shape_boxes
 from service.loop.data import HUMAN, current_labels
-from service.loop.infer import Tally, begin_publish, model_to_run, open_pool, publish_summary, settle
+from service.loop.infer import (
+    Tally,
+    begin_publish,
+    job_rng,
+    model_to_run,
+    open_pool,
+    publish_summary,
+    settle,
+)
 from service.loop.state import project_state
 from service.loop.train import fail_version, publish_version
 from service.models import (
@@ -246,7 +254,7 @@ def train_detector_task(ctx: JobContext) -> dict[str, Any]:
 def infer_detector_task(ctx: JobContext) -> dict[str, Any]:
     with Session(ctx.engine, expire_on_commit=False) as s:
         return infer_detector_project(s, project=_project(ctx, s), settings=ctx.settings, progress=ctx.progress,
-                                      model_version_id=ctx.payload.get("model_version_id"))
+                                      model_version_id=ctx.payload.get("model_version_id"), rng=job_rng(ctx))
 
 
 def maybe_train_detector(session: Session, project: Project) -> int | None:

@@ -192,6 +192,12 @@ def _top(classes: list[str], p: np.ndarray, k: int = 3) -> list[list[Any]]:
     return [[classes[int(i)], round(float(p[int(i)]), 5)] for i in idx]
 
 
+def job_rng(ctx: JobContext) -> random.Random | None:
+    """The job's audit-draw generator: seeded from ``random_seed`` and the job when set."""
+    seed = ctx.settings.random_seed
+    return None if seed is None else random.Random(f"{seed}:job:{ctx.job_id}")
+
+
 @task("infer")
 def infer_task(ctx: JobContext) -> dict[str, Any]:
     with Session(ctx.engine, expire_on_commit=False) as s:
@@ -199,4 +205,4 @@ def infer_task(ctx: JobContext) -> dict[str, Any]:
         if project is None:
             raise ValueError("project was deleted")
         return infer_project(s, project=project, settings=ctx.settings, progress=ctx.progress,
-                             model_version_id=ctx.payload.get("model_version_id"))
+                             model_version_id=ctx.payload.get("model_version_id"), rng=job_rng(ctx))

@@ -74,3 +74,35 @@ def test_open_audits_come_first(ctx: Ctx) -> None:
         s.commit()
         audited = last.id
     assert _claim(ctx, pid, Always(0.99)) == (audited, "audit")
+
+
+def test_random_seed_replays_queue_ranks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # a simulation sets random_seed: the same images get the same places in the random
+    # streams on every replay; the service's default (unset) stays unpredictable
+    from sqlmodel import Session, col, select
+
+    from service.crud.items import ingest
+    from service.crud.projects import create_project
+    from service.crud.users import create_user
+    from service.db import engine_from_settings, upgrade_schema
+    from service.models import Item, ProjectCreate, Role
+    from tests.conftest import make_settings, png_bytes
+
+    def ranks(name: str, seed: int | None) -> list[float]:
+        settings = make_settings(tmp_path / name, random_seed=seed)
+        settings.ensure_dirs()
+        engine = engine_from_settings(settings)
+        upgrade_schema(engine)
+        with Session(engine) as s:
+            owner = create_user(s, name="o", role=Role.admin, password=None)
+            project = create_project(s, user=owner, data=ProjectCreate(name="p", classes=["a", "b"]))
+            ingest(s, project=project, files=[(f"{i}.png", png_bytes(seed=i + 1)) for i in range(6)],
+                   settings=settings, thumbnails=False)
+            s.commit()
+            got = [float(r) for r in s.exec(select(Item.queue_rank).order_by(col(Item.sha256))).all()]
+        engine.dispose()
+        return got
+
+    first, again, other, unset = ranks("a", 7), ranks("b", 7), ranks("c", 8), ranks("d", None)
+    assert first == again and len(set(first)) == 6
+    assert first != other and first != unset
