@@ -60,7 +60,6 @@ import argparse
 import json
 import logging
 import random
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -78,14 +77,14 @@ from service.crud.items import ingest
 from service.crud.projects import create_project
 from service.crud.queue import next_item
 from service.crud.users import create_user
-from service.db import engine_from_settings, upgrade_schema
+from service.db import engine_from_settings
 from service.jobs.runner import ThreadExecutor, enqueue
 from service.loop import pending
 from service.loop.clusters import clusters_check
 from service.loop.state import maybe_train, project_state
 from service.loop.stats import interval, realised_precision
 from service.models import Item, ItemStatus, Prediction, Project, ProjectCreate, ReviewFlag, Role, User
-from service.simulate import FASHION_CLASSES, FASHION_DIR, SimConfig, _png, load_fashion, run
+from service.simulate import FASHION_CLASSES, FASHION_DIR, SimConfig, _png, load_fashion, run, workspace
 
 log = logging.getLogger("labelloop.sim_review")
 OPEN = (ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed)
@@ -181,14 +180,7 @@ class Harness:
 def make_harness(cfg: ReviewConfig, work_dir: Path | None) -> Harness:
     """Ingest the seeded Fashion-MNIST pool into a new project (as :func:`service.simulate.run`)."""
     x, y = load_fashion(cfg.dataset, cfg.pool, cfg.seed if cfg.pool_seed is None else cfg.pool_seed)
-    tmp = Path(tempfile.mkdtemp(prefix="labelloop-review-", dir=work_dir))
-    settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'sim.db'}", secret_key="sim",
-                        scheduler_enabled=False, run_jobs_in_process=False, image_size=cfg.image_size,
-                        torch_threads=cfg.torch_threads, thumbnail_size=32, random_seed=cfg.seed)
-    if work_dir is not None and (work_dir / "embeddings").exists():
-        (tmp / "embeddings").symlink_to((work_dir / "embeddings").resolve())
-    engine = engine_from_settings(settings)
-    upgrade_schema(engine)
+    tmp, settings, engine = workspace(cfg, work_dir, "labelloop-review-")
     truth: dict[int, str] = {}
     with Session(engine, expire_on_commit=False) as s:
         user = create_user(s, name="oracle", role=Role.admin, password=None)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 import service.jobs.tasks  # noqa: F401  (registers the train and infer jobs)
@@ -92,12 +93,11 @@ def _png(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = None) -> dict[str, Any]:
-    """One simulated project; returns a curve of checkpoints (one per training)."""
-    strategy = strategy or cfg.strategy
-    t0 = time.perf_counter()
-    x, y = load_fashion(cfg.dataset, cfg.pool, cfg.seed)
-    tmp = Path(tempfile.mkdtemp(prefix="labelloop-sim-", dir=work_dir))
+def workspace(cfg: Any, work_dir: Path | None, prefix: str) -> tuple[Path, Settings, Engine]:
+    """A fresh data dir with an in-process SQLite database at the schema head for one simulated
+    project (``cfg``: a simulator config with ``image_size``, ``torch_threads`` and ``seed``);
+    embeddings cached under ``work_dir`` are shared through a link."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=work_dir))
     settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'sim.db'}", secret_key="sim",
                         scheduler_enabled=False, run_jobs_in_process=False, image_size=cfg.image_size,
                         torch_threads=cfg.torch_threads, thumbnail_size=32, random_seed=cfg.seed)
@@ -105,6 +105,15 @@ def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = 
         (tmp / "embeddings").symlink_to((work_dir / "embeddings").resolve())
     engine = engine_from_settings(settings)
     upgrade_schema(engine)
+    return tmp, settings, engine
+
+
+def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = None) -> dict[str, Any]:
+    """One simulated project; returns a curve of checkpoints (one per training)."""
+    strategy = strategy or cfg.strategy
+    t0 = time.perf_counter()
+    x, y = load_fashion(cfg.dataset, cfg.pool, cfg.seed)
+    tmp, settings, engine = workspace(cfg, work_dir, "labelloop-sim-")
     timing = {"setup": 0.0, "labelling": 0.0, "jobs": 0.0, "measure": 0.0}
     policy = {"min_labels_per_class": cfg.min_labels_per_class, "retrain_every_labels": cfg.retrain_every,
               "algorithm": cfg.algorithm, "strategy": strategy, "holdout_share": cfg.holdout_share,
