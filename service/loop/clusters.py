@@ -227,9 +227,9 @@ def newest_job(session: Session, project_id: int, kind: str, state: JobState | N
     return session.exec(q.order_by(col(Job.id).desc()).limit(1)).first()
 
 
-def due_after_infer(session: Session, project_id: int, kind: str) -> bool:
-    """True when an inference finished after the newest ``kind`` job was created."""
-    infer = newest_job(session, project_id, "infer", JobState.succeeded)
+def due_after_infer(session: Session, project_id: int, kind: str, infer_kind: str = "infer") -> bool:
+    """True when an inference (``infer_kind``) finished after the newest ``kind`` job was created."""
+    infer = newest_job(session, project_id, infer_kind, JobState.succeeded)
     last = newest_job(session, project_id, kind)
     return infer is not None and infer.finished_at is not None and (
         last is None or infer.finished_at > last.created_at)

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from service.crud.projects import class_names
 from service.ingest import BlobStore
-from service.models import Annotation, Item, ItemStatus, Project, Provenance, Task
+from service.models import Annotation, Item, ItemStatus, Project, Provenance, ReviewFlag, Task
 
 #: label provenances that count as people's labels (training and readiness)
 HUMAN = (Provenance.human, Provenance.imported, Provenance.model_confirmed)
@@ -129,3 +129,15 @@ def label_counts(session: Session, project_id: int) -> tuple[dict[str, int], dic
         for lab in labels_in(data):
             target[lab] = target.get(lab, 0) + 1
     return train, hold, total
+
+
+def judged_flags(session: Session, project_id: int, kind: str) -> tuple[set[int], set[tuple[int, Any]]]:
+    """(items with an open flag of ``kind``, (item, label version) pairs a reviewer already judged)."""
+    open_, done = set(), set()
+    for f in session.exec(select(ReviewFlag).where(ReviewFlag.project_id == project_id, ReviewFlag.kind == kind)):
+        if f.state == "open":
+            open_.add(f.item_id)
+        else:
+            done.add((f.item_id, f.detail.get("annotation_version")))
+            done.add((f.item_id, (f.detail.get("resolution") or {}).get("annotation_version")))
+    return open_, done

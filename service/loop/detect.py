@@ -29,7 +29,8 @@ import learning.adapters.detector  # noqa: F401  (registers the "detector" adapt
 from learning.adapters import create_adapter, load_adapter
 from learning.adapters.base import FitConfig, LabelledImages
 from learning.box_calibration import ImageBoxes, calibrate_boxes, map50, propose
-from learning.hard_examples import detection_flags
+from learning.crossfit import cross_fit
+from learning.hard_examples import FALSE_DETECTION, MISSED_DETECTION, detection_flags
 from learning.policy import Policy, readiness, should_retrain
 from service.config import Settings
 from service.crud.annotations import canonical
@@ -38,10 +39,11 @@ from service.crud.projects import class_names
 from service.jobs.runner import JobConflict, JobContext, enqueue, task
 from service.jobs.scheduler import periodic
 from service.loop.audit import shape_boxes
-from service.loop.data import HUMAN, current_labels
+from service.loop.data import HUMAN, current_labels, judged_flags
 from service.loop.infer import (
     Tally,
     begin_publish,
+    current_model,
     job_rng,
     model_to_run,
     open_pool,
@@ -52,6 +54,7 @@ from service.loop.state import project_state
 from service.loop.train import fail_version, publish_version
 from service.models import (
     Item,
+    ItemStatus,
     Job,
     JobState,
     ModelVersion,
@@ -65,6 +68,7 @@ from service.models import (
 DETECTION_TASKS = (Task.detection, Task.segmentation)
 DEFAULT_IMAGE_SIZE = 320
 CHUNK = 32
+CROSSFIT_FOLDS, CROSSFIT_MIN, CROSSFIT_MAX = 2, 10, 2000  # hard examples on training images
 
 
 def image_boxes(dets: list[dict[str, Any]], classes: list[str], *, scored: bool) -> ImageBoxes:
@@ -83,8 +87,8 @@ def labelled_sets(session: Session, project: Project, settings: Settings) -> dic
     """People's current labels split into train and hold-out: ids, paths, annotation dicts."""
     assert project.id is not None
     store = blob_store(settings)
-    out: dict[str, list] = {k: [] for k in ("train_ids", "train_paths", "train_data", "holdout_ids",
-                                            "holdout_paths", "holdout_data")}
+    out: dict[str, list] = {f"{part}_{k}": [] for part in ("train", "holdout")
+                            for k in ("ids", "paths", "data", "versions")}
     for item, ann in current_labels(session, project.id):
         if ann.provenance not in HUMAN or not (ann.data.get("boxes") or ann.data.get("polygons")):
             continue
@@ -92,6 +96,7 @@ def labelled_sets(session: Session, project: Project, settings: Settings) -> dic
         out[f"{part}_ids"].append(item.id)
         out[f"{part}_paths"].append(store.path(item.sha256))
         out[f"{part}_data"].append(ann.data)
+        out[f"{part}_versions"].append(item.version)
     return out
 
 
@@ -142,35 +147,92 @@ def train_detector_project(session: Session, *, project: Project, settings: Sett
         fail_version(session, mv, path, exc)
         raise
     publish_version(session, project, mv, path, thresholds=thresholds, metrics=metrics)
-    metrics["flags"] = flag_hard_examples(session, mv=mv, item_ids=sets["holdout_ids"], preds=preds, gts=gts,
-                                          classes=classes)
+    metrics["flags"] = flag_hard_examples(session, project_id=project.id, mv=mv, item_ids=sets["holdout_ids"],
+                                          versions=sets["holdout_versions"], preds=preds, gts=gts, classes=classes,
+                                          source="hold-out")
     session.commit()
     return mv
 
 
-def flag_hard_examples(session: Session, *, mv: ModelVersion, item_ids: list[int], preds: list[ImageBoxes],
-                       gts: list[ImageBoxes], classes: list[str]) -> int:
-    """``false detection`` / ``missed detection`` flags from out-of-sample (hold-out) predictions.
+def confident_cut(mv: ModelVersion | None) -> float:
+    """Score at which a box counts as confident: the lowest certified class threshold (0.5 without one)."""
+    live = [t for t in ((mv.thresholds or {}).get("in_force") or {}).values() if t is not None] if mv else []
+    return min(live) if live else 0.5
 
-    A prediction counts as confident at the lowest certified class threshold (0.5 without
-    one). At most one open flag per item and kind. Returns the number of new flags."""
-    live = [t for t in (mv.thresholds.get("in_force") or {}).values() if t is not None]
-    cut = min(live) if live else 0.5
+
+def flag_hard_examples(session: Session, *, project_id: int, mv: ModelVersion | None, item_ids: list[int],
+                       versions: list[int], preds: list[ImageBoxes], gts: list[ImageBoxes], classes: list[str],
+                       source: str) -> int:
+    """``false detection`` / ``missed detection`` flags from out-of-sample predictions.
+
+    ``source``: ``hold-out`` (the model version's own predictions of images it never trained
+    on) or ``cross-fitted`` (:func:`find_box_errors`). A prediction counts as confident at
+    :func:`confident_cut`. At most one open flag per item and kind; never again for a label
+    version a reviewer already judged, nor for an item labelled again since ``versions`` were
+    read. A flagged training image (not hold-out) gets status ``review``: the queue skips it and
+    training leaves its boxes out until the flag is resolved. Returns the number of new flags."""
+    cut = confident_cut(mv)
+    judged = {kind: judged_flags(session, project_id, kind) for kind in (FALSE_DETECTION, MISSED_DETECTION)}
     n = 0
-    for item_id, p, g in zip(item_ids, preds, gts, strict=True):
+    for item_id, version, p, g in zip(item_ids, versions, preds, gts, strict=True):
         flags = detection_flags(p.boxes, np.asarray(p.scores), p.labels, g.boxes, g.labels, score_threshold=cut)
+        item = session.get(Item, item_id)
+        if not flags or item is None or item.version != version:
+            continue
         for kind in sorted({f.kind for f in flags}):
-            if session.exec(select(ReviewFlag.id).where(ReviewFlag.item_id == item_id, ReviewFlag.kind == kind,
-                                                        ReviewFlag.state == "open")).first() is not None:
+            open_, done = judged[kind]
+            if item_id in open_ or (item_id, version) in done:
                 continue
             mine = [f for f in flags if f.kind == kind]
             boxes = [{**f.detail, "label": classes[int(f.detail["label"])], "score": f.score} for f in mine]
-            item = session.get(Item, item_id)
-            detail = {"boxes": boxes, "threshold": cut, "annotation_version": item.version if item else None}
-            session.add(ReviewFlag(project_id=mv.project_id, item_id=item_id, model_version_id=mv.id, kind=kind,
-                                   score=max(f.score for f in mine), detail=detail))
+            detail = {"boxes": boxes, "threshold": cut, "annotation_version": version, "source": source}
+            session.add(ReviewFlag(project_id=project_id, item_id=item_id, model_version_id=mv.id if mv else None,
+                                   kind=kind, score=max(f.score for f in mine), detail=detail))
+            open_.add(item_id)
+            if not item.is_holdout and item.status == ItemStatus.labelled:
+                item.status = ItemStatus.review
+                session.add(item)
             n += 1
     return n
+
+
+def find_box_errors(session: Session, *, project: Project, settings: Settings, progress: Any,
+                    seed: int = 0) -> dict[str, Any]:
+    """Flag people's boxes on training images that cross-fitted detectors contradict.
+
+    The hold-out images are checked by every ``train_detector`` run; the images a model
+    trained on need predictions from a model that did not (a fitted box cannot look wrong
+    to its model): :func:`learning.crossfit.cross_fit` trains ``CROSSFIT_FOLDS`` detectors,
+    each on the other folds, with the project's policy (epochs, image size), on the newest
+    ``CROSSFIT_MAX`` labelled training images. About one training's time; progress per fold
+    and batch; cancelling writes no flag."""
+    assert project.id is not None
+    policy = Policy.from_dict(project.policy or {})
+    classes = class_names(session, project.id)
+    sets = labelled_sets(session, project, settings)
+    ids, paths = sets["train_ids"][-CROSSFIT_MAX:], sets["train_paths"][-CROSSFIT_MAX:]
+    data, versions = sets["train_data"][-CROSSFIT_MAX:], sets["train_versions"][-CROSSFIT_MAX:]
+    mv = current_model(session, project.id)
+    session.commit()  # no transaction (SQLite write lock) while training
+    if len(ids) < CROSSFIT_MIN:
+        return {"box_flags": 0, "checked_images": 0,
+                "skipped": f"{len(ids)} labelled training images; cross-fitting needs {CROSSFIT_MIN}"}
+
+    def make() -> Any:
+        return create_adapter("detector", classes=classes, task=str(project.task.value),
+                              image_size=policy.image_size or DEFAULT_IMAGE_SIZE, num_threads=settings.torch_threads)
+
+    config = FitConfig(algorithm="precise", epochs=policy.epochs, seed=seed, batch_size=8,
+                       num_threads=settings.torch_threads)
+    pred = cross_fit(make, LabelledImages(paths, _objects(data)), config=config, folds=CROSSFIT_FOLDS, seed=seed,
+                     progress=lambda f, m: progress(0.02 + 0.93 * f, m))
+    assert pred.boxes is not None
+    preds = [image_boxes(b, classes, scored=True) for b in pred.boxes]
+    gts = [image_boxes(_shapes(d), classes, scored=False) for d in data]
+    new = flag_hard_examples(session, project_id=project.id, mv=mv, item_ids=ids, versions=versions, preds=preds,
+                             gts=gts, classes=classes, source="cross-fitted")
+    session.commit()
+    return {"box_flags": new, "checked_images": len(ids), "folds": CROSSFIT_FOLDS}
 
 
 def _proposal(dets: list[dict[str, Any]], keep: np.ndarray, segmentation: bool) -> dict[str, Any]:

@@ -53,7 +53,8 @@ from service.jobs.scheduler import periodic
 from service.loop import pending
 from service.loop.audit import record_audit
 from service.loop.clusters import due_after_infer, feature_adapter
-from service.loop.data import HUMAN
+from service.loop.data import HUMAN, judged_flags
+from service.loop.detect import DETECTION_TASKS, find_box_errors
 from service.loop.features import cached_embeddings
 from service.loop.infer import current_model
 from service.models import Annotation, Item, ItemStatus, Prediction, Project, Provenance, ReviewFlag, Task, User, utcnow
@@ -82,18 +83,6 @@ def out_of_sample_probs(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: 
         clf = LogisticRegression(C=C_REG, max_iter=2000).fit(x[tr], y[tr])
         out[np.ix_(te, clf.classes_)] = clf.predict_proba(x[te])
     return out
-
-
-def _judged(session: Session, project_id: int, kind: str) -> tuple[set[int], set[tuple[int, Any]]]:
-    """(items with an open flag of ``kind``, (item, label version) pairs a reviewer already judged)."""
-    open_, done = set(), set()
-    for f in session.exec(select(ReviewFlag).where(ReviewFlag.project_id == project_id, ReviewFlag.kind == kind)):
-        if f.state == "open":
-            open_.add(f.item_id)
-        else:
-            done.add((f.item_id, f.detail.get("annotation_version")))
-            done.add((f.item_id, (f.detail.get("resolution") or {}).get("annotation_version")))
-    return open_, done
 
 
 def close_stale(session: Session, project_id: int) -> int:
@@ -134,7 +123,7 @@ def find_label_errors(session: Session, *, project: Project, settings: Settings,
     counts = np.bincount([index[a.data["labels"][0]] for _, a in rows], minlength=len(classes))
     rows = [(it, a) for it, a in rows if counts[index[a.data["labels"][0]]] >= 2][-MAX_LABELS:]  # 2 to cross-fit
     mv = current_model(session, project.id)
-    open_, done = _judged(session, project.id, LABEL_ERROR)
+    open_, done = judged_flags(session, project.id, LABEL_ERROR)
     session.commit()  # no transaction (SQLite write lock) while embedding
     if len(rows) < MIN_ITEMS or len({a.data["labels"][0] for _, a in rows}) < 2:
         return {"label_errors": 0, "checked_labels": 0}
@@ -188,7 +177,7 @@ def find_unstable(session: Session, *, project: Project, settings: Settings, pro
                                               .where(Prediction.model_version_id == mv.id,
                                                      Prediction.state == "proposed")
                                               .order_by(col(Prediction.id))) if "tta_flip" not in p.data][:TTA_MAX]
-    open_, _ = _judged(session, project.id, UNSTABLE)
+    open_, _ = judged_flags(session, project.id, UNSTABLE)
     session.commit()
     if not rows:
         return {"unstable": 0, "checked_proposals": 0}
@@ -224,10 +213,13 @@ def hard_examples(session: Session, *, project: Project, settings: Settings, pro
     if project.task == Task.multiclass:
         out |= find_label_errors(session, project=project, settings=settings, progress=progress, seed=seed)
         out |= find_unstable(session, project=project, settings=settings, progress=progress)
+    elif project.task in DETECTION_TASKS:
+        out |= find_box_errors(session, project=project, settings=settings, progress=progress, seed=seed)
     mv = current_model(session, project.id)
     out["model_version_id"] = mv.id if mv else None
     session.commit()  # progress() writes the job row: hold no transaction here (SQLite)
-    progress(1.0, f"{out.get('label_errors', 0)} label errors, {out.get('unstable', 0)} unstable")
+    progress(1.0, f"{out['box_flags']} box flags on {out['checked_images']} images" if "box_flags" in out
+             else f"{out.get('label_errors', 0)} label errors, {out.get('unstable', 0)} unstable")
     return out
 
 
@@ -242,10 +234,13 @@ def hard_examples_task(ctx: JobContext) -> dict[str, Any]:
 
 @periodic("hard-examples")
 def hard_examples_check(engine: Engine, settings: Settings) -> None:
-    """After each inference: look for label errors and unstable proposals again."""
+    """After each inference: look for label errors and unstable proposals (classification) or
+    wrong boxes on training images (detection, segmentation) again."""
     with Session(engine) as s:
-        for project in s.exec(select(Project).where(Project.task == Task.multiclass)).all():
-            if project.id is not None and due_after_infer(s, project.id, "hard_examples"):
+        tasks = [Task.multiclass, *DETECTION_TASKS]
+        for project in s.exec(select(Project).where(col(Project.task).in_(tasks))).all():
+            infer = "infer" if project.task == Task.multiclass else "infer_detector"
+            if project.id is not None and due_after_infer(s, project.id, "hard_examples", infer):
                 try:
                     enqueue(s, kind="hard_examples", project_id=project.id, payload={"reason": "scheduled"})
                 except JobConflict:

@@ -10,6 +10,12 @@ budget of labelled canvases it trains the detector adapter, then reports:
   the test set: box precision of the proposals, the share of canvases proposed, and the share
   of canvases proposed complete and correct.
 
+``--hard-examples N``: N labelled canvases, 5% of their boxes deleted and as many spurious
+boxes added; every canvas predicted by a cross-fitted detector (learning.crossfit) and
+flagged (learning.hard_examples.detection_flags). Reports, per flag kind, the share of the
+deleted (``false detection``) / added (``missed detection``) boxes found in the top 10% and
+20% of canvases ranked by that kind's flag score.
+
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python tests/benchmarks/bench_detection.py \
         --budgets 100,300 --epochs 12 --holdout 200 --test 200 --out bench-detection.json
 """
@@ -139,6 +145,78 @@ def proposals(cal: Any, preds: list, test: list, classes: list[str]) -> dict:
             "complete_correct_share_of_all": round(n_complete / len(test), 4)}
 
 
+def corrupt(canvases: list[tuple[Image.Image, dict]], share: float, seed: int, class_names: list[str]
+            ) -> tuple[list[dict], list[tuple[int, dict]], list[tuple[int, dict]]]:
+    """Delete ``share`` of all boxes and add as many spurious ones (random class and size 20-60 px,
+    overlapping no box, IoU < 0.1) at random; returns (labels, deleted, added) with (canvas, box)."""
+    rng = np.random.default_rng(seed)
+    labels = [{"boxes": [dict(b) for b in a["boxes"]], "polygons": []} for _, a in canvases]
+    where = [(i, j) for i, a in enumerate(labels) for j in range(len(a["boxes"]))]
+    n = int(round(share * len(where)))
+    gone = {where[k] for k in rng.choice(len(where), n, replace=False)}
+    deleted = [(i, labels[i]["boxes"][j]) for i, j in sorted(gone)]
+    for i, a in enumerate(labels):
+        a["boxes"] = [b for j, b in enumerate(a["boxes"]) if (i, j) not in gone]
+    added: list[tuple[int, dict]] = []
+    while len(added) < n:
+        i = int(rng.integers(len(labels)))
+        s = int(rng.integers(20, 61))
+        box = [float(v) for v in (*rng.integers(0, 160 - s + 1, 2), s, s)]
+        truth = [b["bbox"] for b in canvases[i][1]["boxes"]] + [b["bbox"] for b in labels[i]["boxes"]]
+        if truth and iou_matrix(np.array([box]), np.array(truth)).max() >= 0.1:
+            continue
+        b = {"label": class_names[int(rng.integers(len(class_names)))], "bbox": box}
+        labels[i]["boxes"].append(b)
+        added.append((i, b))
+    return labels, deleted, added
+
+
+def run_hard_examples(args: argparse.Namespace, classes: list[str], pool: tuple) -> dict:
+    """Cross-fitted false/missed detection flags against deleted/added boxes."""
+    from learning.crossfit import cross_fit
+    from learning.hard_examples import FALSE_DETECTION, MISSED_DETECTION, detection_flags
+
+    n = args.hard_examples
+    canvases = make_canvases(n, args.seed, tuple(args.class_ids), pool=pool)
+    labels, deleted, added = corrupt(canvases, args.corrupt_share, args.seed + 7, classes)
+    data = np.empty(n, dtype=object)
+    data[:] = labels
+    cfg = FitConfig(algorithm="precise", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    t0 = time.perf_counter()
+    pred = cross_fit(lambda: DetectorAdapter(classes, image_size=args.image_size, num_threads=args.threads),
+                     LabelledImages([im for im, _ in canvases], data), config=cfg, folds=args.folds, seed=args.seed,
+                     progress=lambda f, m: None)
+    fit_s = time.perf_counter() - t0
+    assert pred.boxes is not None
+    flags = []
+    for p, a in zip(pred.boxes, labels, strict=True):
+        pb, gb = to_image_boxes(p, classes, True), to_image_boxes(a["boxes"], classes, False)
+        flags.append(detection_flags(pb.boxes, np.asarray(pb.scores), pb.labels, gb.boxes, gb.labels,
+                                     score_threshold=args.cut))
+    row: dict[str, Any] = {"canvases": n, "boxes_after": sum(len(a["boxes"]) for a in labels),
+                           "deleted": len(deleted), "added": len(added), "folds": args.folds, "epochs": args.epochs,
+                           "cut": args.cut, "crossfit_seconds": round(fit_s, 1)}
+
+    def found(kind: str, i: int, box: dict, f: Any) -> bool:
+        if kind == FALSE_DETECTION:  # the model's confident box where a box was deleted
+            return bool(f.detail["label"] == classes.index(box["label"]) and iou_matrix(
+                np.array([f.detail["box"]]), np.array([box["bbox"]]))[0, 0] >= 0.5)
+        return f.detail["box"] == box["bbox"]  # the spurious box itself is flagged missed
+
+    for kind, truth in ((FALSE_DETECTION, deleted), (MISSED_DETECTION, added)):
+        score = np.array([max((f.score for f in fl if f.kind == kind), default=-1.0) for fl in flags])
+        order = np.argsort(-score, kind="stable")
+        flagged = int((score >= 0).sum())
+        for share in (0.1, 0.2):
+            top = set(order[: int(round(share * n))].tolist()) & set(np.flatnonzero(score >= 0).tolist())
+            hit = sum(any(found(kind, i, b, f) for f in flags[i] if f.kind == kind) for i, b in truth if i in top)
+            corrupted_images = len({i for i, _ in truth} & top)
+            row[f"{kind}: recall in top {share:.0%} of images"] = round(hit / len(truth), 4) if truth else None
+            row[f"{kind}: top {share:.0%} images holding one"] = round(corrupted_images / max(1, len(top)), 4)
+        row[f"{kind}: images flagged"] = flagged
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", default="100,300")
@@ -155,12 +233,24 @@ def main() -> int:
     ap.add_argument("--recalls", default="0.95,0.99", help="'possible object' recall settings to compare")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hard-examples", type=int, default=0, metavar="N",
+                    help="instead of budgets: N labelled canvases with boxes deleted/added, cross-fitted flags")
+    ap.add_argument("--corrupt-share", type=float, default=0.05, help="share of boxes deleted, and added")
+    ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--cut", type=float, default=0.5, help="score at which a box counts as confident")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     args.class_ids = [int(c) for c in args.class_ids.split(",")]
     args.recalls = [float(r) for r in args.recalls.split(",")]
     classes = [FASHION_CLASSES[c] for c in args.class_ids]
     pool = load_fashion(FASHION_DIR, 20_000, seed=1234)
+    if args.hard_examples:
+        row = run_hard_examples(args, classes, pool)
+        print(json.dumps(row), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "out"},
+                                            "results": [row]}, indent=2, default=str))
+        return 0
     holdout = make_canvases(args.holdout, args.seed + 1000, tuple(args.class_ids), pool=pool)
     test = make_canvases(args.test, args.seed + 2000, tuple(args.class_ids), pool=pool)
     rows = []

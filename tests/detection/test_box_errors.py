@@ -1,0 +1,122 @@
+"""Wrong boxes on training images: a ``hard_examples`` scan of a detection project cross-fits
+detectors and flags a deleted box (``false detection``) and a spurious one (``missed detection``)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlmodel import Session, select
+
+from learning.adapters.base import FitConfig, FitReport, LabelledImages
+from learning.crossfit import cross_fit, fold_ids
+from service.jobs.runner import ThreadExecutor
+from service.models import Item, Job, ReviewFlag
+from tests.conftest import Ctx
+from tests.detection.conftest import CLASSES, canvas, png
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+
+
+def _free_box(boxes: list[list[float]], size: int = 64, side: int = 18) -> list[float] | None:
+    for y in range(0, size - side, 4):
+        for x in range(0, size - side, 4):
+            cand = [float(x), float(y), float(side), float(side)]
+            if all(_iou(cand, b) == 0 for b in boxes):
+                return cand
+    return None
+
+
+def test_scan_flags_deleted_and_spurious_boxes_on_training_images(ctx: Ctx) -> None:
+    admin = ctx.user("root", "admin")
+    policy = {"min_labels_per_class": 3, "holdout_share": 0.2, "retrain_every_labels": 1000, "epochs": 12,
+              "image_size": 64}
+    r = ctx.client.post("/api/v1/projects", json={"name": "shapes", "task": "detection", "classes": CLASSES,
+                                                  "policy": policy}, headers=admin)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    rng = np.random.default_rng(3)
+    drawn = [canvas(rng, 64) for _ in range(64)]
+    files = [("files", (f"c{i:02d}.png", png(im), "image/png")) for i, (im, _) in enumerate(drawn)]
+    truth = {c["id"]: drawn[int(c["file"][1:3])][1] for c in
+             ctx.client.post(f"/api/v1/projects/{pid}/items", files=files, headers=admin).json()["created"]}
+    deleted: dict[int, dict] = {}  # item -> the box left out of its label
+    added: dict[int, dict] = {}  # item -> the spurious box put in
+    while (lease := ctx.client.post(f"/api/v1/projects/{pid}/queue/next", headers=admin)).status_code == 200:
+        item_id, boxes = lease.json()["item"]["id"], list(truth[lease.json()["item"]["id"]]["boxes"])
+        if lease.json()["reason"] != "holdout":
+            free = _free_box([b["bbox"] for b in boxes])
+            if len(deleted) < 3 and len(boxes) >= 2:
+                deleted[item_id] = boxes.pop()
+            elif len(added) < 3 and free is not None:
+                added[item_id] = {"label": CLASSES[0], "bbox": free}
+                boxes.append(added[item_id])
+        r = ctx.client.post(f"/api/v1/items/{item_id}/annotations", headers=admin,
+                            json={"boxes": boxes, "lease_id": lease.json()["lease_id"]})
+        assert r.status_code == 201, r.text
+    assert len(deleted) == 3 and len(added) == 3
+
+    r = ctx.client.post(f"/api/v1/projects/{pid}/review/scan", headers=admin)
+    assert r.status_code == 202, r.text
+    ThreadExecutor(ctx.engine, ctx.settings).run_pending()
+    with Session(ctx.engine) as s:
+        job = s.exec(select(Job).where(Job.kind == "hard_examples")).one()
+        assert job.state == "succeeded", job.error
+        n_train = len(s.exec(select(Item).where(Item.is_holdout == False)).all())  # noqa: E712
+        assert job.result["checked_images"] == n_train and job.result["box_flags"] >= 1, job.result
+        flags = s.exec(select(ReviewFlag)).all()
+        assert {f.detail["source"] for f in flags} == {"cross-fitted"}
+        found_deleted = [i for i, box in deleted.items() if any(
+            f.item_id == i and f.kind == "false detection" and any(
+                b["label"] == box["label"] and _iou(b["box"], box["bbox"]) >= 0.5 for b in f.detail["boxes"])
+            for f in flags)]
+        found_added = [i for i, box in added.items() if any(
+            f.item_id == i and f.kind == "missed detection" and any(b["box"] == box["bbox"] for b in f.detail["boxes"])
+            for f in flags)]
+        assert len(found_deleted) >= 2 and len(found_added) >= 2, (found_deleted, found_added, [
+            (f.item_id, f.kind, f.detail["boxes"]) for f in flags])
+        flagged = {f.item_id for f in flags}
+        # a flagged training image waits for a reviewer: out of training and of the queue
+        assert all(s.get(Item, i).status == "review" for i in flagged)  # type: ignore[union-attr]
+        first = next(f for f in flags if f.item_id == found_added[0])
+    listed = ctx.client.get(f"/api/v1/projects/{pid}/review", headers=admin).json()
+    assert {f["item_id"] for f in listed["data"]} == flagged
+    for f in (f for f in flags if f.item_id == first.item_id):
+        r = ctx.client.post(f"/api/v1/review/{f.id}/resolve", json={"action": "dismiss"}, headers=admin)
+        assert r.status_code == 200, r.text
+    with Session(ctx.engine) as s:
+        assert s.get(Item, first.item_id).status == "labelled"  # type: ignore[union-attr]
+
+
+class _Recorder:
+    """Adapter double: probs column 0 is 1 for a hold-out image the fold's fit trained on."""
+
+    def __init__(self, fits: list[set]) -> None:
+        self.fits = fits
+
+    def fit(self, train: LabelledImages, holdout: LabelledImages, *, config: FitConfig, progress: object) -> FitReport:
+        seen = set(train.images)
+        self.fits.append(seen)
+        probs = np.array([[float(im in seen), 1.0 - float(im in seen)] for im in holdout.images])
+        return FitReport(algorithm="fast", epochs_run=1, history=[], stopped_early=False, best_epoch=0, seconds=0.0,
+                         n_train=len(train), n_val=0, holdout_probs=probs)
+
+
+def test_cross_fit_predicts_every_image_with_a_model_that_never_saw_it() -> None:
+    fits: list[set] = []
+    images = [f"img{i}" for i in range(11)]
+    pred = cross_fit(lambda: _Recorder(fits), LabelledImages(images, np.arange(11)), config=FitConfig(), folds=3,
+                     seed=1)
+    assert len(fits) == 3 and set().union(*fits) == set(images)
+    assert pred.probs.shape == (11, 2) and (pred.probs[:, 0] == 0).all() and (pred.probs[:, 1] == 1).all()
+    folds = fold_ids(11, 3, seed=1)
+    assert sorted(np.bincount(folds).tolist()) == [3, 4, 4]
+    assert (folds == fold_ids(11, 3, seed=1)).all() and not (folds == fold_ids(11, 3, seed=2)).all()
+    for bad in ((11, 1), (2, 3)):
+        try:
+            fold_ids(*bad, seed=0)
+        except ValueError:
+            continue
+        raise AssertionError(f"fold_ids{bad} should fail")
