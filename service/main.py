@@ -57,7 +57,8 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'u
 
 def api_router() -> APIRouter:
     r = APIRouter(prefix="/api/v1")
-    for mod in (health, auth, projects, items, queue, jobs, transfer):
+    # the labelers' hot path first: FastAPI tries routes in order (about 20 µs each)
+    for mod in (queue, items, health, auth, projects, jobs, transfer):
         r.include_router(mod.router)
     for extra in _optional_routers():
         r.include_router(extra)

@@ -157,7 +157,11 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
     """
     assert project.id is not None and user.id is not None
     if session.get_bind().dialect.name == "postgresql":
-        session.connection().execute(text("SELECT pg_advisory_xact_lock(:p, :u)"), {"p": project.id, "u": user.id})
+        # a lease is soft state: if the database crashed before flushing this commit to disk,
+        # the item simply goes back to the queue (and a label sent for it is still saved), so
+        # the claim does not wait for the WAL flush (about 4 ms here per commit)
+        session.connection().execute(text("SELECT set_config('synchronous_commit', 'off', true), "
+                                          "pg_advisory_xact_lock(:p, :u)"), {"p": project.id, "u": user.id})
     now = utcnow()
     expire_leases(session, project_id=project.id)
     mine = session.exec(select(Lease).where(Lease.project_id == project.id, Lease.user_id == user.id,
