@@ -7,11 +7,12 @@ they may see but not do.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import and_
+from sqlalchemy import and_, bindparam
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -140,12 +141,27 @@ def _role(value: str | None) -> Role | None:
     return None if value is None else Role(value)
 
 
+# the statements every labeler request runs are built once (building one costs more CPU than
+# running it); their values are bound per request
+@functools.cache
+def _project_with_role() -> Any:
+    return select(Project, Membership.role).outerjoin(Membership, and_(
+        col(Membership.project_id) == Project.id, col(Membership.user_id) == bindparam("user_id"))).where(
+        Project.id == bindparam("project_id"))
+
+
+@functools.cache
+def _item_with_role() -> Any:
+    return (select(Item, Project, Membership.role).join(Project, col(Project.id) == Item.project_id)
+            .outerjoin(Membership, and_(col(Membership.project_id) == Item.project_id,
+                                        col(Membership.user_id) == bindparam("user_id")))
+            .where(Item.id == bindparam("item_id")))
+
+
 def get_project(session: Session, user: User, project_id: int, need: Role = Role.labeler) -> Project:
     """The project if the caller may act on it with role ``need``; else 404/403."""
     # one round trip for the project and the caller's membership: every labeler request pays it
-    found = session.exec(select(Project, Membership.role).outerjoin(Membership, and_(
-        col(Membership.project_id) == Project.id, col(Membership.user_id) == user.id))
-        .where(Project.id == project_id)).first()
+    found = session.exec(_project_with_role(), params={"project_id": project_id, "user_id": user.id}).first()
     if found is None:
         raise HTTPException(404, "project not found")
     project, member_role = found
@@ -154,11 +170,7 @@ def get_project(session: Session, user: User, project_id: int, need: Role = Role
 
 
 def get_item(session: Session, user: User, item_id: int, need: Role = Role.labeler) -> tuple[Item, Project]:
-    found = session.exec(select(Item, Project, Membership.role)
-                         .join(Project, col(Project.id) == Item.project_id)
-                         .outerjoin(Membership, and_(col(Membership.project_id) == Item.project_id,
-                                                     col(Membership.user_id) == user.id))
-                         .where(Item.id == item_id)).first()
+    found = session.exec(_item_with_role(), params={"item_id": item_id, "user_id": user.id}).first()
     if found is None:
         raise HTTPException(404, "item not found")
     item, project, member_role = found

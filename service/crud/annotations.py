@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import HTTPException
 from pydantic import BaseModel, Field, FiniteFloat, field_validator
+from sqlalchemy import and_, bindparam, or_
 from sqlmodel import Session, col, select
 
 from service.crud.projects import class_names
@@ -158,16 +161,29 @@ def submit(session: Session, *, item: Item, project: Project, user: User, body: 
     lease = _release_lease(session, item=item, user=user, lease_id=body.lease_id)
     if lease is not None and lease.reason == "holdout" and item.version == 0:
         item.is_holdout = True
-    _settle_predictions(session, item, data, user)
-    record_audit(session, item, data, user)
+    # one round trip for what a label settles: open proposals and open audits of the item
+    open_preds = session.exec(_open_predictions(), params={"item_id": item.id}).all()
+    _settle_predictions(session, item, data, user, [p for p in open_preds if p.state == "proposed"])
+    record_audit(session, item, data, user, open_audits=[p for p in open_preds if p.state == "auto"])
     origin = f"queue:{lease.reason}" if lease is not None else "edit"
     return write_version(session, item=item, data=data, provenance=Provenance.human, origin=origin, author=user)
 
 
-def _settle_predictions(session: Session, item: Item, data: dict[str, Any], user: User) -> None:
+@functools.cache
+def _open_predictions() -> Any:
+    """The item's open proposals and undecided audits (built once; ``:item_id`` bound per call)."""
+    return select(Prediction).where(Prediction.item_id == bindparam("item_id"), or_(
+        col(Prediction.state) == "proposed", and_(col(Prediction.state) == "auto", col(Prediction.audit).is_(True),
+                                                  col(Prediction.audit_correct).is_(None))))
+
+
+def _settle_predictions(session: Session, item: Item, data: dict[str, Any], user: User,
+                        proposed: Sequence[Prediction] | None = None) -> None:
     """A human label closes any open proposal on the item (confirmed or corrected)."""
-    for p in session.exec(select(Prediction).where(Prediction.item_id == item.id,
-                                                   Prediction.state == "proposed")).all():
+    if proposed is None:
+        proposed = session.exec(select(Prediction).where(Prediction.item_id == item.id,
+                                                         Prediction.state == "proposed")).all()
+    for p in proposed:
         same_boxes = [(b["label"], [round(v, 1) for v in b["bbox"]]) for b in data["boxes"]] == [
             (b["label"], [round(v, 1) for v in b["bbox"]]) for b in p.data.get("boxes", [])]
         if p.data.get("boxes"):

@@ -18,11 +18,13 @@ pre-labels drawn for a check) come first when there are any.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, exists, text
+from sqlalchemy import bindparam, delete, exists, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -30,6 +32,7 @@ from sqlmodel import Session, col, select
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
 
 _rng = random.Random()
+CANDIDATES = 5  # items a claim locks and tries per stage
 CLAIM_LOCK = 7_340_000_000  # advisory-lock key space for grid-page leasing (one per project)
 
 
@@ -45,13 +48,19 @@ def expire_leases(session: Session, *, project_id: int | None = None) -> int:
     """Delete expired leases (their items go back to the queue). On PostgreSQL, leases another
     transaction is deleting are skipped rather than waited for, so concurrent claims never
     queue up (or deadlock) behind each other here."""
-    expired = select(Lease.id).where(col(Lease.expires_at) <= utcnow())
-    if project_id is not None:
-        expired = expired.where(col(Lease.project_id) == project_id)
-    if session.get_bind().dialect.name == "postgresql":
+    stmt = _expire_stmt(project_id is not None, session.get_bind().dialect.name == "postgresql")
+    params = {"now": utcnow(), "project_id": project_id}
+    return session.exec(stmt, params=params).rowcount or 0  # type: ignore[call-overload]
+
+
+@functools.lru_cache(maxsize=4)
+def _expire_stmt(one_project: bool, pg: bool) -> Any:
+    expired = select(Lease.id).where(col(Lease.expires_at) <= bindparam("now"))
+    if one_project:
+        expired = expired.where(col(Lease.project_id) == bindparam("project_id"))
+    if pg:
         expired = expired.with_for_update(skip_locked=True)
-    stmt = delete(Lease).where(col(Lease.id).in_(expired.scalar_subquery()))
-    return session.exec(stmt).rowcount or 0  # type: ignore[call-overload]
+    return delete(Lease).where(col(Lease.id).in_(expired.scalar_subquery()))
 
 
 HOLDOUT_STATUSES = (ItemStatus.unlabelled, ItemStatus.proposed)
@@ -74,11 +83,32 @@ def _stages(reason: str) -> list[tuple[tuple[ItemStatus, ...], bool | None, str]
     return [((ItemStatus.unlabelled,), None, reason), ((ItemStatus.skipped,), None, reason)]
 
 
-def _candidates(session: Session, project: Project, user: User, reason: str, limit: int) -> list[tuple[Item, str]]:
+@functools.lru_cache(maxsize=16)
+def _stage_queries(reason: str, pg: bool) -> tuple[tuple[Any, str], ...]:
+    """The statements of a stream's stages, built once per process (building a statement
+    costs more CPU than running it); ``:project_id`` and ``:user_id`` are bound per claim."""
     leased = exists().where(col(Lease.item_id) == Item.id)
-    skipped = exists().where(col(Skip.item_id) == Item.id, col(Skip.user_id) == user.id)
-    base = select(Item).where(Item.project_id == project.id, ~leased, ~skipped)
+    skipped = exists().where(col(Skip.item_id) == Item.id, col(Skip.user_id) == bindparam("user_id"))
+    base = select(Item).where(Item.project_id == bindparam("project_id"), ~leased, ~skipped)
+    out = []
+    for statuses, scored, served in _stages(reason):
+        q = base.where(Item.status == statuses[0]) if len(statuses) == 1 else base.where(
+            col(Item.status).in_(statuses))
+        if scored:  # backwards along ix_item_strategy
+            q = q.where(col(Item.query_score).is_not(None)).order_by(col(Item.query_score).desc(),
+                                                                     col(Item.queue_rank).desc())
+        else:
+            q = q.where(col(Item.query_score).is_(None)) if scored is False else q
+            q = q.order_by(col(Item.queue_rank))
+        if pg:  # rows another claim holds are skipped, not waited for
+            q = q.with_for_update(skip_locked=True, of=Item)  # type: ignore[arg-type]
+        out.append((q.limit(CANDIDATES), str(served)))
+    return tuple(out)
+
+
+def _candidates(session: Session, project: Project, user: User, reason: str) -> list[tuple[Item, str]]:
     pg = session.get_bind().dialect.name == "postgresql"
+    params = {"project_id": project.id, "user_id": user.id}
     if reason == QueueReason.audit:
         # open audits are few (a share of auto-accepted labels, until answered): find them
         # through ix_prediction_open_audit first, never by a subquery per pool item
@@ -87,23 +117,17 @@ def _candidates(session: Session, project: Project, user: User, reason: str, lim
             col(Prediction.audit_correct).is_(None), col(Prediction.state) == "auto").limit(500)).all())
         if not open_audits:
             return []
-        queries = [(base.where(col(Item.id).in_(open_audits)).order_by(col(Item.queue_rank)), str(reason))]
-    else:
-        queries = []
-        for statuses, scored, served in _stages(reason):
-            q = base.where(Item.status == statuses[0]) if len(statuses) == 1 else base.where(
-                col(Item.status).in_(statuses))
-            if scored:  # backwards along ix_item_strategy
-                q = q.where(col(Item.query_score).is_not(None)).order_by(col(Item.query_score).desc(),
-                                                                         col(Item.queue_rank).desc())
-            else:
-                q = q.where(col(Item.query_score).is_(None)) if scored is False else q
-                q = q.order_by(col(Item.queue_rank))
-            queries.append((q, str(served)))
-    for q, served in queries:
-        if pg:  # rows another claim holds are skipped, not waited for
+        leased = exists().where(col(Lease.item_id) == Item.id)
+        skipped = exists().where(col(Skip.item_id) == Item.id, col(Skip.user_id) == user.id)
+        q = select(Item).where(Item.project_id == project.id, ~leased, ~skipped, col(Item.id).in_(open_audits)
+                               ).order_by(col(Item.queue_rank))
+        if pg:
             q = q.with_for_update(skip_locked=True, of=Item)  # type: ignore[arg-type]
-        got = list(session.exec(q.limit(limit)).all())
+        queries: tuple[tuple[Any, str], ...] = ((q.limit(CANDIDATES), str(reason)),)
+    else:
+        queries = _stage_queries(str(reason), pg)
+    for q, served in queries:
+        got = list(session.exec(q, params=params).all())
         if got:
             return [(item, served) for item in got]
     return []
@@ -133,16 +157,19 @@ def _insert_lease(session: Session, lease: Lease) -> Lease | None:
     """Insert ``lease`` unless its item is leased already (the unique ``item_id``);
     one round trip (``INSERT .. ON CONFLICT DO NOTHING RETURNING``) instead of a
     savepoint, an insert and a release."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     values = lease.model_dump(exclude={"id"})
-    stmt = insert(Lease).values(**values).on_conflict_do_nothing(index_elements=["item_id"]).returning(
-        col(Lease.id))
-    new_id = session.execute(stmt).scalar()
+    new_id = session.execute(_insert_lease_stmt(session.get_bind().dialect.name, tuple(values)), values).scalar()
     if new_id is None:
         return None
     lease.id = int(new_id)
     return lease
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_lease_stmt(dialect: str, columns: tuple[str, ...]) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(Lease).values({c: bindparam(c) for c in columns}).on_conflict_do_nothing(
+        index_elements=["item_id"]).returning(col(Lease.id))
 
 
 def next_item(session: Session, *, project: Project, user: User, ttl_seconds: int,
@@ -177,7 +204,7 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
         session.delete(mine)
         session.flush()
     for reason in choose_stream(project, rng or _rng):
-        for item, served in _candidates(session, project, user, reason, limit=5):
+        for item, served in _candidates(session, project, user, reason):
             assert item.id is not None
             if not _still_free(session, item.id, reason):
                 continue

@@ -16,6 +16,7 @@ Only the first human answer counts: later edits of the item do not change it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,8 @@ def shape_boxes(data: dict[str, Any]) -> list[tuple[str, list[float]]]:
             + [(p["label"], list(polygon_bbox(p["points"]))) for p in data.get("polygons") or []])
 
 
-def record_audit(session: Session, item: Item, data: dict[str, Any], user: User | None) -> int:
+def record_audit(session: Session, item: Item, data: dict[str, Any], user: User | None,
+                 open_audits: Sequence[Prediction] | None = None) -> int:
     """Record a person's label ``data`` on ``item`` as the answer to its open audits.
 
     Sets ``audit_correct`` (submitted labels == auto-accepted labels), ``decided_at``
@@ -66,9 +68,10 @@ def record_audit(session: Session, item: Item, data: dict[str, Any], user: User 
     many it settled (0 when the item is not under audit). Call it wherever a person's
     label is written (``service.crud.annotations.submit``), in the same transaction.
     """
-    open_audits = session.exec(select(Prediction).where(
-        Prediction.item_id == item.id, Prediction.state == "auto", col(Prediction.audit).is_(True),
-        col(Prediction.audit_correct).is_(None))).all()
+    if open_audits is None:  # the caller may have read them already (submit does, with the proposals)
+        open_audits = session.exec(select(Prediction).where(
+            Prediction.item_id == item.id, Prediction.state == "auto", col(Prediction.audit).is_(True),
+            col(Prediction.audit_correct).is_(None))).all()
     for p in open_audits:
         p.audit_correct = same_labels(p, data)
         p.decided_at = utcnow()
