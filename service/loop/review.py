@@ -36,7 +36,7 @@ from sqlmodel import Session, col, func, select
 
 from learning.adapters import load_adapter
 from learning.data import load_rgb
-from learning.hard_examples import find_label_issues, flag_unstable
+from learning.hard_examples import FALSE_DETECTION, MISSED_DETECTION, find_label_issues, flag_unstable
 from service.config import Settings
 from service.crud.annotations import (
     canonical,
@@ -258,6 +258,7 @@ def flag_public(session: Session, flag: ReviewFlag, item: Item) -> dict[str, Any
     return {"id": flag.id, "item_id": item.id, "file_name": item.file_name, "kind": flag.kind, "score": flag.score,
             "state": flag.state, "detail": flag.detail, "model_version_id": flag.model_version_id,
             "labels": ann.data.get("labels", []) if ann else [], "provenance": ann.provenance if ann else None,
+            "boxes": ann.data.get("boxes", []) if ann else [], "polygons": ann.data.get("polygons", []) if ann else [],
             "item_status": item.status, "etag": f'"v{item.version}"', "is_holdout": item.is_holdout,
             "stale": flag.state == "open" and is_stale(flag, item, {proposal.id} if proposal else set()),
             "proposal": None if proposal is None else {"prediction_id": proposal.id, "label": proposal.label,
@@ -289,21 +290,27 @@ def _restore(session: Session, item: Item, flag: ReviewFlag) -> None:
 
 
 def resolve_flag(session: Session, *, flag: ReviewFlag, project: Project, user: User, action: str,
-                 labels: list[str] | None, note: str = "", if_match: str | None = None) -> dict[str, Any]:
+                 labels: list[str] | None, note: str = "", if_match: str | None = None,
+                 shapes: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """``confirm``: the item's labels (or, for ``unstable``, the proposal) are right;
-    ``fix``: a ``human`` version with ``labels`` (origin ``review``); ``dismiss``: close
-    the flag without a verdict. Records outcome, resolver and time on the flag."""
+    ``fix``: a ``human`` version (origin ``review``) with ``labels``, or for a
+    ``false detection`` / ``missed detection`` flag with ``shapes`` (the image's boxes and
+    polygons, all of them); ``dismiss``: close the flag without a verdict. Records outcome,
+    resolver and time on the flag."""
     if flag.state != "open":
         raise HTTPException(409, f"flag {flag.id} is already {flag.state}")
     item = session.get(Item, flag.item_id)
     assert item is not None
     lock(session, item)
     if action == "fix":
-        if not labels:
+        boxes = flag.kind in (FALSE_DETECTION, MISSED_DETECTION)
+        if boxes and shapes is None:
+            raise HTTPException(422, "fix of a detection flag needs the image's boxes (and polygons)")
+        if not boxes and not labels:
             raise HTTPException(422, "fix needs the correct labels")
         if if_match is not None:
             check_if_match(item, if_match)
-        data = canonical({"labels": labels})
+        data = canonical(shapes if boxes and shapes is not None else {"labels": labels})
         validate_for_project(session, project, item, data)
         for p in session.exec(select(Prediction).where(Prediction.item_id == item.id, Prediction.state == "proposed")):
             p.state = "confirmed" if data["labels"] == [p.label] else "corrected"
@@ -319,7 +326,8 @@ def resolve_flag(session: Session, *, flag: ReviewFlag, project: Project, user: 
         pending.confirm(session, project=project, ids=[pid], user=user)
     flag.state = {"fix": "fixed", "confirm": "confirmed"}.get(action, "dismissed")
     flag.resolved_by, flag.resolved_at = user.id, utcnow()
-    flag.detail = {**flag.detail, "resolution": {"action": action, "labels": labels if action == "fix" else None,
+    fixed = (shapes if flag.kind in (FALSE_DETECTION, MISSED_DETECTION) else labels) if action == "fix" else None
+    flag.detail = {**flag.detail, "resolution": {"action": action, "labels": fixed,
                                                  "note": note[:1000], "annotation_version": item.version}}
     session.add(flag)
     _restore(session, item, flag)

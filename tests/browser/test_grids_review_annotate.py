@@ -104,3 +104,41 @@ def test_review_queue_confirm_fix_dismiss(live: Live, new_page: Any) -> None:
     assert labels == {ids[0]: ["circle"], ids[1]: ["square"], ids[2]: ["square"], ids[3]: ["circle"]}
     assert states == {wrong: "fixed", fine: "confirmed", odd: "dismissed", unstable: "confirmed"}
     assert not page.js_errors, page.js_errors
+
+
+def test_review_queue_fixes_boxes_in_one_click(live: Live, new_page: Any) -> None:
+    """A detection flag lists its boxes; one click adds the model's box (false detection) or
+    removes the labelled one (missed detection), as a reviewed human version."""
+    live.user("boss", "manager")
+    pid = live.project("boss", task="detection", n_images=2)["id"]
+    ids = item_ids(live, pid)
+    kept = {"label": "square", "bbox": [2.0, 2.0, 10.0, 10.0]}
+    spurious = {"label": "circle", "bbox": [30.0, 20.0, 12.0, 12.0]}
+    with live.api("boss") as c:
+        for i, boxes in ((ids[0], [kept]), (ids[1], [kept, spurious])):
+            assert c.post(f"/items/{i}/annotations", json={"boxes": boxes}).status_code == 201
+    seen = live.flag(pid, ids[0], "false detection", 0.97, annotation_version=1, source="cross-fitted",
+                     boxes=[{"box": [40.0, 5.0, 14.0, 16.0], "label": "triangle", "score": 0.97, "best_gt": 0,
+                             "best_iou": 0.0}])
+    ghost = live.flag(pid, ids[1], "missed detection", 1.0, annotation_version=1, source="cross-fitted",
+                      boxes=[{"box": spurious["bbox"], "label": "circle", "score": 1.0, "best_same_class_iou": 0.0,
+                              "best_pred": -1, "best_pred_score": 0.0}])
+    page = new_page("boss")
+    page.goto(f"/web/#/project/{pid}/review")
+    page.get_by_test_id(f"flag-{seen}").wait_for()
+    assert "triangle at 40, 5 (14 × 16)" in page.get_by_test_id(f"flag-{seen}").inner_text()
+    assert page.get_by_test_id(f"review-fix-{seen}").count() == 0  # no class picker for boxes
+    shot(page, "review-boxes")
+    page.get_by_test_id(f"review-add-box-{seen}-0").click()
+    page.get_by_test_id(f"flag-{seen}").wait_for(state="detached")
+    page.get_by_test_id(f"review-remove-box-{ghost}-0").click()
+    page.get_by_test_id("review-empty").wait_for()
+    with live.api("boss") as c:
+        boxes = {i: c.get(f"/items/{i}").json()["annotation"]["boxes"] for i in ids}
+        hist = c.get(f"/items/{ids[0]}/history").json()
+        states = {f["id"]: f["state"] for f in c.get(f"/projects/{pid}/review?state=all").json()["data"]}
+    assert boxes[ids[0]] == [kept, {"label": "triangle", "bbox": [40.0, 5.0, 14.0, 16.0]}]
+    assert boxes[ids[1]] == [kept]
+    assert hist[-1]["provenance"] == "human" and hist[-1]["origin"] == "review"
+    assert states == {seen: "fixed", ghost: "fixed"}
+    assert not page.js_errors, page.js_errors

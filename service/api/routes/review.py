@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from service.api.deps import CONFLICT, PRECONDITION, STD_ERRORS, CurrentUser, SessionDep, _err, get_project
+from service.crud.annotations import BoxIn, PolygonIn
 from service.jobs.runner import JobConflict, enqueue
 from service.loop import review as crud
 from service.models import JobPublic, ReviewFlag, Role
@@ -29,6 +30,8 @@ class FlagOut(BaseModel):
                                    "unstable: prediction_id, proposed, views")
     model_version_id: int | None
     labels: list[str] = Field(description="the item's current labels")
+    boxes: list[dict[str, Any]] = Field(default_factory=list, description="the item's current boxes")
+    polygons: list[dict[str, Any]] = Field(default_factory=list, description="the item's current polygons")
     provenance: str | None = Field(description="provenance of the current labels")
     item_status: str
     etag: str = Field(description="the item's version, for If-Match on fix")
@@ -61,7 +64,12 @@ class ResolveIn(BaseModel):
     action: Literal["confirm", "fix", "dismiss"] = Field(
         description="confirm: the current labels (unstable: the proposal) are right; fix: replace them with "
                     "`labels` (a human version, origin review); dismiss: close without a verdict")
-    labels: list[str] | None = Field(default=None, max_length=1000, description="required for fix")
+    labels: list[str] | None = Field(default=None, max_length=1000,
+                                     description="fix of a classification flag: the right labels")
+    boxes: list[BoxIn] | None = Field(default=None, max_length=5000,
+                                      description="fix of a detection flag: the image's right boxes (all of them)")
+    polygons: list[PolygonIn] | None = Field(default=None, max_length=5000,
+                                             description="fix of a detection flag: the right polygons")
     note: str = Field(default="", max_length=1000)
 
 
@@ -75,8 +83,11 @@ def resolve(flag_id: int, body: ResolveIn, user: CurrentUser, session: SessionDe
     if flag is None:
         raise HTTPException(404, "flag not found")
     project = get_project(session, user, flag.project_id, Role.reviewer)
+    shapes = None if body.boxes is None and body.polygons is None else {
+        "boxes": [b.model_dump() for b in body.boxes or []], "polygons": [q.model_dump() for q in body.polygons or []]}
     return FlagOut.model_validate(crud.resolve_flag(session, flag=flag, project=project, user=user,
                                                     action=body.action, labels=body.labels, note=body.note,
+                                                    shapes=shapes,
                                                     if_match=if_match))
 
 
