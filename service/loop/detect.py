@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import ImageOps
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
@@ -30,7 +31,8 @@ from learning.adapters import create_adapter, load_adapter
 from learning.adapters.base import FitConfig, LabelledImages
 from learning.box_calibration import ImageBoxes, calibrate_boxes, map50, propose
 from learning.crossfit import cross_fit
-from learning.hard_examples import FALSE_DETECTION, MISSED_DETECTION, detection_flags
+from learning.data import load_rgb
+from learning.hard_examples import FALSE_DETECTION, MISSED_DETECTION, detection_flags, iou_matrix, match_boxes
 from learning.policy import Policy, readiness, should_retrain
 from service.config import Settings
 from service.crud.annotations import canonical
@@ -69,6 +71,7 @@ DETECTION_TASKS = (Task.detection, Task.segmentation)
 DEFAULT_IMAGE_SIZE = 320
 CHUNK = 32
 CROSSFIT_FOLDS, CROSSFIT_MIN, CROSSFIT_MAX = 2, 10, 2000  # hard examples on training images
+TTA_MAX = 2000  # box proposals mirrored per scan (each once)
 
 
 def image_boxes(dets: list[dict[str, Any]], classes: list[str], *, scored: bool) -> ImageBoxes:
@@ -233,6 +236,89 @@ def find_box_errors(session: Session, *, project: Project, settings: Settings, p
                              gts=gts, classes=classes, source="cross-fitted")
     session.commit()
     return {"box_flags": new, "checked_images": len(ids), "folds": CROSSFIT_FOLDS}
+
+
+def flip_boxes(dets: list[dict[str, Any]], width: int) -> list[dict[str, Any]]:
+    """Boxes predicted on the mirrored image, in the original image's coordinates."""
+    return [{**d, "bbox": [width - d["bbox"][0] - d["bbox"][2], *d["bbox"][1:]]} for d in dets]
+
+
+def unstable_box_flags(proposed: ImageBoxes, view: ImageBoxes, *, possible: float, cut: float,
+                       iou: float = 0.5) -> list[tuple[str, float, dict[str, Any]]]:
+    """Disagreements between a proposal's boxes and the model's boxes on the mirrored image.
+
+    * ``false detection``: a proposed box that no same-class mirrored box (scoring at least
+      ``possible``) matches at IoU ``>= iou``; score = 1 - its best same-class IoU.
+    * ``missed detection``: a confident mirrored box (``>= cut``) that no proposed box
+      matches, an object the proposal lacks; score = its confidence.
+    Returns ``(kind, score, detail)`` per box, ``detail`` as the review card shows it."""
+    vs = np.asarray(view.scores, dtype=np.float64)
+    ps = np.asarray(proposed.scores, dtype=np.float64)
+    out: list[tuple[str, float, dict[str, Any]]] = []
+    seen = np.flatnonzero(vs >= possible)
+    mp, _ = match_boxes(proposed.boxes, proposed.labels, view.boxes[seen], view.labels[seen], iou=iou, pred_scores=ps)
+    ious = iou_matrix(proposed.boxes, view.boxes[seen])
+    for i in np.setdiff1d(np.arange(len(proposed.boxes)), mp):
+        same = view.labels[seen] == proposed.labels[i]
+        best = float(ious[i, same].max()) if same.any() else 0.0
+        out.append((FALSE_DETECTION, 1.0 - best, {"box": proposed.boxes[i].tolist(), "label": int(proposed.labels[i]),
+                                                  "score": float(ps[i]), "best_same_class_iou": best, "view": "flip"}))
+    sure = np.flatnonzero(vs >= cut)
+    _, mv_ = match_boxes(proposed.boxes, proposed.labels, view.boxes[sure], view.labels[sure], iou=iou,
+                         pred_scores=ps)
+    for j in np.setdiff1d(np.arange(sure.size), mv_):
+        k = sure[j]
+        out.append((MISSED_DETECTION, float(vs[k]), {"box": view.boxes[k].tolist(), "label": int(view.labels[k]),
+                                                      "score": float(vs[k]), "best_same_class_iou": 0.0,
+                                                      "view": "flip"}))
+    return out
+
+
+def find_unstable_boxes(session: Session, *, project: Project, settings: Settings, progress: Any) -> dict[str, Any]:
+    """Test-time augmentation of the current model's open box proposals (each checked once):
+    the mirrored image's boxes against the proposal (:func:`unstable_box_flags`). Flags show
+    on the proposal in Pending and in Review."""
+    assert project.id is not None
+    mv = current_model(session, project.id)
+    if mv is None or mv.path is None:
+        return {"unstable_boxes": 0, "checked_proposals": 0}
+    rows = [(p, it) for p, it in session.exec(select(Prediction, Item).join(Item, col(Item.id) == Prediction.item_id)
+                                              .where(Prediction.model_version_id == mv.id,
+                                                     Prediction.state == "proposed")
+                                              .order_by(col(Prediction.id))) if "tta_flip" not in p.data][:TTA_MAX]
+    judged = {kind: judged_flags(session, project.id, kind) for kind in (FALSE_DETECTION, MISSED_DETECTION)}
+    session.commit()  # no transaction (SQLite write lock) while predicting
+    if not rows:
+        return {"unstable_boxes": 0, "checked_proposals": 0}
+    adapter: Any = load_adapter(str(mv.path))
+    classes, store = list(mv.classes), blob_store(settings)
+    possible, cut = float(mv.thresholds.get("possible", 0.05)), confident_cut(mv)
+    new = 0
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start:start + CHUNK]
+        images = [load_rgb(store.path(it.sha256)) for _, it in chunk]
+        views = adapter.predict([ImageOps.mirror(im) for im in images]).boxes or []
+        progress(0.05 + 0.4 * min(1.0, (start + CHUNK) / len(rows)), f"mirrored {start + len(chunk)} proposals")
+        for (p, item), im, dets in zip(chunk, images, views, strict=True):
+            view = image_boxes(flip_boxes(dets, im.width), classes, scored=True)
+            found = unstable_box_flags(image_boxes(p.data.get("boxes", []), classes, scored=True), view,
+                                       possible=possible, cut=cut)
+            p.data = {**p.data, "tta_flip": len(found)}
+            session.add(p)
+            assert item.id is not None
+            for kind in sorted({k for k, _, _ in found}):
+                open_, done = judged[kind]
+                if item.id in open_ or (item.id, item.version) in done:
+                    continue
+                boxes = [{**d, "label": classes[d["label"]]} for k, _, d in found if k == kind]
+                session.add(ReviewFlag(project_id=project.id, item_id=item.id, model_version_id=mv.id, kind=kind,
+                                       score=max(sc for k, sc, _ in found if k == kind), detail={
+                                           "boxes": boxes, "threshold": cut, "annotation_version": item.version,
+                                           "source": "test-time augmentation", "prediction_id": p.id}))
+                open_.add(item.id)
+                new += 1
+        session.commit()
+    return {"unstable_boxes": new, "checked_proposals": len(rows)}
 
 
 def _proposal(dets: list[dict[str, Any]], keep: np.ndarray, segmentation: bool) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from service.loop import pending
 from service.loop.audit import record_audit
 from service.loop.clusters import due_after_infer, feature_adapter
 from service.loop.data import HUMAN, judged_flags
-from service.loop.detect import DETECTION_TASKS, find_box_errors
+from service.loop.detect import DETECTION_TASKS, find_box_errors, find_unstable_boxes
 from service.loop.features import cached_embeddings
 from service.loop.infer import current_model
 from service.models import Annotation, Item, ItemStatus, Prediction, Project, Provenance, ReviewFlag, Task, User, utcnow
@@ -214,11 +214,14 @@ def hard_examples(session: Session, *, project: Project, settings: Settings, pro
         out |= find_label_errors(session, project=project, settings=settings, progress=progress, seed=seed)
         out |= find_unstable(session, project=project, settings=settings, progress=progress)
     elif project.task in DETECTION_TASKS:
-        out |= find_box_errors(session, project=project, settings=settings, progress=progress, seed=seed)
+        out |= find_unstable_boxes(session, project=project, settings=settings, progress=progress)
+        out |= find_box_errors(session, project=project, settings=settings,
+                               progress=lambda f, m: progress(0.5 + 0.5 * f, m), seed=seed)
     mv = current_model(session, project.id)
     out["model_version_id"] = mv.id if mv else None
     session.commit()  # progress() writes the job row: hold no transaction here (SQLite)
-    progress(1.0, f"{out['box_flags']} box flags on {out['checked_images']} images" if "box_flags" in out
+    progress(1.0, f"{out['box_flags']} box flags on {out['checked_images']} labelled images, "
+             f"{out['unstable_boxes']} unstable proposals" if "box_flags" in out
              else f"{out.get('label_errors', 0)} label errors, {out.get('unstable', 0)} unstable")
     return out
 

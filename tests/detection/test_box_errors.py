@@ -120,3 +120,22 @@ def test_cross_fit_predicts_every_image_with_a_model_that_never_saw_it() -> None
         except ValueError:
             continue
         raise AssertionError(f"fold_ids{bad} should fail")
+
+
+def test_unstable_box_flags_compare_a_proposal_with_its_mirrored_view() -> None:
+    from learning.box_calibration import ImageBoxes
+    from service.loop.detect import flip_boxes, unstable_box_flags
+
+    assert flip_boxes([{"label": "a", "bbox": [10.0, 5.0, 20.0, 8.0], "score": 0.9}], 100)[0]["bbox"] == [
+        70.0, 5.0, 20.0, 8.0]
+    proposed = ImageBoxes(np.array([[0, 0, 10, 10], [50, 50, 10, 10]]), np.array([0, 1]), np.array([0.9, 0.8]))
+    # the mirror sees the first box again, not the second; and sees a third object confidently
+    view = ImageBoxes(np.array([[1, 0, 10, 10], [20, 20, 10, 10], [52, 50, 10, 10]]), np.array([0, 0, 0]),
+                      np.array([0.95, 0.9, 0.3]))
+    flags = unstable_box_flags(proposed, view, possible=0.2, cut=0.5)
+    kinds = sorted((k, d["box"]) for k, _, d in flags)
+    assert kinds == [("false detection", [50.0, 50.0, 10.0, 10.0]), ("missed detection", [20.0, 20.0, 10.0, 10.0])]
+    score = {k: sc for k, sc, _ in flags}
+    assert score["false detection"] == 1.0 and score["missed detection"] == 0.9  # the class-1 box has no class-1 twin
+    assert unstable_box_flags(proposed, ImageBoxes(proposed.boxes, proposed.labels, proposed.scores),
+                              possible=0.2, cut=0.5) == []

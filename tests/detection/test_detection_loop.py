@@ -8,7 +8,7 @@ from sqlmodel import Session, select
 
 from service.jobs.runner import ThreadExecutor
 from service.loop.detect import detection_policy_check
-from service.models import Job, ModelVersion, Prediction
+from service.models import Job, ModelVersion, Prediction, ReviewFlag
 from tests.conftest import Ctx
 from tests.detection.conftest import CLASSES, canvas, png
 
@@ -62,6 +62,18 @@ def test_labelled_canvases_to_detector_to_proposals(ctx: Ctx) -> None:
     assert r.status_code == 200
     hist = ctx.client.get(f"/api/v1/items/{first['item_id']}/history", headers=admin).json()
     assert hist[-1]["provenance"] == "model-confirmed" and hist[-1]["data"]["boxes"]
+
+    # a scan mirrors every open proposal once (and cross-fits the labelled images)
+    assert ctx.client.post(f"/api/v1/projects/{pid}/review/scan", headers=admin).status_code == 202
+    ThreadExecutor(ctx.engine, ctx.settings).run_pending()
+    with Session(ctx.engine) as s:
+        scan = s.exec(select(Job).where(Job.kind == "hard_examples")).one()
+        assert scan.state == "succeeded", scan.error
+        still = s.exec(select(Prediction).where(Prediction.state == "proposed")).all()
+        assert scan.result["checked_proposals"] == len(still) == len(preds) - 1
+        assert all("tta_flip" in p.data for p in still)
+        flags = s.exec(select(ReviewFlag)).all()
+    assert scan.result["unstable_boxes"] == sum(f.detail.get("source") == "test-time augmentation" for f in flags)
 
 
 def _iou(a: list[float], b: list[float]) -> float:
