@@ -1,10 +1,8 @@
-"""Grid review, the review queue and automatic annotation.
+"""Grid review and the review queue (classification and detection flags).
 
 Grid pages and flags are written straight into the database (as the cluster and
-hard-example jobs would leave them). Where the server does not offer a route yet
-(automatic annotation), the test puts a stand-in for it in front of the page with
-``page.route`` (shapes as in /work/shared/API.md), so the page's own behaviour is
-still checked: what it shows, and exactly what it sends.
+hard-example jobs would leave them); what the page shows and sends is checked against
+the real server.
 """
 
 from __future__ import annotations
