@@ -258,7 +258,8 @@ def flag_public(session: Session, flag: ReviewFlag, item: Item) -> dict[str, Any
     ann = current_annotation(session, item)
     proposal = session.exec(select(Prediction).where(Prediction.item_id == item.id,
                                                      Prediction.state == "proposed")).first()
-    return {"id": flag.id, "item_id": item.id, "file_name": item.file_name, "kind": flag.kind, "score": flag.score,
+    return {"id": flag.id, "item_id": item.id, "file_name": item.file_name, "width": item.width, "height": item.height,
+            "kind": flag.kind, "score": flag.score,
             "state": flag.state, "detail": flag.detail, "model_version_id": flag.model_version_id,
             "labels": ann.data.get("labels", []) if ann else [], "provenance": ann.provenance if ann else None,
             "boxes": ann.data.get("boxes", []) if ann else [], "polygons": ann.data.get("polygons", []) if ann else [],

@@ -126,6 +126,8 @@ def test_review_queue_fixes_boxes_in_one_click(live: Live, new_page: Any) -> Non
     page.get_by_test_id(f"flag-{seen}").wait_for()
     assert "triangle at 40, 5 (14 × 16)" in page.get_by_test_id(f"flag-{seen}").inner_text()
     assert page.get_by_test_id(f"review-fix-{seen}").count() == 0  # no class picker for boxes
+    overlay = page.get_by_test_id(f"flag-{seen}").get_by_test_id("flag-overlay")
+    assert overlay.get_attribute("viewBox") == "0 0 64 48" and overlay.locator("rect").count() == 1
     shot(page, "review-boxes")
     page.get_by_test_id(f"review-add-box-{seen}-0").click()
     page.get_by_test_id(f"flag-{seen}").wait_for(state="detached")

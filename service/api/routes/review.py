@@ -23,6 +23,8 @@ class FlagOut(BaseModel):
     id: int
     item_id: int
     file_name: str
+    width: int = Field(description="image width, pixels (boxes are in image pixels)")
+    height: int
     kind: str = Field(description="label error | unstable | false detection | missed detection")
     score: float = Field(description="higher = more likely wrong; review first")
     state: str = Field(description="open | confirmed | fixed | dismissed")

@@ -2,7 +2,7 @@
 // false / missed detections) for a reviewer to confirm, fix or dismiss.
 
 import { get, qs, request, rows, thumbUrl } from "../api.js";
-import { clear, fmtNum, h, notAvailable, showError, toast } from "../ui.js";
+import { classColor, clear, fmtNum, h, notAvailable, s, showError, toast } from "../ui.js";
 
 const KIND_HELP = {
   "label error": "The model, trained without this image, confidently disagrees with its label.",
@@ -11,6 +11,20 @@ const KIND_HELP = {
   "missed detection": "A labelled box the model, trained without this image, does not find: a box around nothing, or the wrong class?",
 };
 const BOX_KINDS = new Set(["false detection", "missed detection"]);
+
+// The flagged boxes drawn over the thumbnail (dashed: the model's; solid: a person's)
+function boxOverlay(f, colorOf) {
+  const boxes = (f.detail && f.detail.boxes) || [];
+  if (!f.width || !f.height || !boxes.length) return null;
+  return s("svg", { class: "flag-overlay", viewBox: `0 0 ${f.width} ${f.height}`, preserveAspectRatio: "xMidYMid meet",
+    "data-testid": "flag-overlay", "aria-hidden": "true" },
+  boxes.map((b) => {
+    const [x, y, w, hgt] = b.box || [0, 0, 0, 0];
+    return s("rect", { x, y, width: w, height: hgt, fill: "none", stroke: colorOf(b.label),
+      "stroke-width": Math.max(1, Math.max(f.width, f.height) / 80),
+      "stroke-dasharray": f.kind === "false detection" ? `${Math.max(2, f.width / 40)}` : "none" });
+  }));
+}
 
 const sameBox = (a, b) => a.length === b.length && a.every((v, i) => Math.abs(Number(v) - Number(b[i])) < 0.01);
 
@@ -35,6 +49,7 @@ function boxLines(f, fix) {
 
 export async function render(root, { project }) {
   const classes = [...project.classes].sort((a, b) => a.position - b.position);
+  const colorOf = (name) => { const i = classes.findIndex((c) => c.name === name); return classColor(classes[i], Math.max(0, i)); };
   const kindSel = h("select", { id: "review-kind", testid: "review-kind" }, h("option", { value: "" }, "all kinds"),
     Object.keys(KIND_HELP).map((k) => h("option", { value: k }, k)));
   const list = h("ul", { class: "thumbs", testid: "review-list" });
@@ -68,7 +83,8 @@ export async function render(root, { project }) {
       h("option", { value: "" }, "fix label to…"),
       classes.map((c) => h("option", { value: c.name, selected: suggested === c.name && !current.includes(c.name) }, c.name)));
     return h("li", { class: "thumb", testid: `flag-${f.id}`, dataset: { itemId: String(f.item_id) } },
-      h("div", { class: "pic" }, h("img", { src: thumbUrl(f.item_id), alt: f.file_name || `item ${f.item_id}`, loading: "lazy" })),
+      h("div", { class: "pic" }, h("img", { src: thumbUrl(f.item_id), alt: f.file_name || `item ${f.item_id}`, loading: "lazy" }),
+        boxes ? boxOverlay(f, colorOf) : null),
       h("div", { class: "meta" },
         h("div", { class: "row" }, h("span", { class: "badge hard", title: KIND_HELP[f.kind] || "" }, f.kind),
           h("span", { class: "score", title: "higher = more likely wrong" }, fmtNum(f.score, 2)),
