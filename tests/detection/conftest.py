@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,6 +39,27 @@ def png(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def shapes_project(ctx: Any, headers: dict[str, str], policy: dict[str, Any], *, n: int, seed: int
+                   ) -> tuple[int, dict[int, dict]]:
+    """A detection project of ``n`` drawn canvases (64 px); returns (project id, {item id: true annotation})."""
+    r = ctx.client.post("/api/v1/projects", json={"name": "shapes", "task": "detection", "classes": CLASSES,
+                                                  "policy": policy}, headers=headers)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    rng = np.random.default_rng(seed)
+    drawn = [canvas(rng, 64) for _ in range(n)]
+    files = [("files", (f"c{i:03d}.png", png(im), "image/png")) for i, (im, _) in enumerate(drawn)]
+    created = ctx.client.post(f"/api/v1/projects/{pid}/items", files=files, headers=headers).json()["created"]
+    return pid, {c["id"]: drawn[int(c["file"][1:4])][1] for c in created}
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    """IoU of two [x, y, w, h] boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
 
 
 @pytest.fixture(autouse=True)

@@ -11,20 +11,14 @@ from learning.crossfit import cross_fit, fold_ids
 from service.jobs.runner import ThreadExecutor
 from service.models import Item, Job, ReviewFlag
 from tests.conftest import Ctx
-from tests.detection.conftest import CLASSES, canvas, png
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+from tests.detection.conftest import CLASSES, iou, shapes_project
 
 
 def _free_box(boxes: list[list[float]], size: int = 64, side: int = 18) -> list[float] | None:
     for y in range(0, size - side, 4):
         for x in range(0, size - side, 4):
             cand = [float(x), float(y), float(side), float(side)]
-            if all(_iou(cand, b) == 0 for b in boxes):
+            if all(iou(cand, b) == 0 for b in boxes):
                 return cand
     return None
 
@@ -33,15 +27,7 @@ def test_scan_flags_deleted_and_spurious_boxes_on_training_images(ctx: Ctx) -> N
     admin = ctx.user("root", "admin")
     policy = {"min_labels_per_class": 3, "holdout_share": 0.2, "retrain_every_labels": 1000, "epochs": 12,
               "image_size": 64}
-    r = ctx.client.post("/api/v1/projects", json={"name": "shapes", "task": "detection", "classes": CLASSES,
-                                                  "policy": policy}, headers=admin)
-    assert r.status_code == 201, r.text
-    pid = r.json()["id"]
-    rng = np.random.default_rng(3)
-    drawn = [canvas(rng, 64) for _ in range(64)]
-    files = [("files", (f"c{i:02d}.png", png(im), "image/png")) for i, (im, _) in enumerate(drawn)]
-    truth = {c["id"]: drawn[int(c["file"][1:3])][1] for c in
-             ctx.client.post(f"/api/v1/projects/{pid}/items", files=files, headers=admin).json()["created"]}
+    pid, truth = shapes_project(ctx, admin, policy, n=64, seed=3)
     deleted: dict[int, dict] = {}  # item -> the box left out of its label
     added: dict[int, dict] = {}  # item -> the spurious box put in
     while (lease := ctx.client.post(f"/api/v1/projects/{pid}/queue/next", headers=admin)).status_code == 200:
@@ -70,7 +56,7 @@ def test_scan_flags_deleted_and_spurious_boxes_on_training_images(ctx: Ctx) -> N
         assert {f.detail["source"] for f in flags} == {"cross-fitted"}
         found_deleted = [i for i, box in deleted.items() if any(
             f.item_id == i and f.kind == "false detection" and any(
-                b["label"] == box["label"] and _iou(b["box"], box["bbox"]) >= 0.5 for b in f.detail["boxes"])
+                b["label"] == box["label"] and iou(b["box"], box["bbox"]) >= 0.5 for b in f.detail["boxes"])
             for f in flags)]
         found_added = [i for i, box in added.items() if any(
             f.item_id == i and f.kind == "missed detection" and any(b["box"] == box["bbox"] for b in f.detail["boxes"])

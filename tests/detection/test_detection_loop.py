@@ -3,29 +3,20 @@ detection policy) -> calibrated box thresholds -> infer_detector -> proposals in
 
 from __future__ import annotations
 
-import numpy as np
 from sqlmodel import Session, select
 
 from service.jobs.runner import ThreadExecutor
 from service.loop.detect import detection_policy_check
 from service.models import Job, ModelVersion, Prediction, ReviewFlag
 from tests.conftest import Ctx
-from tests.detection.conftest import CLASSES, canvas, png
+from tests.detection.conftest import CLASSES, iou, shapes_project
 
 
 def test_labelled_canvases_to_detector_to_proposals(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
     policy = {"min_labels_per_class": 3, "holdout_share": 0.5, "target_precision": 0.7, "delta": 0.2,
               "retrain_every_labels": 1000, "epochs": 10, "image_size": 64}
-    r = ctx.client.post("/api/v1/projects", json={"name": "shapes", "task": "detection", "classes": CLASSES,
-                                                  "policy": policy}, headers=admin)
-    assert r.status_code == 201, r.text
-    pid = r.json()["id"]
-    rng = np.random.default_rng(0)
-    drawn = [canvas(rng, 64) for _ in range(80)]
-    files = [("files", (f"c{i:02d}.png", png(im), "image/png")) for i, (im, _) in enumerate(drawn)]
-    truth = {c["id"]: drawn[int(c["file"][1:3])][1] for c in
-             ctx.client.post(f"/api/v1/projects/{pid}/items", files=files, headers=admin).json()["created"]}
+    pid, truth = shapes_project(ctx, admin, policy, n=80, seed=0)
     for _ in range(64):  # 32 hold-out canvases: with 22 some draws certified no class
         lease = ctx.client.post(f"/api/v1/projects/{pid}/queue/next", headers=admin).json()
         ann = truth[lease["item"]["id"]]
@@ -52,7 +43,7 @@ def test_labelled_canvases_to_detector_to_proposals(ctx: Ctx) -> None:
         gt = truth[p.item_id]["boxes"]
         for b in p.data["boxes"]:
             total += 1
-            right += any(g["label"] == b["label"] and _iou(g["bbox"], b["bbox"]) >= 0.5 for g in gt)
+            right += any(g["label"] == b["label"] and iou(g["bbox"], b["bbox"]) >= 0.5 for g in gt)
     assert right / total >= 0.8
     listed = ctx.client.get(f"/api/v1/projects/{pid}/pending", headers=admin).json()
     assert listed["count"] == len(preds)
@@ -74,10 +65,3 @@ def test_labelled_canvases_to_detector_to_proposals(ctx: Ctx) -> None:
         assert all("tta_flip" in p.data for p in still)
         flags = s.exec(select(ReviewFlag)).all()
     assert scan.result["unstable_boxes"] == sum(f.detail.get("source") == "test-time augmentation" for f in flags)
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
