@@ -95,7 +95,7 @@ class FitConfig:
 
     algorithm: Algorithm = "fast"
     epochs: int = 12  # precise: maximum fine-tuning epochs
-    lr: float = 1e-3  # precise: AdamW rate of the head, cosine decay
+    lr: float = 3e-4  # precise: AdamW rate, cosine decay (1e-3 undid the pretrained features)
     backbone_lr_mult: float = 1.0  # precise: backbone rate = lr * this (1.0 measured best)
     weight_decay: float = 1e-4
     batch_size: int = 32
@@ -104,7 +104,8 @@ class FitConfig:
     num_threads: int | None = None  # torch.set_num_threads; None keeps the process setting
     patience: int = 3  # precise: epochs without a better validation loss before stopping
     val_fraction: float = 0.15  # precise: share of train held for early stopping (N >= 20)
-    unfreeze_stages: int = 2  # precise: top backbone stages trained (plus conv_head)
+    unfreeze_stages: int = 7  # precise: top backbone stages trained (plus conv_head); 7: all of Lite0's
+    ema_decay: float | None = 0.98  # precise: weight averaging (timm ModelEmaV3); None: off
     head_l2: float = 30.0  # logistic-regression penalty, sklearn's 1 / C
     head_max_iter: int = 300  # L-BFGS iterations for the head
     use_unlabelled: bool = False

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from learning.adapters.base import (
@@ -37,7 +38,7 @@ from learning.adapters.base import (
 )
 from learning.backbones import make_transform
 from learning.data import TensorBatches, load_thumbnails, stratified_split
-from learning.train import fit_linear_head, notify, run_epochs, scaled, soft_target_loss
+from learning.train import fit_linear_head, notify, run_epochs, scaled, snapshot, soft_target_loss
 
 if TYPE_CHECKING:
     from learning.adapters.classifier import ClassifierAdapter
@@ -233,21 +234,29 @@ def fit_precise(
         {"params": tail_params, "lr": config.lr * config.backbone_lr_mult},
     ]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    # Exponential moving average of the weights (timm's ModelEmaV3): validation, pseudo-labels
+    # and the final model use the average, which is far steadier than the live weights on a
+    # few hundred labels. ``live`` holds the weights training goes on from between epochs.
+    ema = ModelEmaV3(model.net, decay=config.ema_decay, use_warmup=True) if config.ema_decay else None
+    live: dict[str, torch.Tensor] | None = None
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / config.epochs)))
     epochs_progress = scaled(progress, 0.15, 1.0)
     val_images = [thumbs[int(i)] for i in val]
 
     def train_epoch(epoch: int) -> EpochStats:
+        nonlocal live
         inner = scaled(epochs_progress, epoch / config.epochs, (epoch + 1) / config.epochs)
         items = [(thumbs[int(i)], False) for i in keep]
         ys, ms, ws = [y[keep]], [mask[keep]], [torch.ones(len(keep))]
         if pool_thumbs and epoch >= config.pseudo_label_warmup:
-            with torch.no_grad():
+            with torch.no_grad():  # the averaged weights label (a mean teacher) when EMA is on
                 probs = model.probs(model.head(features_of(pool_thumbs, weak)))
             rows, yp, mp = pseudo_targets(task, probs, config.pseudo_label_threshold)
             items += [(pool_thumbs[int(r)], True) for r in rows]
             ys, ms = ys + [yp], ms + [mp]
             ws.append(torch.full((len(rows),), config.unlabelled_weight))
+        if live is not None:
+            model.net.load_state_dict(live)
         ye, me, we = torch.cat(ys), torch.cat(ms), torch.cat(ws)
         batches = TensorBatches(
             items,
@@ -265,11 +274,16 @@ def fit_precise(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update(model.net)
             total += float(loss.detach()) * len(idx)
             correct += accuracy(task, logits.detach(), ye[idx], me[idx]) * len(idx)
             seen += len(idx)
             notify(inner, (i + 1) / len(batches), f"epoch {epoch + 1}: batch {i + 1}/{len(batches)}")
         schedule.step()
+        if ema is not None:  # evaluate (and keep, if best) the averaged weights
+            live = snapshot(model.net)
+            model.net.load_state_dict(ema.module.state_dict())
         stats = EpochStats(
             epoch=epoch,
             train_loss=total / max(1, seen),

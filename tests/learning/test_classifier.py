@@ -40,12 +40,16 @@ def _precise(**kw: object) -> FitConfig:
     return FitConfig(**(base | kw))
 
 
-@pytest.mark.parametrize("algorithm", ["fast", "precise"])
+@pytest.mark.parametrize("algorithm", ["fast", "precise", "precise-no-ema"])
 def test_two_colours_are_learnt(algorithm: str, two_colour: Factory) -> None:
     train = LabelledImages(*two_colour(16, seed=1))
     holdout = LabelledImages(*two_colour(10, seed=2))
     test_images, test_labels = two_colour(30, seed=3)
-    config = FitConfig(algorithm="fast", image_size=SIZE) if algorithm == "fast" else _precise()
+    if algorithm == "fast":
+        config = FitConfig(algorithm="fast", image_size=SIZE)
+    else:
+        config = _precise(ema_decay=None if algorithm.endswith("no-ema") else 0.98)
+        algorithm = "precise"
     adapter = _adapter()
     report = adapter.fit(train, holdout, config=config)
     accuracy = (adapter.predict(test_images).probs.argmax(1) == test_labels).mean()
@@ -210,3 +214,15 @@ def test_bad_inputs_are_rejected(two_colour: Factory) -> None:
         FitConfig(algorithm="slow")  # type: ignore[arg-type]
     with pytest.raises(UnknownAdapterError, match="'classifier'"):
         create_adapter("no-such-adapter")
+
+
+def test_precise_keeps_the_weight_average(two_colour: Factory) -> None:
+    """With ``ema_decay`` the model kept is timm's moving average, not the last step's weights."""
+    train = LabelledImages(*two_colour(12, seed=1))
+    states = []
+    for decay in (None, 0.9):
+        adapter = _adapter()
+        adapter.fit(train, None, config=_precise(epochs=1, seed=7, val_fraction=0.0, ema_decay=decay))
+        states.append({k: v.clone() for k, v in adapter.net.state_dict().items()})
+    changed = [k for k in states[0] if states[0][k].is_floating_point() and not torch.equal(states[0][k], states[1][k])]
+    assert changed, "the averaged weights should differ from the last step's"
