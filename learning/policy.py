@@ -38,6 +38,9 @@ class Policy:
     one ``pooled`` threshold (precision of all pre-labels together); ``epochs``,
     ``semi_supervised`` (pseudo-labels from confident unlabelled images) and
     ``image_size`` (``None``: the backbone's default) tune the ``precise`` algorithm.
+    ``grid_min_confidence``: once a model exists, items whose most probable class is
+    below this probability stay off grid pages (single labels take them: the model
+    cannot say which page they belong on); 0 puts every item on a page.
     """
 
     min_labels_per_class: int = 5
@@ -55,6 +58,7 @@ class Policy:
     epochs: int = 12
     semi_supervised: bool = False
     image_size: int | None = None
+    grid_min_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -104,6 +108,11 @@ class Policy:
         check(self.calibration in CALIBRATIONS, "calibration", "one of " + ", ".join(CALIBRATIONS))
         check(_is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1")
         check(isinstance(self.semi_supervised, bool), "semi_supervised", "true or false")
+        check(
+            _is_number(self.grid_min_confidence) and 0.0 <= self.grid_min_confidence < 1.0,
+            "grid_min_confidence",
+            "between 0 (inclusive) and 1",
+        )
         size = self.image_size
         check(
             size is None or (_is_int(size) and size >= 16), "image_size", "an integer >= 16 or None"

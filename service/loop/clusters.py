@@ -119,11 +119,23 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
     vecs = cached_embeddings(adapter, shas, paths, settings=settings,
                              progress=lambda f, m: progress(0.05 + 0.6 * f, m))
     out["feature_version"] = adapter.feature_version
+    unknown = np.zeros(len(ids), dtype=bool)  # no prediction to go by (uniform rows)
     if probs is not None and mv is not None:
         missing = np.isnan(probs).any(axis=1)
         if missing.any():
             fast = mv.algorithm == "fast" and hasattr(adapter, "predict_embeddings")
             probs[missing] = adapter.predict_embeddings(vecs[missing]).probs if fast else 1.0 / len(classes)
+            unknown = missing if not fast else unknown
+    if probs is not None and project.task == Task.multiclass:
+        # items the model cannot place go to single labels (the strategy stream serves the
+        # least certain first anyway) instead of being deselected from a page one by one
+        floor = Policy.from_dict(project.policy or {}).grid_min_confidence
+        placed = (probs.max(axis=1) >= floor) | unknown
+        out["n_uncertain"] = int((~placed).sum())
+        ids = [i for i, ok in zip(ids, placed, strict=True) if ok]
+        vecs, probs = vecs[placed], probs[placed]
+        if not ids:
+            return out
     for j, size in enumerate(SIZES):
         progress(0.7 + 0.1 * j, f"cutting grids of {size}")
         # small pools: still two clusters per class (purer pages) while pages stay full

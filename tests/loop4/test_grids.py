@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sqlmodel import Session, col, select
 
 from service.loop.clusters import clusters_check
-from service.models import Item, ItemStatus, Lease
+from service.models import Item, ItemStatus, Job, Lease, Prediction
 from tests.conftest import Ctx
 from tests.loop4.helpers import colour_project, label, run_jobs, start_job, user_id
 
@@ -46,6 +47,32 @@ def test_pages_are_pure_and_suggest_the_model_class(ctx: Ctx) -> None:
         assert colours == {page["suggested_class"]} and page["confidence"] > 0.5, page
     clusters_check(ctx.engine, ctx.settings)  # nothing new since: no second clustering
     assert run_jobs(ctx) == 0
+
+
+def test_items_the_model_cannot_place_stay_off_the_pages(ctx: Ctx) -> None:
+    admin = ctx.user("root", "admin")
+    pid, truth = colour_project(ctx, admin, GROUPS, image_size=SIZE)
+    for colour in GROUPS:
+        for iid in [i for i, c in truth.items() if c == colour][:6]:
+            label(ctx, admin, iid, colour)
+    start_job(ctx, "train", pid)
+    run_jobs(ctx)  # train, infer
+    with Session(ctx.engine) as s:
+        score = {p.item_id: p.score for p in s.exec(select(Prediction)).all()}
+    pool = {i for i in truth if i in score}
+    floor = float(np.median([score[i] for i in pool]))  # half the pool falls below it
+    r = ctx.client.put(f"/api/v1/projects/{pid}/policy", json={"grid_min_confidence": floor}, headers=admin)
+    assert r.status_code == 200, r.text
+    bad = ctx.client.put(f"/api/v1/projects/{pid}/policy", json={"grid_min_confidence": 1.5}, headers=admin)
+    assert bad.status_code == 422 and "grid_min_confidence" in bad.text
+    job = start_job(ctx, "cluster", pid)
+    run_jobs(ctx)
+    with Session(ctx.engine) as s:
+        result = s.get(Job, job).result  # type: ignore[union-attr]
+    below = {i for i in pool if score[i] < floor}
+    assert below and result["n_uncertain"] == len(below)
+    paged = {i for size in ("4", "6", "9") for p in result["pages"][size] for i in p["item_ids"]}
+    assert paged and not paged & below and paged == pool - below
 
 
 def test_confirm_nine_with_two_excluded(ctx: Ctx) -> None:
