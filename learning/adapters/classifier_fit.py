@@ -6,8 +6,9 @@
 * ``precise``: head first on frozen features (L-BFGS), then the top ``unfreeze_stages``
   stages and the final conv are fine-tuned with the head: AdamW at ``lr`` (a fine-tuning
   rate, cosine decay; ``backbone_lr_mult`` scales the backbone's rate), BatchNorm
-  statistics frozen, augmentation, early stopping on a validation split carved from
-  train (never the hold-out). With ``use_unlabelled``, FixMatch-lite:
+  statistics frozen, augmentation, timm's moving average of the weights (``ema_decay``:
+  validation, pseudo-labels and the result use the average), early stopping on a
+  validation split carved from train (never the hold-out). With ``use_unlabelled``, FixMatch-lite:
   from epoch ``pseudo_label_warmup`` on, the unlabelled sample is predicted on a weak view
   at the start of each epoch; images whose confidence is >= ``pseudo_label_threshold``
   are trained with that hard label on a strong view (weight ``unlabelled_weight``).

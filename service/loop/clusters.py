@@ -124,8 +124,10 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
         missing = np.isnan(probs).any(axis=1)
         if missing.any():
             fast = mv.algorithm == "fast" and hasattr(adapter, "predict_embeddings")
-            probs[missing] = adapter.predict_embeddings(vecs[missing]).probs if fast else 1.0 / len(classes)
-            unknown = missing if not fast else unknown
+            if fast:
+                probs[missing] = adapter.predict_embeddings(vecs[missing]).probs
+            else:
+                probs[missing], unknown = 1.0 / len(classes), missing
     if probs is not None and project.task == Task.multiclass:
         # items the model cannot place go to single labels (the strategy stream serves the
         # least certain first anyway) instead of being deselected from a page one by one
