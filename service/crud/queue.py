@@ -9,7 +9,8 @@ deleted before each claim, so their items return to the queue.
 Streams: with probability ``holdout_share`` the next item is drawn from the
 random stream (lowest uniform ``queue_rank`` among the items no person has
 labelled, pre-labelled ones included), and the label it gets is held out for
-calibration, so the hold-out set is an unbiased sample of the unlabelled pool.
+calibration, so the hold-out set is an unbiased sample of the unlabelled pool (it keeps
+its place in the pool for the other streams: :mod:`service.loop.holdout`).
 Otherwise the strategy stream serves the highest ``query_score`` (written by the
 last inference job), then items without a score (before a model exists, or
 imported since) in the random order (reason ``random``). Audit items (auto-accepted
@@ -29,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from service.loop.holdout import CLASSIFICATION, take_after_strategy
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
 
 _rng = random.Random()
@@ -212,6 +214,10 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
                                                  reason=served, expires_at=now + timedelta(seconds=ttl_seconds)))
             if lease is None:  # another claim got it first
                 continue
+            if served == QueueReason.strategy and item.query_score is not None and project.task in CLASSIFICATION:
+                # hold-out items keep their place in the pool: those scored above this one
+                # would have been served before it (service/loop/holdout.py)
+                take_after_strategy(session, project_id=project.id, served_score=item.query_score)
             return Leased(lease, item, served)
     return None
 

@@ -38,6 +38,7 @@ from service.crud.projects import class_names
 from service.jobs.runner import JobConflict, JobContext, enqueue, task
 from service.jobs.scheduler import periodic
 from service.loop.features import cached_embeddings
+from service.loop.holdout import calibration_items
 from service.loop.infer import current_model
 from service.models import (
     Item,
@@ -105,15 +106,19 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
     assert project.id is not None
     mv = current_model(session, project.id)
     items = pool_items(session, project.id)
+    n_pool = len(items)
+    # hold-out items keep their place in the pool (service/loop/holdout.py): each rides on
+    # the page of its nearest look-alike, hidden, and a confirm with its class takes it
+    items += [g for g, _ in calibration_items(session, project.id)] if project.task in CLASSIFICATION else []
     ids = [int(i.id) for i in items if i.id is not None]
     probs = predicted_probs(session, mv, ids, multilabel=project.task == Task.multilabel) if mv else None
     classes = list(mv.classes) if mv else class_names(session, project.id)
     store = blob_store(settings)
     shas, paths = [i.sha256 for i in items], [store.path(i.sha256) for i in items]
     session.commit()  # no transaction (SQLite write lock) while embedding
-    out: dict[str, Any] = {"model_version_id": mv.id if mv else None, "n_items": len(ids),
+    out: dict[str, Any] = {"model_version_id": mv.id if mv else None, "n_items": n_pool,
                            "pages": {str(s): [] for s in SIZES}}
-    if not ids:
+    if not n_pool:
         return out
     adapter = feature_adapter(project, mv, settings)
     vecs = cached_embeddings(adapter, shas, paths, settings=settings,
@@ -133,11 +138,17 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
         # least certain first anyway) instead of being deselected from a page one by one
         floor = Policy.from_dict(project.policy or {}).grid_min_confidence
         placed = (probs.max(axis=1) >= floor) | unknown
-        out["n_uncertain"] = int((~placed).sum())
-        ids = [i for i, ok in zip(ids, placed, strict=True) if ok]
-        vecs, probs = vecs[placed], probs[placed]
-        if not ids:
-            return out
+        out["n_uncertain"] = int((~placed[:n_pool]).sum())
+    else:
+        placed = np.ones(len(ids), dtype=bool)
+    ghost = np.arange(len(ids)) >= n_pool
+    g_ids = [i for i, ok in zip(ids[n_pool:], placed[n_pool:], strict=True) if ok]
+    g_vecs, g_probs = vecs[ghost & placed], probs[ghost & placed] if probs is not None else None
+    keep = placed & ~ghost
+    ids = [i for i, ok in zip(ids, keep, strict=True) if ok]
+    vecs, probs = vecs[keep], probs[keep] if probs is not None else None
+    if not ids:
+        return out
     for j, size in enumerate(SIZES):
         progress(0.7 + 0.1 * j, f"cutting grids of {size}")
         # small pools: still two clusters per class (purer pages) while pages stay full
@@ -154,9 +165,30 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
             "cohesion": round(p.cohesion, 5),
             "suggested_class": classes[p.suggested_class] if p.suggested_class is not None else None,
             "confidence": None if p.confidence is None else round(p.confidence, 5),
-            "agreement": None if p.agreement is None else round(p.agreement, 5)} for n, p in enumerate(pages)]
+            "agreement": None if p.agreement is None else round(p.agreement, 5),
+            "holdout_ids": []} for n, p in enumerate(pages)]
+        attach_holdout(out["pages"][str(size)], ids, vecs, probs, g_ids, g_vecs, g_probs)
     progress(1.0, f"{len(ids)} items in {len(out['pages']['9'])} grids of 9")
     return out
+
+
+def attach_holdout(pages: list[dict[str, Any]], ids: list[int], vecs: np.ndarray, probs: np.ndarray | None,
+                   g_ids: list[int], g_vecs: np.ndarray, g_probs: np.ndarray | None) -> None:
+    """Put each hold-out item ``g_ids[j]`` (``g_vecs [G, D]`` unit rows) in ``holdout_ids`` of the
+    page of its nearest pool item ``ids`` (``vecs [N, D]``) among those the model puts in the
+    same class (``probs`` / ``g_probs`` argmax, when given), where pages are cut by class."""
+    where = {iid: n for n, page in enumerate(pages) for iid in page["item_ids"]}
+    on_page = np.array([i in where for i in ids], dtype=bool)
+    if not g_ids or not on_page.any():
+        return
+    cls = probs.argmax(axis=1) if probs is not None else None
+    g_cls = g_probs.argmax(axis=1) if g_probs is not None else None
+    sims = g_vecs @ vecs.T  # [G, N]
+    for j, gid in enumerate(g_ids):
+        ok = on_page if cls is None or g_cls is None or not (on_page & (cls == g_cls[j])).any() else (
+            on_page & (cls == g_cls[j]))
+        nearest = int(np.argmax(np.where(ok, sims[j], -np.inf)))
+        pages[where[ids[nearest]]]["holdout_ids"].append(int(gid))
 
 
 def farthest_first(points: np.ndarray, anchors: np.ndarray | None = None) -> np.ndarray:
@@ -182,9 +214,13 @@ def cold_start_project(session: Session, *, project: Project, settings: Settings
     """Rank the pool for the queue before any model exists (see the module doc)."""
     assert project.id is not None
     policy = Policy.from_dict(project.policy or {})
-    items = pool_items(session, project.id)
-    done = list(session.exec(select(Item).where(Item.project_id == project.id, col(Item.status).not_in(POOL))
-                             .order_by(col(Item.id).desc()).limit(ANCHORS)).all())
+    # hold-out items are ranked with the pool (service/loop/holdout.py), not kept away from
+    ghosts = [g for g, _ in calibration_items(session, project.id)]
+    items = pool_items(session, project.id) + ghosts
+    held = {g.id for g in ghosts}
+    done = [i for i in session.exec(select(Item).where(Item.project_id == project.id, col(Item.status).not_in(POOL))
+                                    .order_by(col(Item.id).desc()).limit(ANCHORS + len(held))).all()
+            if i.id not in held][:ANCHORS]
     session.commit()
     rng = np.random.default_rng(seed)
     sample = [items[i] for i in np.sort(rng.permutation(len(items))[:COLD_START_SAMPLE])]
@@ -210,7 +246,7 @@ def cold_start_project(session: Session, *, project: Project, settings: Settings
     session.connection().execute(stmt, [{"iid": i, "qs": s} for i, s in scores.items()])
     session.commit()
     progress(1.0, f"{len(picks)} cold-start picks among {len(items)} items")
-    return {"picked": len(picks), "pool": len(items), "picked_ids": picked_ids}
+    return {"picked": len(picks), "pool": len(items) - len(held), "picked_ids": picked_ids}
 
 
 def _project_job(ctx: JobContext, session: Session) -> Project:

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from service.crud.projects import class_names
 from service.ingest import BlobStore
+from service.loop.holdout import in_calibration
 from service.models import Annotation, Item, ItemStatus, Project, Provenance, ReviewFlag, Task
 
 #: label provenances that count as people's labels (training and readiness)
@@ -77,8 +78,9 @@ def snapshot(session: Session, *, project: Project, store: BlobStore, with_pool:
         if enc is None:
             continue
         assert item.id is not None
-        # the hold-out keeps only random-stream labels that a person gave
-        if item.is_holdout and ann.provenance == Provenance.human:
+        # the hold-out keeps only random-stream labels that a person gave and that no
+        # other route would have taken (service/loop/holdout.py)
+        if in_calibration(item.is_holdout, item.holdout_taken_by) and ann.provenance == Provenance.human:
             snap.holdout_ids.append(item.id)
             snap.holdout_shas.append(item.sha256)
             snap.holdout_paths.append(store.path(item.sha256))
@@ -100,13 +102,14 @@ def snapshot(session: Session, *, project: Project, store: BlobStore, with_pool:
 
 
 def label_rows(session: Session, project_id: int) -> list[tuple[bool, Provenance, dict[str, Any]]]:
-    """(is_holdout, provenance, data) of every labelled item's current annotation.
+    """(calibrates?, provenance, data) of every labelled item's current annotation
+    (calibrates: a hold-out item still in the calibration set).
 
     Plain columns, not ORM objects: the dashboard and the scheduler's policy check read
     these every few seconds, and building two mapped objects per label would cost the
     API's requests their CPU on a large project."""
-    return [(bool(h), Provenance(p), dict(d)) for h, p, d in session.exec(
-        select(Item.is_holdout, Annotation.provenance, Annotation.data)
+    return [(in_calibration(h, t), Provenance(p), dict(d)) for h, t, p, d in session.exec(
+        select(Item.is_holdout, Item.holdout_taken_by, Annotation.provenance, Annotation.data)
         .join(Annotation, (col(Annotation.item_id) == Item.id) & (col(Annotation.version) == Item.version))
         .where(Item.project_id == project_id, Item.status == ItemStatus.labelled)).all()]
 

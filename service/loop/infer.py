@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete, update
 from sqlmodel import Session, col, select
 
 from learning.adapters import load_adapter
@@ -25,7 +25,9 @@ from service.config import Settings
 from service.crud.annotations import write_version
 from service.crud.items import blob_store
 from service.jobs.runner import JobContext, task
+from service.loop import holdout
 from service.loop.features import cached_embeddings
+from service.loop.holdout import calibration_items
 from service.loop.scoring import query_scores
 from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, Provenance, Task, utcnow
 
@@ -146,8 +148,12 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
     store = blob_store(settings)
     pool = open_pool(session, project.id)
     ids = [int(i.id) for i in pool if i.id is not None]
+    # hold-out items keep their place in the pool (service/loop/holdout.py): predicted and
+    # scored with it, so the queue and Pending can tell when they would have been taken
+    ghosts = calibration_items(session, project.id) if project.task in holdout.CLASSIFICATION else []
+    every = pool + [g for g, _ in ghosts]
     session.commit()  # end the read transaction: SQLite must not hold its lock while we predict
-    probs, vecs = predict_pool(adapter, mv, [i.sha256 for i in pool], [store.path(i.sha256) for i in pool],
+    probs, vecs = predict_pool(adapter, mv, [i.sha256 for i in every], [store.path(i.sha256) for i in every],
                                settings=settings, progress=progress)
     progress(0.7, "scoring and proposing")
     # diversity-aware strategies spread a batch over the embeddings (fast models have them
@@ -157,6 +163,8 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
     classes = list(mv.classes)
     ths = thresholds_for(mv, classes)
     fresh = begin_publish(session, ids)
+    _publish_holdout(session, project=project, mv=mv, ghosts=ghosts, probs=probs[len(pool):],
+                     scores=scores[len(pool):], ths=ths, auto=policy.auto_accept)
     rejected = {(p.item_id, p.label) for p in session.exec(select(Prediction).where(
         Prediction.model_version_id == mv.id, Prediction.state == "rejected")).all()}
     tally = Tally()
@@ -175,6 +183,30 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
                policy=policy, rng=rng, tally=tally)
     session.commit()
     return publish_summary(mv, pool, tally, progress)
+
+
+def _publish_holdout(session: Session, *, project: Project, mv: ModelVersion, ghosts: list[tuple[Item, list[str]]],
+                     probs: np.ndarray, scores: np.ndarray, ths: list[float | None], auto: bool) -> None:
+    """Hold-out items' query scores and predictions (state ``holdout``; ``label`` only where
+    the model would propose it rightly); with ``auto_accept`` a proposal takes the item."""
+    if not ghosts:
+        return
+    ids = [int(g.id or 0) for g, _ in ghosts]
+    session.exec(delete(Prediction).where(col(Prediction.item_id).in_(ids), col(Prediction.state) == holdout.STATE))
+    session.connection().execute(update(Item).where(col(Item.id) == bindparam("iid")).values(
+        query_score=bindparam("qs")), [{"iid": i, "qs": float(q)} for i, q in zip(ids, scores, strict=True)])
+    proposed = []
+    classes = list(mv.classes)
+    for (item, truth), p in zip(ghosts, probs, strict=True):
+        labels, score = _decide(project.task, classes, p, ths)
+        right = bool(labels) and sorted(labels) == sorted(truth)
+        session.add(Prediction(item_id=int(item.id or 0), project_id=int(project.id or 0),
+                               model_version_id=int(mv.id or 0), label=";".join(labels) if right else None,
+                               score=score, state=holdout.STATE, data={"labels": labels, "top": _top(classes, p)}))
+        if labels:
+            proposed.append(int(item.id or 0))
+    if auto:
+        holdout.take_after_auto(session, proposed)
 
 
 def _decide(task_: Task, classes: list[str], p: np.ndarray, ths: list[float | None]) -> tuple[list[str], float]:

@@ -1,4 +1,8 @@
-"""Pending: people confirm, correct or reject proposed pre-labels (many at once)."""
+"""Pending: people confirm, correct or reject proposed pre-labels (many at once).
+
+Each decision also takes the hold-out items the same model would have proposed rightly
+in that class at a score no lower out of the calibration set (:mod:`service.loop.holdout`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from fastapi import HTTPException
 from sqlmodel import Session, col, func, select
 
 from service.crud.annotations import canonical, validate_for_project, write_version
+from service.loop.holdout import take_after_pending
 from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, Provenance, ReviewFlag, User, utcnow
 
 
@@ -61,6 +66,7 @@ def _open(session: Session, project: Project, ids: list[int]) -> list[tuple[Pred
 
 def confirm(session: Session, *, project: Project, ids: list[int], user: User) -> int:
     """Proposals become labels with provenance ``model-confirmed``."""
+    decided: list[Prediction] = []
     for p, item in _open(session, project, ids):
         data = canonical({"labels": p.data.get("labels") or ([p.label] if p.label and not p.data.get("boxes")
                                                             and not p.data.get("polygons") else []),
@@ -71,6 +77,8 @@ def confirm(session: Session, *, project: Project, ids: list[int], user: User) -
                       author=user, model_version_id=p.model_version_id, score=p.score)
         p.state, p.decided_at, p.decided_by = "confirmed", utcnow(), user.id
         session.add(p)
+        decided.append(p)
+    take_after_pending(session, decided)
     return len(ids)
 
 
@@ -82,15 +90,18 @@ def correct(session: Session, *, project: Project, prediction_id: int, labels: l
     write_version(session, item=item, data=data, provenance=Provenance.human, origin="pending", author=user)
     p.state, p.decided_at, p.decided_by = "corrected", utcnow(), user.id
     session.add(p)
+    take_after_pending(session, [p])
     return 1
 
 
 def reject(session: Session, *, project: Project, ids: list[int], user: User) -> int:
     """Back to the queue; the same model version never proposes that label for the item again."""
-    for p, item in _open(session, project, ids):
+    rows = _open(session, project, ids)
+    for p, item in rows:
         p.state, p.decided_at, p.decided_by = "rejected", utcnow(), user.id
         if item.status == ItemStatus.proposed:
             item.status = ItemStatus.unlabelled
         session.add(p)
         session.add(item)
+    take_after_pending(session, [p for p, _ in rows])
     return len(ids)

@@ -64,8 +64,11 @@ def project_stats(session: Session, *, project: Project) -> dict[str, Any]:
         provenance[prov.value] = provenance.get(prov.value, 0) + 1
         for lab in labels_in(data):
             dist[lab] = dist.get(lab, 0) + 1
-    holdout = session.exec(select(func.count()).select_from(Item).where(
-        Item.project_id == project.id, col(Item.is_holdout).is_(True))).one()
+    # hold-out items still calibrating, and those another route would have taken (loop/holdout.py)
+    held = {by or "calibration": int(n) for by, n in session.exec(
+        select(Item.holdout_taken_by, func.count()).where(Item.project_id == project.id, col(Item.is_holdout).is_(True))
+        .group_by(col(Item.holdout_taken_by))).all()}
+    holdout = sum(held.values())
     origins = dict(session.exec(select(Annotation.origin, func.count()).where(
         Annotation.project_id == project.id, Annotation.provenance == Provenance.human)
         .group_by(col(Annotation.origin))).all())
@@ -82,7 +85,8 @@ def project_stats(session: Session, *, project: Project) -> dict[str, Any]:
     return {
         "project_id": project.id,
         "counts": counts,
-        "queue": {"holdout_labels": int(holdout), "human_labels_by_origin": origins,
+        "queue": {"holdout_labels": int(holdout), "holdout_calibrating": held.pop("calibration", 0),
+                  "holdout_taken_by": held, "human_labels_by_origin": origins,
                   "audit_open": int(audit_open), "unlabelled_pool": pool},
         "label_distribution": dist,
         "provenance": provenance,

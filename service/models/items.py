@@ -32,6 +32,11 @@ class Item(SQLModel, table=True):
     queue_rank: float = Field(description="uniform random: the random/hold-out stream order")
     query_score: float | None = Field(default=None, description="strategy score, higher = ask first")
     is_holdout: bool = Field(default=False, index=True)
+    holdout_taken_by: str | None = Field(
+        default=None, max_length=20,
+        description="strategy | grid | pending | auto: the route that would have taken this hold-out item "
+                    "out of the pool had no one labelled it; it then trains instead of calibrating "
+                    "(service/loop/holdout.py)")
     version: int = Field(default=0, description="current annotation version (ETag)")
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -70,7 +70,8 @@ class Prediction(SQLModel, table=True):
     state: str = Field(
         default="none",
         index=True,
-        description="none | proposed | confirmed | corrected | rejected | superseded | auto",
+        description="none | proposed | confirmed | corrected | rejected | superseded | auto | holdout "
+                    "(a hold-out item's prediction: service/loop/holdout.py)",
     )
     audit: bool = Field(default=False, description="auto-accepted item drawn for a human audit")
     audit_correct: bool | None = None

@@ -28,13 +28,15 @@ from learning import calibration  # noqa: E402
 from service.simulate import FASHION_CLASSES, FASHION_DIR, load_fashion  # noqa: E402
 
 
-def pool_predictions(db: Path, model_version: int, pool: int, pool_seed: int) -> tuple[np.ndarray, np.ndarray]:
+def pool_predictions(db: Path, model_version: int | None, pool: int, pool_seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(max probability ``[N]``, correct ``[N]``) of ``model_version`` on the items no person labelled."""
     _, y = load_fashion(FASHION_DIR, pool, pool_seed)
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    if model_version is None:
+        model_version = con.execute("SELECT max(id) FROM model_version").fetchone()[0]
     rows = con.execute(
         "SELECT i.file_name, p.data FROM prediction p JOIN item i ON i.id = p.item_id "
-        "WHERE p.model_version_id = ? AND NOT i.is_holdout", (model_version,)).fetchall()
+        "WHERE p.model_version_id = ? AND p.state IN ('none', 'proposed')", (model_version,)).fetchall()
     con.close()
     if not rows:
         raise SystemExit(f"model version {model_version} has no pool predictions in {db}")
@@ -49,35 +51,43 @@ def pool_predictions(db: Path, model_version: int, pool: int, pool_seed: int) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("db", type=Path)
-    ap.add_argument("--model-version", type=int, required=True, help="model_version.id in that database")
+    ap.add_argument("--model-version", type=int, default=None,
+                    help="model_version.id in that database (default: the last one)")
     ap.add_argument("--pool", type=int, default=10_000)
     ap.add_argument("--pool-seed", type=int, required=True, help="the simulate run's --seed")
     ap.add_argument("--holdout", type=int, required=True, help="hold-out images per draw")
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--delta", type=float, default=0.05)
+    ap.add_argument("--start-error-rates", default=None,
+                    help="comma-separated walk starts to compare (calibrate's start_error_rate); "
+                         "default: the library's")
     args = ap.parse_args()
     scores, correct = pool_predictions(args.db, args.model_version, args.pool, args.pool_seed)
     order = np.argsort(-scores)
     running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
     ok = np.flatnonzero(running >= args.target)
     hindsight = (ok.max() + 1) / len(order) if ok.size else 0.0
-    rng = np.random.default_rng(0)
-    covs, precs = [], []
-    for _ in range(args.draws):
-        idx = rng.choice(len(scores), args.holdout, replace=False)
-        t = calibration.calibrate(scores[idx], correct[idx], target=args.target, delta=args.delta)
-        if t.threshold is None:
-            covs.append(0.0)
-            continue
-        above = scores >= t.threshold
-        covs.append(float(above.mean()))
-        precs.append(float(correct[above].mean()))
-    cov = np.array(covs)
-    low = np.mean(np.array(precs) < args.target) * len(precs) / len(cov) if precs else 0.0
     print(f"pool {len(scores)} images: accuracy {correct.mean():.3f}, best in hindsight {hindsight:.3f}")
-    print(f"{args.draws} draws of {args.holdout}: mean certified coverage {cov.mean():.3f}, "
-          f"none certified in {np.mean(cov == 0):.2f}, precision below {args.target:g} in {low:.3f} of draws")
+    rates = [None] if args.start_error_rates is None else [float(r) for r in args.start_error_rates.split(",")]
+    for rate in rates:
+        rng = np.random.default_rng(0)  # the same draws for every walk start
+        options = {} if rate is None else {"start_error_rate": rate}
+        covs, precs = [], []
+        for _ in range(args.draws):
+            idx = rng.choice(len(scores), args.holdout, replace=False)
+            t = calibration.calibrate(scores[idx], correct[idx], target=args.target, delta=args.delta, **options)
+            if t.threshold is None:
+                covs.append(0.0)
+                continue
+            above = scores >= t.threshold
+            covs.append(float(above.mean()))
+            precs.append(float(correct[above].mean()))
+        cov = np.array(covs)
+        low = np.mean(np.array(precs) < args.target) * len(precs) / len(cov) if precs else 0.0
+        walk = "" if rate is None else f"start_error_rate {rate:g}: "
+        print(f"{walk}{args.draws} draws of {args.holdout}: mean certified coverage {cov.mean():.3f}, "
+              f"none certified in {np.mean(cov == 0):.2f}, precision below {args.target:g} in {low:.3f} of draws")
 
 
 if __name__ == "__main__":

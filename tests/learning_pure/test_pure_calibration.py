@@ -183,7 +183,7 @@ def test_start_error_rate_lets_large_sets_absorb_a_top_error() -> None:
     s = np.linspace(1.0, 0.0, 2000)
     c = np.ones(2000, bool)
     c[[0, 5]] = False
-    assert calibrate(s, c).certified  # 2000 * 0.005 = 10 tolerated errors at the start
+    assert calibrate(s, c).certified  # 2000 * 0.0075 = 15 tolerated errors at the start
     assert calibrate(s, c, start_error_rate=0.0).threshold is None
 
 

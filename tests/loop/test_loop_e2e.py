@@ -25,6 +25,16 @@ def run_jobs(ctx: Ctx) -> None:
     ThreadExecutor(ctx.engine, ctx.settings).run_pending()
 
 
+def label_from_queue(ctx: Ctx, headers: dict[str, str], pid: int, truth: dict[int, str], n: int) -> None:
+    """Answer the queue's next ``n`` items truthfully, as a labeler would."""
+    for _ in range(n):
+        lease = ctx.client.post(f"/api/v1/projects/{pid}/queue/next", headers=headers).json()
+        iid = lease["item"]["id"]
+        r = ctx.client.post(f"/api/v1/items/{iid}/annotations",
+                            json={"labels": [truth[iid]], "lease_id": lease["lease_id"]}, headers=headers)
+        assert r.status_code == 201, r.text
+
+
 def test_labels_to_model_to_pending_to_confirm(ctx: Ctx) -> None:
     ctx.settings.image_size = 32
     admin = ctx.user("root", "admin")
@@ -45,12 +55,7 @@ def test_labels_to_model_to_pending_to_confirm(ctx: Ctx) -> None:
     ready = ctx.client.get(f"/api/v1/projects/{pid}/readiness", headers=admin).json()
     assert not ready["ready"] and any("5" in x for x in ready["reasons"])
     assert ctx.client.post(f"/api/v1/projects/{pid}/train", headers=admin).status_code == 422
-    for _ in range(50):
-        lease = ctx.client.post(f"/api/v1/projects/{pid}/queue/next", headers=admin).json()
-        iid = lease["item"]["id"]
-        r = ctx.client.post(f"/api/v1/items/{iid}/annotations",
-                            json={"labels": [truth[iid]], "lease_id": lease["lease_id"]}, headers=admin)
-        assert r.status_code == 201
+    label_from_queue(ctx, admin, pid, truth, 50)
     ready = ctx.client.get(f"/api/v1/projects/{pid}/readiness", headers=admin).json()
     assert ready["ready"], ready
     assert sum(ready["holdout_labels"].values()) >= 12

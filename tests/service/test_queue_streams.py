@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service.crud.queue import next_item
 from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, User
@@ -106,3 +106,39 @@ def test_random_seed_replays_queue_ranks(tmp_path) -> None:  # type: ignore[no-u
     first, again, other, unset = ranks("a", 7), ranks("b", 7), ranks("c", 8), ranks("d", None)
     assert first == again and len(set(first)) == 6
     assert first != other and first != unset
+
+
+def test_strategy_stream_takes_holdout_items_scored_above_what_it_serves(ctx: Ctx) -> None:
+    """Hold-out items keep their place in the pool (service/loop/holdout.py)."""
+    admin = ctx.user("root", "admin")
+    pid = make_project(ctx, admin, n_images=8)["id"]
+    with Session(ctx.engine) as s:
+        ids = [int(i.id or 0) for i in s.exec(select(Item).where(Item.project_id == pid).order_by(col(Item.id))).all()]
+    ghosts, pool = ids[:3], ids[3:]
+    for iid in ghosts:
+        r = ctx.client.post(f"/api/v1/items/{iid}/annotations", json={"labels": ["cat"]}, headers=admin)
+        assert r.status_code == 201, r.text
+    with Session(ctx.engine) as s:  # hold-out items, scored as an inference job leaves them
+        for iid, score in zip(ids, [0.9, 0.5, 0.1, 0.7, 0.3, 0.3, 0.3, 0.3], strict=True):
+            item = s.get(Item, iid)
+            assert item is not None
+            item.is_holdout = item.id in ghosts
+            item.query_score = score
+            s.add(item)
+        s.commit()
+
+    def taken() -> list[str | None]:
+        with Session(ctx.engine) as s:
+            return [s.get(Item, i).holdout_taken_by for i in ghosts]  # type: ignore[union-attr]
+
+    assert _claim(ctx, pid, Always(0.99)) == (pool[0], "strategy")
+    # the 0.9 item would have been served before the 0.7 one; 0.5 and 0.1 would still wait
+    assert taken() == ["strategy", None, None]
+    stats = ctx.client.get(f"/api/v1/projects/{pid}/stats", headers=admin).json()["queue"]
+    assert stats["holdout_labels"] == 3 and stats["holdout_calibrating"] == 2
+    assert stats["holdout_taken_by"] == {"strategy": 1}
+    ready = ctx.client.get(f"/api/v1/projects/{pid}/readiness", headers=admin).json()
+    assert ready["holdout_labels"]["cat"] == 2 and ready["human_labels"]["cat"] == 1
+    assert ctx.client.post(f"/api/v1/items/{pool[0]}/skip", headers=admin).status_code in (200, 204)
+    assert _claim(ctx, pid, Always(0.99))[1] == "strategy"  # a 0.3 item
+    assert taken() == ["strategy", "strategy", None]

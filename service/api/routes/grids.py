@@ -27,6 +27,7 @@ from service.crud.queue import CLAIM_LOCK, expire_leases
 from service.db import session_scope
 from service.jobs.runner import JobConflict, enqueue
 from service.loop.clusters import CLASSIFICATION, GRID, POOL, SIZES
+from service.loop.holdout import take_after_grid
 from service.models import AuditLog, Item, Job, JobPublic, JobState, Lease, Project, Provenance, Role, User, utcnow
 from service.security import audit
 
@@ -82,7 +83,8 @@ def lease_pages(session: Session, *, project: Project, user: User, size: int, li
                 session.flush()
         except IntegrityError:
             continue
-        out["data"].append({**page, "item_ids": live, "size": size, "lease_expires_at": expires})
+        shown = {k: v for k, v in page.items() if k != "holdout_ids"}  # calibration stays blind
+        out["data"].append({**shown, "item_ids": live, "size": size, "lease_expires_at": expires})
     kept = {i for p in out["data"] for i in p["item_ids"]}
     for i, le in leases.items():  # the caller's grid leases are exactly the pages returned
         if le.user_id == user.id and le.reason == GRID and i not in kept:
@@ -139,6 +141,8 @@ def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str
         validate_for_project(session, project, item, data)
         write_version(session, item=item, data=data, provenance=Provenance.human, origin=GRID, author=user)
         labelled.append(iid)
+    # the page's hold-out items of this class would have been labelled with it (service/loop/holdout.py)
+    take_after_grid(session, holdout_ids=page.get("holdout_ids", []), label=label)
     audit(session, user.id, "grid.confirm", project_id=project.id,
           detail={"page_id": page["id"], "label": label, "labelled": labelled, "excluded": released})
     return {"page_id": page["id"], "label": label, "labelled": labelled, "released": released,

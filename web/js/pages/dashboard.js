@@ -85,7 +85,9 @@ export async function render(root, { project }) {
       h("p", { class: "muted small" },
         h("span", { testid: "stat-pool" }, fmtNum(q.unlabelled_pool ?? 0)), " images in the pool · ",
         h("span", { testid: "stat-audit-open" }, fmtNum(q.audit_open ?? 0)), " audits open · ",
-        h("span", {}, fmtNum(q.holdout_labels ?? 0)), " hold-out labels"));
+        h("span", {}, fmtNum(q.holdout_labels ?? 0)), " hold-out labels (",
+        h("span", { testid: "stat-holdout-calibrating", title: "hold-out images no other route would have taken: the ones thresholds are calibrated on" },
+          fmtNum(q.holdout_calibrating ?? 0)), " calibrating)"));
     grid.append(queue);
     const oKeys = Object.keys(origins);
     if (oKeys.length) {
