@@ -29,6 +29,11 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--page-size", type=int, default=9, choices=[4, 6, 9])
     sp.add_argument("--min-share", type=float, default=0.5, help="actions: skip a grid page below this majority")
     sp.add_argument("--no-relabel", action="store_true", help="actions: never change a grid page's class")
+    sp.add_argument("--deselect-only", action="store_true",
+                    help="actions: leave a grid page's exceptions for the queue instead of giving each its class "
+                         "on the page")
+    sp.add_argument("--grid-min-confidence", type=float, default=None,
+                    help="the project's grid_min_confidence policy (default: the policy's default)")
     sp.add_argument("--redraws", type=int, default=0,
                     help="audit: also repeat the last training and its audit draw on N copies of each database")
     sp.add_argument("--noise", type=float, default=0.05)

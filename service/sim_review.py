@@ -22,7 +22,9 @@ grid page skipped, one per change of a grid page's class. Its policy:
   each wrong proposal is corrected (one action), the rest confirmed (one action);
   (b) *grids*: pages of ``page_size`` (9) served by ``lease_pages``. Let *m* be the
   true class most of the live items share. If *m* covers at least ``min_share``
-  of the page the oracle deselects every other item (one action each), sets the
+  of the page the oracle gives every other item its true class on the page (one
+  action each; with ``grid_corrections`` off it deselects them instead, one action
+  each, and they go back to the queue), sets the
   page's class to *m* when the suggestion differs (one action, the class menu of
   the grid page) and confirms (one action); otherwise it skips the page (one
   action). Grids stop for the round when the policy wants a retraining, when no
@@ -113,6 +115,7 @@ class ReviewConfig:
     pending_page: int = 24
     min_share: float = 0.5
     relabel_pages: bool = True
+    grid_corrections: bool = True
     window: int = 5
     # label errors (3) and audit (4)
     budget: int = 2000
@@ -287,16 +290,21 @@ def grid_page(h: Harness, t: Tally, cfg: ReviewConfig) -> tuple[int, int] | None
             t.pages[-1]["action"] = "skip"
             s.commit()
             return 0, 1
-        exclude = [i for i in live if h.truth[i] != major]
-        out = confirm_page(s, project=project, job=job, page=page, user=h.user, label=major, exclude=exclude)
+        others = [i for i in live if h.truth[i] != major]
+        fixes = {i: h.truth[i] for i in others} if cfg.grid_corrections else {}
+        exclude = [] if cfg.grid_corrections else others
+        out = confirm_page(s, project=project, job=job, page=page, user=h.user, label=major, exclude=exclude,
+                           corrections=fixes)
         s.commit()
-        acts = 1 + len(exclude) + int(major != suggested)
+        acts = 1 + len(others) + int(major != suggested)
+        got = len(out["labelled"]) + len(out["corrected"])
         t.actions["grid_confirm"] += 1
-        t.actions["grid_deselect"] += len(exclude)
+        t.actions["grid_correct" if cfg.grid_corrections else "grid_deselect"] += len(others)
         t.actions["grid_relabel"] += int(major != suggested)
         t.labels["grid"] += len(out["labelled"])
-        t.pages[-1].update(action="confirm", labelled=len(out["labelled"]), actions=acts)
-        return len(out["labelled"]), acts
+        t.labels["grid_correct"] += len(out["corrected"])
+        t.pages[-1].update(action="confirm", labelled=got, actions=acts)
+        return got, acts
 
 
 def labels_since_training(h: Harness) -> int:
@@ -762,6 +770,9 @@ def from_args(args: argparse.Namespace, torch_threads: int = 2, command: str = "
                        holdout_share=args.holdout_share, calibration=args.calibration, image_size=args.image_size,
                        dataset=args.dataset, torch_threads=torch_threads, warmup=args.warmup,
                        page_size=args.page_size, min_share=args.min_share, relabel_pages=not args.no_relabel,
+                       grid_corrections=not args.deselect_only,
+                       extra_policy=({} if args.grid_min_confidence is None
+                                     else {"grid_min_confidence": args.grid_min_confidence}),
                        budget=args.budget or default_budget, noise=args.noise, pool_seed=args.pool_seed,
                        target=args.target, delta=args.delta)
     return experiment(kind, seeds=list(range(args.seed, args.seed + args.seeds)), out=args.out, cfg=cfg,

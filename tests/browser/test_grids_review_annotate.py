@@ -19,7 +19,7 @@ pytestmark = pytest.mark.browser
 
 
 
-def test_grid_review_deselect_two_and_confirm(live: Live, new_page: Any) -> None:
+def test_grid_review_leave_out_two_fix_one_and_confirm(live: Live, new_page: Any) -> None:
     live.user("boss", "manager")
     live.user("ann", "labeler")
     pid = live.project("boss", n_images=12)["id"]
@@ -39,16 +39,25 @@ def test_grid_review_deselect_two_and_confirm(live: Live, new_page: Any) -> None
     page.get_by_test_id("grid-cell-5").click()  # the two squares do not belong
     page.keyboard.press("6")
     assert page.get_by_test_id("grid-selected-count").inner_text() == "4 selected"
+    assert page.get_by_test_id("grid-fix-5").input_value() == ""  # left out: back to the queue by default
+    page.get_by_test_id("grid-fix-6").select_option("square")  # ann knows what the last one is
+    assert page.get_by_test_id("grid-cell-fix-6").inner_text() == "square"
+    page.get_by_test_id("grid-cell-6").click()  # in, out again: its class is forgotten
+    page.get_by_test_id("grid-cell-6").click()
+    assert page.get_by_test_id("grid-cell-fix-6").is_hidden() and page.get_by_test_id("grid-fix-6").input_value() == ""
+    page.get_by_test_id("grid-fix-6").select_option("square")
     shot(page, "grids")
     page.keyboard.press("Enter")  # one key confirms the page
     page.get_by_test_id("grid-suggested").filter(has_text="square").wait_for()
+    page.get_by_test_id("toast-ok").filter(has_text="1 with their own class").wait_for()
     with live.api("boss") as c:
         for i in circles:
             got = c.get(f"/items/{i}/history").json()
             assert [(v["data"]["labels"], v["origin"]) for v in got] == [(["circle"], "grid")]
-        for i in squares[:2]:
-            assert c.get(f"/items/{i}").json()["annotation"] is None
-    # the two left out went back to the queue: another labeler can be given them
+        got = c.get(f"/items/{squares[1]}/history").json()
+        assert [(v["data"]["labels"], v["origin"]) for v in got] == [(["square"], "grid")]
+        assert c.get(f"/items/{squares[0]}").json()["annotation"] is None
+    # the one left out without a class went back to the queue: another labeler can be given it
     live.user("bob", "labeler")
     live.member(pid, "bob", "labeler")
     bob_items: set[int] = set()
@@ -59,7 +68,7 @@ def test_grid_review_deselect_two_and_confirm(live: Live, new_page: Any) -> None
                 break
             bob_items.add(r.json()["item"]["id"])
             c.post(f"/items/{r.json()['item']['id']}/skip", json={})
-    assert set(squares[:2]) <= bob_items
+    assert squares[0] in bob_items and squares[1] not in bob_items
     assert not set(squares[2:]) & bob_items  # the page ann holds now stays hers
     assert not page.js_errors, page.js_errors
 

@@ -383,7 +383,8 @@ def test_grids_page_keys(live: Live, new_page: Any) -> None:
     settled.wait_for()
     keys = Keys(page)
     rows = keys.help_rows()
-    assert {r["id"] for r in rows} == {"toggle", "include-all", "invert", "confirm", "skip", "label", "size", "help"}
+    assert {r["id"] for r in rows} == {"toggle", "fix", "include-all", "invert", "confirm", "skip", "label", "size",
+                                       "help"}
 
     for size in (4, 6, 9):  # 9 -> 4 -> 6 -> 9
         keys.press("g", "size")
@@ -408,6 +409,10 @@ def test_grids_page_keys(live: Live, new_page: Any) -> None:
     keys.press("1", "toggle")
     keys.press("2", "toggle")  # the first two do not belong
     assert selected.inner_text() == "7 selected"
+    keys.press("x", "fix")  # the second is a circle: X steps the image left out last through the classes
+    assert page.get_by_test_id("grid-cell-fix-2").inner_text() == "circle"
+    assert page.get_by_test_id("grid-fix-2").input_value() == "circle"
+    assert page.get_by_test_id("grid-fix-1").input_value() == ""
     label = page.get_by_test_id("grid-label")
     assert label.input_value() == "triangle"
     keys.press("l", "label")
@@ -419,10 +424,10 @@ def test_grids_page_keys(live: Live, new_page: Any) -> None:
     page.get_by_test_id("grid-empty").wait_for()
     settled.wait_for()
     with live.api("boss") as c:
-        for i in nines[2][2:]:
+        for i in nines[2][1:]:  # the page's label, and the one fixed with X
             got = c.get(f"/items/{i}/history").json()
             assert [(v["data"]["labels"], v["origin"]) for v in got] == [(["circle"], "grid")], got
-        for i in nines[0] + nines[1] + nines[2][:2]:
+        for i in nines[0] + nines[1] + nines[2][:1]:
             assert c.get(f"/items/{i}").json()["annotation"] is None
     assert keys.missing(rows) == set()
 

@@ -6,7 +6,7 @@ import numpy as np
 from sqlmodel import Session, col, select
 
 from service.loop.clusters import clusters_check
-from service.models import Item, ItemStatus, Job, Lease, Prediction
+from service.models import AuditLog, Item, ItemStatus, Job, Lease, Prediction
 from tests.conftest import Ctx
 from tests.loop4.helpers import colour_project, label, run_jobs, start_job, user_id
 
@@ -117,6 +117,43 @@ def test_confirm_nine_with_two_excluded(ctx: Ctx) -> None:
     assert set(excluded) <= seen and not set(keep) & seen
     assert ctx.client.post("/api/v1/grids/999-9-0/confirm", json={"label": "red"}, headers=admin).status_code == 404
     assert ctx.client.post("/api/v1/grids/nonsense/skip", headers=admin).status_code == 404
+
+
+def test_confirm_with_corrections_labels_the_look_alikes_too(ctx: Ctx) -> None:
+    """A left-out image given its own class is labelled with it on the same page (one action
+    each, no second look); a plainly excluded one goes back to the queue."""
+    admin = ctx.user("root", "admin")
+    pid, truth = colour_project(ctx, admin, GROUPS, image_size=SIZE)
+    start_job(ctx, "cluster", pid)
+    run_jobs(ctx)
+    page = next(p for p in grids(ctx, pid, admin, limit=20)["data"] if len(p["item_ids"]) == 9)
+    ids = page["item_ids"]
+    colour = truth[ids[0]]
+    other = next(c for c in GROUPS if c != colour)
+    fixed, left = ids[7], ids[8]
+    url = f"/api/v1/grids/{page['id']}/confirm"
+    for bad in ({"corrections": {str(10**6): other}},  # not on the page
+                {"corrections": {str(fixed): other}, "exclude": [fixed]},  # both
+                {"corrections": {str(fixed): "purple"}}):  # not a class
+        r = ctx.client.post(url, json={"label": colour, **bad}, headers=admin)
+        assert r.status_code == 422, (bad, r.text)
+    with Session(ctx.engine) as s:  # nothing was written by the refused requests
+        assert all(s.get(Item, i).version == 0 for i in ids)  # type: ignore[union-attr]
+    r = ctx.client.post(url, json={"label": colour, "exclude": [left], "corrections": {str(fixed): other}},
+                        headers=admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sorted(body["labelled"]) == sorted(ids[:7]) and body["corrected"] == [fixed]
+    assert body["released"] == [left]
+    hist = ctx.client.get(f"/api/v1/items/{fixed}/history", headers=admin).json()
+    assert [(v["data"]["labels"], v["provenance"], v["origin"]) for v in hist] == [([other], "human", "grid")]
+    assert ctx.client.get(f"/api/v1/items/{ids[0]}/history", headers=admin).json()[-1]["data"]["labels"] == [colour]
+    with Session(ctx.engine) as s:
+        fixed_item, left_item = s.get(Item, fixed), s.get(Item, left)
+        assert fixed_item is not None and fixed_item.status == ItemStatus.labelled
+        assert left_item is not None and left_item.status == ItemStatus.unlabelled and left_item.version == 0
+        [entry] = s.exec(select(AuditLog).where(AuditLog.action == "grid.confirm")).all()
+        assert entry.detail["corrected"] == {str(fixed): other} and entry.detail["excluded"] == [left]
 
 
 def test_two_users_never_get_the_same_page(ctx: Ctx) -> None:

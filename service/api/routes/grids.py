@@ -1,4 +1,5 @@
-"""Look-alike grids over HTTP: lease pages, confirm a page with one label, skip a page.
+"""Look-alike grids over HTTP: lease pages, confirm a page with one label (and a class for each
+look-alike that is something else), skip a page.
 
 Pages come from the newest succeeded ``cluster`` job (:mod:`service.loop.clusters`).
 Serving a page leases each of its live items to the caller (``Lease`` reason
@@ -106,24 +107,33 @@ def find_page(session: Session, page_id: str) -> tuple[Job, dict[str, Any]]:
 
 
 def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str, Any], user: User, label: str,
-                 exclude: list[int]) -> dict[str, Any]:
-    """One ``human`` version (origin ``grid``) per page item not excluded; every item's grid lease
-    is released, so excluded items go back to the queue. Items labelled meanwhile or leased in the
-    queue by someone else are left alone (``unavailable``); a page on another person's grid is 409."""
+                 exclude: list[int], corrections: dict[int, str] | None = None) -> dict[str, Any]:
+    """One ``human`` version (origin ``grid``) per page item: ``label``, or the class
+    ``corrections`` gives the item instead; ``exclude``d items are not labelled. Every item's
+    grid lease is released, so excluded items go back to the queue. Items labelled meanwhile or
+    leased in the queue by someone else are left alone (``unavailable``); a page on another
+    person's grid is 409."""
     assert project.id is not None
+    corrections = dict(corrections or {})
     ids: list[int] = list(page["item_ids"])
-    stray = sorted(set(exclude) - set(ids))
+    stray = sorted((set(exclude) | set(corrections)) - set(ids))
     if stray:
         raise HTTPException(422, f"items {stray[:20]} are not on page {page['id']}")
+    both = sorted(set(exclude) & set(corrections))
+    if both:
+        raise HTTPException(422, f"items {both[:20]} are both excluded and corrected: choose one")
     if page["id"] in _closed_pages(session, project.id, None, job.created_at):
         raise HTTPException(409, f"page {page['id']} was already confirmed")
-    data = canonical({"labels": [label]})
+    data = {c: canonical({"labels": [c]}) for c in {label, *corrections.values()}}
     items = {it.id: it for it in session.exec(select(Item).where(col(Item.id).in_(ids)))}
     leases = {le.item_id: le for le in session.exec(select(Lease).where(col(Lease.item_id).in_(ids)))}
     now = utcnow()
     if any(le.reason == GRID and le.user_id != user.id and le.expires_at > now for le in leases.values()):
         raise HTTPException(409, f"page {page['id']} is leased to someone else right now")
-    labelled, released, unavailable = [], [], []
+    labelled: list[int] = []
+    corrected: list[int] = []
+    released: list[int] = []
+    unavailable: list[int] = []
     for iid in ids:
         item, le = items.get(iid), leases.get(iid)
         if item is None or (le is not None and le.user_id != user.id and le.expires_at > now):
@@ -138,15 +148,19 @@ def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str
         if item.status not in POOL:
             unavailable.append(iid)
             continue
-        validate_for_project(session, project, item, data)
-        write_version(session, item=item, data=data, provenance=Provenance.human, origin=GRID, author=user)
-        labelled.append(iid)
-    # the page's hold-out items of this class would have been labelled with it (service/loop/holdout.py)
+        given = data[corrections.get(iid, label)]
+        validate_for_project(session, project, item, given)
+        write_version(session, item=item, data=given, provenance=Provenance.human, origin=GRID, author=user)
+        (corrected if iid in corrections else labelled).append(iid)
+    # the page's hold-out items of this class would have been labelled with it; those of other
+    # classes stay in calibration even when the person corrected look-alikes here, which can only
+    # make the certificate more cautious (service/loop/holdout.py)
     take_after_grid(session, holdout_ids=page.get("holdout_ids", []), label=label)
     audit(session, user.id, "grid.confirm", project_id=project.id,
-          detail={"page_id": page["id"], "label": label, "labelled": labelled, "excluded": released})
-    return {"page_id": page["id"], "label": label, "labelled": labelled, "released": released,
-            "unavailable": unavailable}
+          detail={"page_id": page["id"], "label": label, "labelled": labelled, "excluded": released,
+                  "corrected": {str(i): corrections[i] for i in corrected}})
+    return {"page_id": page["id"], "label": label, "labelled": labelled, "corrected": corrected,
+            "released": released, "unavailable": unavailable}
 
 
 def skip_page(session: Session, *, project: Project, page: dict[str, Any], user: User) -> dict[str, Any]:
@@ -210,24 +224,32 @@ def get_grids(project_id: int, user: CurrentUser, settings: SettingsDep,
 
 class ConfirmIn(BaseModel):
     label: str = Field(min_length=1, max_length=200, description="the class every non-excluded item gets")
-    exclude: list[int] = Field(default_factory=list, max_length=9, description="item ids that are not this class")
+    exclude: list[int] = Field(default_factory=list, max_length=9,
+                               description="item ids that are not this class: left unlabelled, back in the queue")
+    corrections: dict[int, str] = Field(
+        default_factory=dict, max_length=9,
+        description="item ids that are not this class, with the class each is instead: labelled with it "
+                    "(one action each, like an exclusion, and the item needs no second look)")
 
 
 class ConfirmOut(BaseModel):
     page_id: str
     label: str
-    labelled: list[int] = Field(description="items that got a human label (origin grid)")
+    labelled: list[int] = Field(description="items that got the page's label (human, origin grid)")
+    corrected: list[int] = Field(description="items that got the class given in corrections (human, origin grid)")
     released: list[int] = Field(description="excluded items, back in the queue")
     unavailable: list[int] = Field(description="items labelled meanwhile or held by someone else")
 
 
 @router.post("/grids/{page_id}/confirm", response_model=ConfirmOut, responses={**STD_ERRORS, **LEASES})
 def post_confirm(page_id: str, body: ConfirmIn, user: CurrentUser, session: SessionDep) -> ConfirmOut:
-    """Label the page's items with ``label`` in one action, except ``exclude``."""
+    """Label the page's items with ``label`` in one action, except ``exclude`` (left unlabelled)
+    and ``corrections`` (labelled with the class given for each)."""
     job, page = find_page(session, page_id)
     project = get_project(session, user, job.project_id or 0)
     return ConfirmOut.model_validate(confirm_page(session, project=project, job=job, page=page, user=user,
-                                                  label=body.label, exclude=body.exclude))
+                                                  label=body.label, exclude=body.exclude,
+                                                  corrections=body.corrections))
 
 
 class SkipOut(BaseModel):

@@ -1,5 +1,7 @@
 // Grid review: one leased page of 4/6/9 look-alike images with the model's best guess.
-// Click a cell (or press its number) to leave it out; Enter confirms the page; → skips it.
+// Click a cell (or press its number) to leave it out; a left-out image can be given its own
+// class (the list under the page, or X for the image left out last) so it needs no second
+// look; Enter confirms the page; → skips it.
 // Every action has a key (press `?`). [data-testid=grid-page] has aria-busy="true" while a
 // page is loading or being confirmed/skipped.
 
@@ -12,19 +14,21 @@ const SIZES = [4, 6, 9];
 
 export async function render(root, { project, role }) {
   const classes = [...project.classes].sort((a, b) => a.position - b.position);
-  const state = { size: Number(sessionStorage.getItem("labelloop.gridSize")) || 9, page: null, excluded: new Set(), busy: false };
+  const state = { size: Number(sessionStorage.getItem("labelloop.gridSize")) || 9, page: null, excluded: new Set(),
+    fixes: new Map(), lastOut: null, busy: false };
   const sizeBox = h("div", { class: "chips", role: "radiogroup", "aria-label": "Images per page" });
   const labelSel = h("select", { id: "grid-label", testid: "grid-label" }, classes.map((c) => h("option", { value: c.name }, c.name)));
   const head = h("div", { class: "grid-head" });
   const cells = h("div", { class: "grid-page", testid: "grid-page", "aria-busy": "true" });
+  const fixBox = h("div", { class: "grid-fixes", testid: "grid-fixes" });
   const footer = h("div", { class: "actions" });
   const keys = new Keymap("Grids", { buttons: ".grid-cell, [data-testid=grid-confirm]" });
   root.append(h("h1", {}, "Grid review"),
-    h("p", { class: "muted" }, "Look-alike images the model groups together. Leave out the ones that do not belong, then confirm the page. ",
+    h("p", { class: "muted" }, "Look-alike images the model groups together. Leave out the ones that do not belong (and give them their class if you know it), then confirm the page. ",
       keys.button()),
     h("div", { class: "toolbar" }, h("div", { class: "field" }, h("span", {}, "Images per page ", h("kbd", {}, "G")), sizeBox),
       h("div", { class: "field" }, h("label", { for: "grid-label" }, "Label for the selected images ", h("kbd", {}, "L")), labelSel)),
-    head, cells, footer);
+    head, cells, fixBox, footer);
 
   let inFlight = 0;
   function busy(delta) {
@@ -70,6 +74,9 @@ export async function render(root, { project, role }) {
   function show() {
     const page = state.page;
     state.excluded = new Set();
+    state.fixes = new Map();
+    state.lastOut = null;
+    clear(fixBox);
     if (!page) {
       clear(head);
       clear(cells, h("p", { class: "muted", testid: "grid-empty" },
@@ -90,7 +97,8 @@ export async function render(root, { project, role }) {
     clear(cells, page.item_ids.map((id, i) => h("button", { type: "button", class: "grid-cell", "aria-pressed": "true",
       testid: `grid-cell-${i + 1}`, dataset: { itemId: String(id) }, "aria-label": `Image ${i + 1}: included, click to leave out`,
       onclick: () => toggle(i) },
-    h("img", { src: thumbUrl(id), alt: "" }), h("span", { class: "num" }, String(i + 1)), h("span", { class: "mark" }, "✓"))));
+    h("img", { src: thumbUrl(id), alt: "" }), h("span", { class: "num" }, String(i + 1)), h("span", { class: "mark" }, "✓"),
+    h("span", { class: "fix", testid: `grid-cell-fix-${i + 1}`, hidden: true }))));
     clear(footer,
       h("button", { type: "button", class: "primary", testid: "grid-confirm", onclick: () => confirm() }, "Confirm page ", h("kbd", {}, "Enter")),
       h("button", { type: "button", testid: "grid-skip", onclick: () => skip() }, "Skip page ", h("kbd", {}, "→")),
@@ -101,9 +109,39 @@ export async function render(root, { project, role }) {
     const page = state.page;
     if (!page || i >= page.item_ids.length) return false;
     const id = page.item_ids[i];
-    if (state.excluded.has(id)) state.excluded.delete(id); else state.excluded.add(id);
+    if (state.excluded.has(id)) { state.excluded.delete(id); state.fixes.delete(id); } else { state.excluded.add(id); state.lastOut = i; }
     drawCell(i);
+    drawFixes();
     return true;
+  }
+
+  /** A left-out image's own class: "" sends it back to the queue unlabelled. */
+  function setFix(i, name) {
+    const id = state.page.item_ids[i];
+    if (name) state.fixes.set(id, name); else state.fixes.delete(id);
+    drawCell(i);
+  }
+
+  /** Step the class of the image left out last: back to the queue → each class in turn. */
+  function stepFix() {
+    const page = state.page;
+    if (!page || state.lastOut === null || !state.excluded.has(page.item_ids[state.lastOut])) return false;
+    const names = ["", ...classes.map((c) => c.name)];
+    const now = state.fixes.get(page.item_ids[state.lastOut]) || "";
+    setFix(state.lastOut, names[(names.indexOf(now) + 1) % names.length]);
+    drawFixes();
+    return true;
+  }
+
+  function drawFixes() {
+    const page = state.page;
+    const out = page.item_ids.map((id, i) => [id, i]).filter(([id]) => state.excluded.has(id));
+    if (!out.length) { clear(fixBox); return; }
+    clear(fixBox, h("p", { class: "muted small" }, "Left out: give an image its class to label it now, or leave it for the queue ", h("kbd", {}, "X")),
+      out.map(([id, i]) => h("label", { class: "grid-fix" }, `Image ${i + 1} `,
+        h("select", { testid: `grid-fix-${i + 1}`, onchange: (ev) => setFix(i, ev.target.value) },
+          h("option", { value: "" }, "back to the queue"),
+          classes.map((c) => h("option", { value: c.name, selected: state.fixes.get(id) === c.name }, c.name))))));
   }
 
   /** Include every image (out = false) or leave every image out (out = true); invert when out is null. */
@@ -112,20 +150,26 @@ export async function render(root, { project, role }) {
     if (!page) return false;
     page.item_ids.forEach((id, i) => {
       const leave = out === null ? !state.excluded.has(id) : out;
-      if (leave) state.excluded.add(id); else state.excluded.delete(id);
+      if (leave) state.excluded.add(id); else { state.excluded.delete(id); state.fixes.delete(id); }
       drawCell(i);
     });
+    drawFixes();
     return true;
   }
 
   function drawCell(i) {
     const page = state.page;
     const out = state.excluded.has(page.item_ids[i]);
+    const fix = state.fixes.get(page.item_ids[i]) || "";
     const cell = cells.children[i];
     cell.classList.toggle("excluded", out);
+    cell.classList.toggle("fixed", !!fix);
     cell.setAttribute("aria-pressed", String(!out));
-    cell.setAttribute("aria-label", `Image ${i + 1}: ${out ? "left out, click to include" : "included, click to leave out"}`);
+    cell.setAttribute("aria-label", `Image ${i + 1}: ${fix ? `labelled ${fix}` : out ? "left out" : "included"}, click to ${out ? "include" : "leave out"}`);
     cell.querySelector(".mark").textContent = out ? "✗" : "✓";
+    const tag = cell.querySelector(".fix");
+    tag.textContent = fix;
+    tag.hidden = !fix;
     const count = footer.querySelector("[data-testid=grid-selected-count]");
     if (count) count.textContent = `${page.item_ids.length - state.excluded.size} selected`;
   }
@@ -147,10 +191,14 @@ export async function render(root, { project, role }) {
   }
 
   const confirm = () => act(async (page) => {
-    const out = await post(`/grids/${encodeURIComponent(page.id)}/confirm`, { label: labelSel.value, exclude: [...state.excluded] });
+    const corrections = Object.fromEntries(state.fixes);
+    const exclude = [...state.excluded].filter((id) => !state.fixes.has(id));
+    const out = await post(`/grids/${encodeURIComponent(page.id)}/confirm`, { label: labelSel.value, exclude, corrections });
     const n = Array.isArray(out.labelled) ? out.labelled.length : out.labelled;
+    const fixed = (out.corrected || []).length;
     const gone = (out.unavailable || []).length;
-    toast(`Labelled ${n} images as ${out.label || labelSel.value}` + (gone ? ` (${gone} were taken meanwhile)` : ""), "ok", 2500);
+    toast(`Labelled ${n} images as ${out.label || labelSel.value}` + (fixed ? `, ${fixed} with their own class` : "")
+      + (gone ? ` (${gone} were taken meanwhile)` : ""), "ok", 2500);
   });
   const skip = () => act((page) => post(`/grids/${encodeURIComponent(page.id)}/skip`, {}));
 
@@ -160,6 +208,8 @@ export async function render(root, { project, role }) {
 
   keys.add({ id: "toggle", keys: ["1", "2", "3", "4", "5", "6", "7", "8", "9"], label: "1–9",
     text: "leave image N out of the page (again: include it)", run: (_, key) => toggle(Number(key) - 1) })
+    .add({ id: "fix", keys: ["x"], text: "the image left out last: next class for it (back to the queue, then each class)",
+      run: () => stepFix() })
     .add({ id: "include-all", keys: ["a"], text: "include every image again", run: () => setAll(false) })
     .add({ id: "invert", keys: ["i"], text: "invert the selection (leave out what is in, include what is out)",
       run: () => setAll(null) })
