@@ -126,6 +126,20 @@ def ctx(settings: Settings) -> Iterator[Ctx]:
         yield Ctx(client, settings)
 
 
+@pytest.fixture
+def seeded_streams(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> Ctx:
+    """``ctx`` with the queue's randomness seeded: items' random order (``random_seed``) and
+    each draw's stream (hold-out or strategy). For tests whose few dozen labels would
+    otherwise pass or fail by which items happened to be held out."""
+    import random
+
+    import service.crud.queue
+
+    ctx.settings.random_seed = 0
+    monkeypatch.setattr(service.crud.queue, "_rng", random.Random(0))
+    return ctx
+
+
 def png_bytes(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (32, 24),
               fmt: str = "PNG", seed: int = 0) -> bytes:
     im = Image.new("RGB", size, color)

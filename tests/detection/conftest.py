@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import random
 from typing import Any
 
 import numpy as np
@@ -44,12 +43,7 @@ def png(im: Image.Image) -> bytes:
 
 def shapes_project(ctx: Any, headers: dict[str, str], policy: dict[str, Any], *, n: int, seed: int
                    ) -> tuple[int, dict[int, dict]]:
-    """A detection project of ``n`` drawn canvases (64 px); returns (project id, {item id: true annotation}).
-
-    The queue's random order follows ``seed`` (``random_seed``) so that which canvases are
-    held out is the same on every run: with a few dozen canvases a bad draw can leave a
-    class without enough hold-out evidence, and a test must not pass or fail by chance."""
-    ctx.settings.random_seed = seed
+    """A detection project of ``n`` drawn canvases (64 px); returns (project id, {item id: true annotation})."""
     r = ctx.client.post("/api/v1/projects", json={"name": "shapes", "task": "detection", "classes": CLASSES,
                                                   "policy": policy}, headers=headers)
     assert r.status_code == 201, r.text
@@ -74,10 +68,3 @@ def _threads() -> None:
 
     torch.set_num_threads(2)
 
-
-@pytest.fixture(autouse=True)
-def _seeded_streams(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The queue's stream choice (hold-out or strategy) from a seeded generator."""
-    import service.crud.queue
-
-    monkeypatch.setattr(service.crud.queue, "_rng", random.Random(0))

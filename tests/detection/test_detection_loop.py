@@ -3,6 +3,7 @@ detection policy) -> calibrated box thresholds -> infer_detector -> proposals in
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import Session, select
 
 from service.jobs.runner import ThreadExecutor
@@ -12,6 +13,7 @@ from tests.conftest import Ctx
 from tests.detection.conftest import CLASSES, iou, shapes_project
 
 
+@pytest.mark.usefixtures("seeded_streams")  # which items are held out decides this test
 def test_labelled_canvases_to_detector_to_proposals(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
     policy = {"min_labels_per_class": 3, "holdout_share": 0.5, "target_precision": 0.7, "delta": 0.2,

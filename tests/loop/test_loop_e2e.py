@@ -6,6 +6,7 @@ import io
 import random
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from service.jobs.runner import ThreadExecutor
@@ -35,6 +36,7 @@ def label_from_queue(ctx: Ctx, headers: dict[str, str], pid: int, truth: dict[in
         assert r.status_code == 201, r.text
 
 
+@pytest.mark.usefixtures("seeded_streams")  # which items are held out decides this test
 def test_labels_to_model_to_pending_to_confirm(ctx: Ctx) -> None:
     ctx.settings.image_size = 32
     admin = ctx.user("root", "admin")
