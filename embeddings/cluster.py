@@ -145,6 +145,7 @@ def grid_pages(
     niter: int = 20,
     keep_partial: bool = True,
     split_by_class: bool = False,
+    pool_partial: bool = False,
 ) -> list[GridPage]:
     """Cut look-alike pages from k-means clusters of ``vecs [N, D]``.
 
@@ -160,6 +161,14 @@ def grid_pages(
     and that the model puts in one class: a look-alike cluster that straddles two
     classes (shirts and T-shirts) gives two sets of pages instead of mixed ones.
     ``page`` then counts pages within that (cluster, class) group.
+
+    ``pool_partial=True`` pools the groups' partial last pages instead: per class (or
+    all, without ``split_by_class``), the leftover items are laid out cluster after
+    cluster along a nearest-centroid chain and cut into full pages (only the very last
+    may be partial). With many clusters times classes most groups are smaller than a
+    page, and a page of one or two images costs a person about as much as labelling
+    them one by one. A pooled page's ``cluster`` is its first item's and its ``page``
+    counts from the group's full pages on, so it sorts after every cluster's first page.
     """
     if page_size not in PAGE_SIZES:
         raise ValueError(f"page_size must be one of {PAGE_SIZES}, got {page_size}")
@@ -187,25 +196,62 @@ def grid_pages(
     order = np.lexsort((id_arr, dist, group))
     bounds = np.searchsorted(group[order], np.arange(len(centroids) * n_groups + 1))
     pages: list[GridPage] = []
-    for g in range(len(centroids) * n_groups):
-        c = g // n_groups
-        members = order[bounds[g] : bounds[g + 1]]
-        for j, start in enumerate(range(0, len(members), page_size)):
-            rows = members[start : start + page_size]
+
+    def add(rows: np.ndarray, cluster: int, page: int) -> None:
+        suggestion: tuple[int | None, float | None, float | None] = (None, None, None)
+        if p is not None:
+            suggestion = _suggest(p[rows])
+        pages.append(
+            GridPage(
+                cluster=cluster,
+                page=page,
+                item_ids=[int(i) for i in id_arr[rows]],
+                cohesion=float(np.mean(1.0 - dist[rows])),
+                suggested_class=suggestion[0],
+                confidence=suggestion[1],
+                agreement=suggestion[2],
+            )
+        )
+
+    chain = _centroid_chain(centroids) if pool_partial else np.arange(len(centroids))
+    leftovers: list[list[np.ndarray]] = [[] for _ in range(n_groups)]
+    for c in chain:
+        for cls in range(n_groups):
+            g = int(c) * n_groups + cls
+            members = order[bounds[g] : bounds[g + 1]]
+            for j, start in enumerate(range(0, len(members), page_size)):
+                rows = members[start : start + page_size]
+                if len(rows) < page_size:
+                    if pool_partial:
+                        leftovers[cls].append(rows)
+                        break
+                    if not keep_partial:
+                        break
+                add(rows, int(c), j)
+    for parts in leftovers:
+        pooled = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        for j, start in enumerate(range(0, len(pooled), page_size)):
+            rows = pooled[start : start + page_size]
             if len(rows) < page_size and not keep_partial:
                 break
-            suggestion: tuple[int | None, float | None, float | None] = (None, None, None)
-            if p is not None:
-                suggestion = _suggest(p[rows])
-            pages.append(
-                GridPage(
-                    cluster=c,
-                    page=j,
-                    item_ids=[int(i) for i in id_arr[rows]],
-                    cohesion=float(np.mean(1.0 - dist[rows])),
-                    suggested_class=suggestion[0],
-                    confidence=suggestion[1],
-                    agreement=suggestion[2],
-                )
-            )
+            add(rows, int(assign[rows[0]]), 1 + j)
     return pages
+
+
+def _centroid_chain(centroids: np.ndarray) -> np.ndarray:
+    """Cluster indices in a greedy nearest-neighbour chain over the centroids (from 0), so
+    that pooled leftovers of consecutive clusters look alike where they meet."""
+    k = len(centroids)
+    if k <= 2:
+        return np.arange(k)
+    unit = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T
+    seen = np.zeros(k, dtype=bool)
+    out = np.empty(k, dtype=np.int64)
+    cur = 0
+    for i in range(k):
+        out[i], seen[cur] = cur, True
+        if i + 1 < k:
+            row = np.where(seen, -np.inf, sim[cur])
+            cur = int(np.argmax(row))
+    return out

@@ -107,6 +107,30 @@ def test_drop_partial_pages(blobs) -> None:
     assert len(pages) == 8  # 23 per blob -> 2 full pages each
 
 
+def test_pooled_leftovers_fill_pages_within_a_class(blobs) -> None:
+    """Many clusters times classes: most (cluster, class) groups are smaller than a page.
+    Pooling their leftovers per class gives full pages of one predicted class, every item
+    once, at most one partial page per class; unpooled, most pages are partial."""
+    vecs, labels = blobs(40, 6, 16, noise=0.3, seed=3)  # 240 items, overlapping blobs
+    ids = np.arange(len(vecs)) + 500
+    rng = np.random.default_rng(3)
+    probs = _blob_probs((labels + (rng.random(len(labels)) < 0.3)) % 3, 3, seed=3)  # 3 classes across blobs
+    top = dict(zip(ids.tolist(), np.argmax(probs, axis=1).tolist(), strict=True))
+    plain = grid_pages(ids, vecs, page_size=9, seed=0, probs=probs, k=12, split_by_class=True)
+    pooled = grid_pages(ids, vecs, page_size=9, seed=0, probs=probs, k=12, split_by_class=True,
+                        pool_partial=True)
+    for pages in (plain, pooled):
+        got = [i for pg in pages for i in pg.item_ids]
+        assert sorted(got) == sorted(ids.tolist())  # every item on exactly one page
+        for pg in pages:
+            assert len({top[i] for i in pg.item_ids}) == 1 and pg.suggested_class == top[pg.item_ids[0]]
+    partial = [pg for pg in pooled if len(pg.item_ids) < 9]
+    assert len(partial) <= 3 and len({pg.suggested_class for pg in partial}) == len(partial)
+    assert sum(len(pg.item_ids) < 9 for pg in plain) > 3 * len(partial)
+    assert len(pooled) < len(plain)
+    assert all(pg.page >= 1 for pg in partial)  # pooled pages sort after every cluster's first page
+
+
 def test_small_inputs_and_validation() -> None:
     vecs = np.eye(3, 4, dtype=np.float32)
     pages = grid_pages([7, 8, 9], vecs, page_size=4, seed=0)
