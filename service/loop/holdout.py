@@ -18,7 +18,9 @@ gone had that route taken it:
   hold-out item's (inference scores hold-out items together with the pool, so the
   scores compare; see :func:`take_after_strategy`);
 * ``grid``: a grid page it was placed on (the page of its nearest look-alike, see
-  :mod:`service.loop.clusters`) is confirmed with the class it has;
+  :mod:`service.loop.clusters`) is confirmed with the class it has, or confirmed with
+  every exception given its own class and none left out (the person labels the whole
+  page, so it would have been labelled whatever its class);
 * ``pending``: the current model would have proposed its class, rightly, and a person
   decided a proposal of that model and class scored no higher (Pending lists a class's
   proposals by score, highest first); a wrong proposal it would have got is never
@@ -85,12 +87,16 @@ def take_after_strategy(session: Session, *, project_id: int, served_score: floa
     return _take(session, where, "strategy")
 
 
-def take_after_grid(session: Session, *, holdout_ids: Iterable[int], label: str) -> int:
+def take_after_grid(session: Session, *, holdout_ids: Iterable[int], label: str, every: bool = False) -> int:
     """A grid page was confirmed as ``label``: its hold-out items of that class go with it
-    (the others would have been deselected and stayed in the pool)."""
+    (the others would have been deselected and stayed in the pool). With ``every`` (the
+    person gave each look-alike that was not ``label`` its own class and left none out)
+    the others would have been labelled on the page too, and all go."""
     ids = [int(i) for i in holdout_ids]
     if not ids:
         return 0
+    if every:
+        return _take(session, [col(Item.id).in_(ids)], "grid")
     same = [iid for iid, labels in session.exec(
         select(Item.id, Annotation.data)
         .join(Annotation, (col(Annotation.item_id) == Item.id) & (col(Annotation.version) == Item.version))

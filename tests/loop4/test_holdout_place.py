@@ -78,6 +78,19 @@ def test_a_confirmed_grid_page_takes_its_holdout_items_of_that_class(ctx: Ctx) -
     assert {g for g, by in taken.items() if by == "grid"} == {g for g in right["holdout_ids"] if truth[g] == colour}
     assert all(taken[g] is None for g in wrong["holdout_ids"])  # a person would have deselected them
     assert _calibration_ids(ctx, pid) == {g for g, by in taken.items() if by is None}
+    # a person who gives the exceptions their class and leaves none out labels the whole
+    # page: its hold-out items go whatever their class; with one left out, only the page's class
+    fixer, mixed = with_ghost[2], with_ghost[3]
+    for page, exclude in ((fixer, []), (mixed, mixed["item_ids"][1:2])):
+        shown = truth[page["item_ids"][0]]
+        elsewise = next(c for c in GROUPS if c != shown)
+        r = ctx.client.post(f"/api/v1/grids/{page['id']}/confirm", headers=admin, json={
+            "label": elsewise, "corrections": {str(page["item_ids"][0]): shown}, "exclude": exclude})
+        assert r.status_code == 200, r.text
+    taken = _taken(ctx, ghosts)
+    assert all(taken[g] == "grid" for g in fixer["holdout_ids"])
+    assert all(taken[g] is None for g in mixed["holdout_ids"] if truth[g] != elsewise)
+    assert _calibration_ids(ctx, pid) == {g for g, by in taken.items() if by is None}
 
 
 def _two_colour_project(ctx: Ctx, admin: dict[str, str], **policy: object) -> tuple[int, dict[int, str]]:

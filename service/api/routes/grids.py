@@ -153,9 +153,10 @@ def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str
         write_version(session, item=item, data=given, provenance=Provenance.human, origin=GRID, author=user)
         (corrected if iid in corrections else labelled).append(iid)
     # the page's hold-out items of this class would have been labelled with it; those of other
-    # classes stay in calibration even when the person corrected look-alikes here, which can only
-    # make the certificate more cautious (service/loop/holdout.py)
-    take_after_grid(session, holdout_ids=page.get("holdout_ids", []), label=label)
+    # classes too when the person gave every exception its class and left none out; else they
+    # would have been left out and stay in calibration (service/loop/holdout.py)
+    take_after_grid(session, holdout_ids=page.get("holdout_ids", []), label=label,
+                    every=bool(corrections) and not exclude)
     audit(session, user.id, "grid.confirm", project_id=project.id,
           detail={"page_id": page["id"], "label": label, "labelled": labelled, "excluded": released,
                   "corrected": {str(i): corrections[i] for i in corrected}})
