@@ -40,7 +40,10 @@ class Policy:
     ``image_size`` (``None``: the backbone's default) tune the ``precise`` algorithm.
     ``grid_min_confidence``: once a model exists, items whose most probable class is
     below this probability stay off grid pages (single labels take them: the model
-    cannot say which page they belong on); 0 puts every item on a page.
+    cannot say which page they belong on); 0 puts every item on a page. The default
+    0.8 keeps pages about 90% pure at a small cost in actions (``labelloop
+    simulate-review actions``, Fashion-MNIST, seed 0: purity 0.898 and 0.340 actions
+    per item, against 0.863 and 0.323 at 0.5 and 0.934 and 0.383 at 0.9).
     """
 
     min_labels_per_class: int = 5
@@ -58,7 +61,7 @@ class Policy:
     epochs: int = 12
     semi_supervised: bool = False
     image_size: int | None = None
-    grid_min_confidence: float = 0.5
+    grid_min_confidence: float = 0.8
 
     def __post_init__(self) -> None:
         problems = self.problems()

@@ -37,7 +37,7 @@ def test_experiments_on_a_tiny_pool(tmp_path: Path) -> None:
     assert out["actions"] == sum(out["by_kind"].values())
     assert sum(out["labels_by_route"].values()) == out["pool"]
     assert out["by_kind"]["single"] >= 30 and out["by_kind"]["grid_confirm"] > 0
-    # a grid page costs one confirm plus one per deselected item or class change
+    # a grid page costs one confirm plus one per look-alike given its own class, and one per class change
     for p in out["pages"]:
         if p.get("action") == "confirm":
             assert p["actions"] == 1 + round(p["size"] * (1 - p["majority_share"])) + int(p["label"] != p["suggested"])
