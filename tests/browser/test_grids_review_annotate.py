@@ -46,6 +46,7 @@ def test_grid_review_leave_out_two_fix_one_and_confirm(live: Live, new_page: Any
     page.get_by_test_id("grid-cell-6").click()
     assert page.get_by_test_id("grid-cell-fix-6").is_hidden() and page.get_by_test_id("grid-fix-6").input_value() == ""
     page.get_by_test_id("grid-fix-6").select_option("square")
+    assert page.get_by_test_id("grid-selected-count").inner_text() == "4 selected, 1 with their own class"
     shot(page, "grids")
     page.keyboard.press("Enter")  # one key confirms the page
     page.get_by_test_id("grid-suggested").filter(has_text="square").wait_for()

@@ -171,7 +171,10 @@ export async function render(root, { project, role }) {
     tag.textContent = fix;
     tag.hidden = !fix;
     const count = footer.querySelector("[data-testid=grid-selected-count]");
-    if (count) count.textContent = `${page.item_ids.length - state.excluded.size} selected`;
+    if (count) {
+      count.textContent = `${page.item_ids.length - state.excluded.size} selected`
+        + (state.fixes.size ? `, ${state.fixes.size} with their own class` : "");
+    }
   }
 
   /** Step the label for the selected images through the classes. */
