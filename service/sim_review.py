@@ -10,8 +10,9 @@ realised precision (``service.loop.stats``). Only the person is simulated.
 
 **1. Actions per item** (:func:`actions_run`). The oracle labels the whole pool and
 every action is counted: one per single label, one per confirmed page (grid or
-Pending), one per item deselected on a grid page or corrected in Pending, one per
-grid page skipped, one per change of a grid page's class. Its policy:
+Pending), one per item given its own class (or deselected) on a grid page or
+corrected in Pending, one per grid page skipped, one per change of a grid page's
+class. Its policy:
 
 * *warm-up*: single labels from the queue (strategy + hold-out streams) until
   ``warmup`` labels; the project retrains on its policy (every
