@@ -167,8 +167,8 @@ def grid_pages(
     cluster along a nearest-centroid chain and cut into full pages (only the very last
     may be partial). With many clusters times classes most groups are smaller than a
     page, and a page of one or two images costs a person about as much as labelling
-    them one by one. A pooled page's ``cluster`` is its first item's and its ``page``
-    counts from the group's full pages on, so it sorts after every cluster's first page.
+    them one by one. A pooled page's ``cluster`` is its first item's, and its ``page`` is
+    1 + its index among its class's pooled pages, so it sorts after every cluster's first page.
     """
     if page_size not in PAGE_SIZES:
         raise ValueError(f"page_size must be one of {PAGE_SIZES}, got {page_size}")
