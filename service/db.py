@@ -7,6 +7,8 @@ by :func:`make_engine` from a :class:`Settings`, never at import time.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,8 +38,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             # Let SQLAlchemy issue BEGIN itself so that BEGIN IMMEDIATE works.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            _wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
@@ -54,6 +56,21 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         return engine
     kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
     return create_engine(url, **kwargs)
+
+
+def _wal(cur: Any, wait_s: float = 30.0) -> None:
+    """Switch to WAL. On a fresh file, processes starting together (``serve --workers N``,
+    an API and a worker) race for the switch, and SQLite answers the loser "database is
+    locked" at once, without its busy timeout; so wait here as the busy timeout would."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def read_only(engine: Engine) -> Engine:
