@@ -38,12 +38,17 @@ class Policy:
     one ``pooled`` threshold (precision of all pre-labels together); ``epochs``,
     ``semi_supervised`` (pseudo-labels from confident unlabelled images) and
     ``image_size`` (``None``: the backbone's default) tune the ``precise`` algorithm.
+    ``grid_purity``: once a model exists, grid pages take the items most likely to be
+    right until the expected share of a page in the page's class would fall below this;
+    the rest get single labels. Likelihoods come from the calibrating hold-out (how often
+    the model was right at each score and class, :mod:`learning.grid_purity`), or from
+    the model's score while the hold-out is too small; ``None`` switches the cut off.
     ``grid_min_confidence``: once a model exists, items whose most probable class is
-    below this probability stay off grid pages (single labels take them: the model
-    cannot say which page they belong on); 0 puts every item on a page. The default
-    0.8 keeps pages about 90% pure at a small cost in actions (``labelloop
-    simulate-review actions``, Fashion-MNIST, seed 0: purity 0.898 and 0.340 actions
-    per item, against 0.863 and 0.323 at 0.5 and 0.934 and 0.383 at 0.9).
+    below this probability stay off pages (single labels take them: the model cannot say
+    which page they belong on); 0 puts every item on a page. The default 0.8 keeps pages
+    about 90% pure at a small cost in actions (``labelloop simulate-review actions``,
+    Fashion-MNIST, seed 0: purity 0.898 and 0.340 actions per item, against 0.863 and
+    0.323 at 0.5 and 0.934 and 0.383 at 0.9).
     """
 
     min_labels_per_class: int = 5
@@ -61,6 +66,7 @@ class Policy:
     epochs: int = 12
     semi_supervised: bool = False
     image_size: int | None = None
+    grid_purity: float | None = None
     grid_min_confidence: float = 0.8
 
     def __post_init__(self) -> None:
@@ -115,6 +121,12 @@ class Policy:
             _is_number(self.grid_min_confidence) and 0.0 <= self.grid_min_confidence < 1.0,
             "grid_min_confidence",
             "between 0 (inclusive) and 1",
+        )
+        purity = self.grid_purity
+        check(
+            purity is None or (_is_number(purity) and 0.0 < purity < 1.0),
+            "grid_purity",
+            "strictly between 0 and 1 or None",
         )
         size = self.image_size
         check(

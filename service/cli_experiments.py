@@ -11,6 +11,10 @@ from service.config import Settings
 KINDS = ("actions", "strategies", "label-errors", "audit")
 
 
+def _purity(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("experiment", choices=KINDS)
     sp.add_argument("--pool", type=int, default=10_000)
@@ -34,6 +38,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                          "on the page")
     sp.add_argument("--grid-min-confidence", type=float, default=None,
                     help="the project's grid_min_confidence policy (default: the policy's default)")
+    sp.add_argument("--epochs", type=int, default=None, help="`precise` epochs per training (default: the policy's)")
+    sp.add_argument("--grid-purity", type=_purity, default=False, metavar="P|none",
+                    help="the project's grid_purity policy (default: the policy's default)")
     sp.add_argument("--redraws", type=int, default=0,
                     help="audit: also repeat the last training and its audit draw on N copies of each database")
     sp.add_argument("--noise", type=float, default=0.05)

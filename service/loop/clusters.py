@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 from embeddings.cluster import choose_k, grid_pages
 from learning import query
 from learning.adapters import create_adapter, load_adapter
+from learning.grid_purity import fit_correctness, purity_cut
 from learning.policy import Policy
 from service.config import Settings
 from service.crud.items import blob_store
@@ -109,7 +110,8 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
     n_pool = len(items)
     # hold-out items keep their place in the pool (service/loop/holdout.py): each rides on
     # the page of its nearest look-alike, hidden, and a confirm with its class takes it
-    items += [g for g, _ in calibration_items(session, project.id)] if project.task in CLASSIFICATION else []
+    ghosts = calibration_items(session, project.id) if project.task in CLASSIFICATION else []
+    items += [g for g, _ in ghosts]
     ids = [int(i.id) for i in items if i.id is not None]
     probs = predicted_probs(session, mv, ids, multilabel=project.task == Task.multilabel) if mv else None
     classes = list(mv.classes) if mv else class_names(session, project.id)
@@ -136,8 +138,9 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
     if probs is not None and project.task == Task.multiclass:
         # items the model cannot place go to single labels (the strategy stream serves the
         # least certain first anyway) instead of being deselected from a page one by one
-        floor = Policy.from_dict(project.policy or {}).grid_min_confidence
-        placed = (probs.max(axis=1) >= floor) | unknown
+        placed, out["grid_cut"] = on_pages(probs, unknown, n_pool=n_pool, labels=[lab for _, lab in ghosts],
+                                           classes=classes, policy=Policy.from_dict(project.policy or {}))
+        placed |= unknown
         out["n_uncertain"] = int((~placed[:n_pool]).sum())
     else:
         placed = np.ones(len(ids), dtype=bool)
@@ -172,6 +175,31 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
         attach_holdout(out["pages"][str(size)], ids, vecs, probs, g_ids, g_vecs, g_probs)
     progress(1.0, f"{len(ids)} items in {len(out['pages']['9'])} grids of 9")
     return out
+
+
+def on_pages(probs: np.ndarray, unknown: np.ndarray, *, n_pool: int, labels: list[list[str]], classes: list[str],
+             policy: Policy) -> tuple[np.ndarray, dict[str, Any]]:
+    """Which rows of ``probs [N, C]`` (the pool's ``n_pool`` rows, then the calibrating
+    hold-out's, whose ``labels`` a person gave) go on grid pages: ``grid_min_confidence``,
+    then the most likely right up to ``grid_purity`` (:mod:`learning.grid_purity`), the
+    likelihood learnt from the hold-out rows. The same rule is applied to pool and
+    hold-out rows, so a hold-out item rides on a page exactly when a pool item like it
+    would be on one. Returns the mask and what the cut went by (for the job's result)."""
+    placed = probs.max(axis=1) >= policy.grid_min_confidence
+    info: dict[str, Any] = {"min_confidence": policy.grid_min_confidence, "purity": policy.grid_purity}
+    if policy.grid_purity is None:
+        return placed, info
+    index = {c: i for i, c in enumerate(classes)}
+    rows = [n_pool + j for j, lab in enumerate(labels) if len(lab) == 1 and lab[0] in index and not unknown[n_pool + j]]
+    fitted = fit_correctness(probs[rows], np.array([index[labels[r - n_pool][0]] for r in rows], dtype=np.int64))
+    likely = fitted.predict(probs) if fitted is not None else probs.max(axis=1)
+    sure = placed & ~unknown
+    sure[n_pool:] = False  # the cut is the pool's; hold-out rows then follow the same rule
+    placed &= likely >= purity_cut(likely[sure], policy.grid_purity)
+    sure &= placed
+    info.update({"likelihood": "hold-out" if fitted is not None else "score", "evidence": len(rows),
+                 "expected_purity": round(float(likely[sure].mean()), 4) if sure.any() else None})
+    return placed, info
 
 
 def attach_holdout(pages: list[dict[str, Any]], ids: list[int], vecs: np.ndarray, probs: np.ndarray | None,

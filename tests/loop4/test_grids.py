@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sqlmodel import Session, col, select
 
-from service.loop.clusters import clusters_check
+from learning.policy import Policy
+from service.loop.clusters import clusters_check, on_pages
 from service.models import AuditLog, Item, ItemStatus, Job, Lease, Prediction
 from tests.conftest import Ctx
 from tests.loop4.helpers import colour_project, label, run_jobs, start_job, user_id
@@ -61,7 +62,8 @@ def test_items_the_model_cannot_place_stay_off_the_pages(ctx: Ctx) -> None:
         score = {p.item_id: p.score for p in s.exec(select(Prediction)).all()}
     pool = {i for i in truth if i in score}
     floor = float(np.median([score[i] for i in pool]))  # half the pool falls below it
-    r = ctx.client.put(f"/api/v1/projects/{pid}/policy", json={"grid_min_confidence": floor}, headers=admin)
+    r = ctx.client.put(f"/api/v1/projects/{pid}/policy", json={"grid_min_confidence": floor, "grid_purity": None},
+                       headers=admin)
     assert r.status_code == 200, r.text
     bad = ctx.client.put(f"/api/v1/projects/{pid}/policy", json={"grid_min_confidence": 1.5}, headers=admin)
     assert bad.status_code == 422 and "grid_min_confidence" in bad.text
@@ -73,6 +75,37 @@ def test_items_the_model_cannot_place_stay_off_the_pages(ctx: Ctx) -> None:
     assert below and result["n_uncertain"] == len(below)
     paged = {i for size in ("4", "6", "9") for p in result["pages"][size] for i in p["item_ids"]}
     assert paged and not paged & below and paged == pool - below
+
+
+def test_pages_keep_the_classes_the_hold_out_shows_are_right() -> None:
+    """Two classes scored alike; the hold-out shows class ``b`` right only 65% of the time:
+    its pool items (and hold-out items like them) go to single labels, ``a``'s stay on pages."""
+    rng = np.random.default_rng(0)
+    n_pool, n_hold = 400, 200
+    top = rng.uniform(0.8, 1.0, size=n_pool + n_hold)
+    pred = rng.integers(0, 2, size=n_pool + n_hold)
+    probs = np.column_stack([np.where(pred == 0, top, 1 - top), np.where(pred == 1, top, 1 - top)])
+    right = np.where(pred == 0, rng.random(len(pred)) < 0.98, rng.random(len(pred)) < 0.65)
+    truth = np.where(right, pred, 1 - pred)
+    labels = [[("a", "b")[t]] for t in truth[n_pool:]]
+    unknown = np.zeros(len(pred), dtype=bool)
+    policy = Policy(grid_min_confidence=0.5, grid_purity=0.9)
+    placed, info = on_pages(probs, unknown, n_pool=n_pool, labels=labels, classes=["a", "b"], policy=policy)
+    assert info["likelihood"] == "hold-out" and info["evidence"] == n_hold and info["expected_purity"] >= 0.9
+    pool, hold = slice(0, n_pool), slice(n_pool, None)
+    assert placed[pool][pred[pool] == 0].mean() > 0.95 and placed[pool][pred[pool] == 1].mean() < 0.5
+    assert right[pool][placed[pool]].mean() >= 0.88
+    assert placed[hold][pred[hold] == 0].mean() > 0.95 and placed[hold][pred[hold] == 1].mean() < 0.5
+    # the raw score (what grid_min_confidence alone goes by) keeps both classes alike
+    off, _ = on_pages(probs, unknown, n_pool=n_pool, labels=labels, classes=["a", "b"],
+                      policy=Policy(grid_min_confidence=0.5, grid_purity=None))
+    assert off.all()
+    # without hold-out evidence the score stands in for the likelihood
+    placed, info = on_pages(probs, unknown, n_pool=n_pool, labels=labels[:10], classes=["a", "b"],
+                            policy=Policy(grid_min_confidence=0.5, grid_purity=0.95))
+    assert info["likelihood"] == "score" and info["expected_purity"] >= 0.95
+    cut = top[pool][placed[pool]].min()
+    assert 0.88 < cut < 0.92 and (placed[pool] == (top[pool] >= cut)).all()  # mean of U(0.9, 1) is 0.95
 
 
 def test_confirm_nine_with_two_excluded(ctx: Ctx) -> None:
