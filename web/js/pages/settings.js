@@ -17,6 +17,12 @@ const POLICY = {
   auto_accept: ["Auto-accept confident pre-labels", "bool", "Skip Pending for proposals above the threshold (audited)."],
   audit_share: ["Audit share", "float", "Share of auto-accepted pre-labels sent back to people."],
   batch_size: ["Query batch size", "int", "Items a query round selects."],
+  calibration: ["Calibration", ["per_class", "pooled"], "per_class: a certified threshold per class; pooled: one for all classes (needs fewer hold-out labels)."],
+  epochs: ["Epochs (precise)", "int", "Training passes over the labels."],
+  semi_supervised: ["Pseudo-labels (precise)", "bool", "Also learn from confident unlabelled images."],
+  image_size: ["Model input size", "int?", "Empty: the backbone's default."],
+  grid_min_confidence: ["Grid pages: lowest model confidence", "float", "Images the model is less sure of are labelled one by one."],
+  grid_purity: ["Grid pages: expected purity", "float?", "Pages take the images most likely right until this share is expected in the page's class (learnt from the hold-out). Empty switches it off."],
 };
 const STRATEGIES = ["margin", "entropy", "least_confidence", "margin_diverse", "entropy_diverse", "margin_balanced",
   "multilabel_uncertainty", "multilabel_entropy", "cold_start", "random"];
