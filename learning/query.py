@@ -55,6 +55,31 @@ def random_scores(n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.random(n)
 
 
+EXPLORE_SHARE = 0.3
+
+
+def explore(scores: np.ndarray, rng: np.random.Generator, share: float = EXPLORE_SHARE) -> np.ndarray:
+    """Mix random sampling into a score: ``[N] -> [N]`` in ``(0, 1)``.
+
+    Every score becomes its quantile among the ``N``; a random ``share`` of the items
+    get a uniform random value instead. The top ``k`` of the result then holds about
+    ``(1 - share) k`` of the highest-scored items and ``share k`` items drawn at random
+    from all of them. Uncertainty sampling alone never asks about the images the model
+    is sure of, so its confident mistakes go unseen, and the top of its ranking, which
+    is what a certified threshold covers, stays dirtier than random sampling's
+    (``labelloop simulate``, README "Figures").
+    """
+    scores = _vector(np.asarray(scores, dtype=np.float64), "scores")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be between 0 and 1, got {share!r}")
+    n = len(scores)
+    ranks = np.empty(n)
+    ranks[np.lexsort((rng.random(n), scores))] = (np.arange(n) + 0.5) / max(n, 1)  # ties broken at random
+    picked = rng.random(n) < share
+    ranks[picked] = rng.random(int(picked.sum()))
+    return ranks
+
+
 def multilabel_uncertainty(probs: np.ndarray) -> np.ndarray:
     """Mean per-class closeness to 0.5, ``1 - |2p - 1|``; ``[N, C] -> [N]`` in ``[0, 1]``.
 
@@ -184,7 +209,8 @@ class Strategy:
     """A named query strategy: a score function plus how to select on it.
 
     ``score is None`` means random scores; ``selection`` is ``"top"``, ``"diverse"``,
-    ``"balanced"`` or ``"cold_start"`` (embeddings only, no scores).
+    ``"balanced"``, ``"explore"`` (:func:`explore`) or ``"cold_start"`` (embeddings
+    only, no scores).
     """
 
     name: str
@@ -212,6 +238,8 @@ class Strategy:
             scores = random_scores(n, rng)
         else:
             scores = self.score(_need(probs, self.name, "probs"))
+        if self.selection == "explore":
+            return top_k(explore(scores, rng), k, rng)
         if self.selection == "diverse":
             return diverse_top_k(scores, _need(embeddings, self.name, "embeddings"), k, rng)
         if self.selection == "balanced":
@@ -225,7 +253,7 @@ STRATEGIES: dict[str, Strategy] = {}
 
 def register_strategy(strategy: Strategy) -> Strategy:
     """Add ``strategy`` to the registry under its name (an existing name is an error)."""
-    if strategy.selection not in {"top", "diverse", "balanced", "cold_start"}:
+    if strategy.selection not in {"top", "diverse", "balanced", "cold_start", "explore"}:
         raise ValueError(f"unknown selection {strategy.selection!r} for {strategy.name!r}")
     if strategy.name in STRATEGIES:
         raise ValueError(f"strategy {strategy.name!r} is already registered")
@@ -250,6 +278,7 @@ for _s in (
     Strategy("margin_diverse", margin, "diverse"),
     Strategy("entropy_diverse", entropy, "diverse"),
     Strategy("margin_balanced", margin, "balanced"),
+    Strategy("margin_explore", margin, "explore"),
     Strategy("multilabel_uncertainty", multilabel_uncertainty),
     Strategy("multilabel_entropy", multilabel_entropy),
     Strategy("cold_start", None, "cold_start"),

@@ -28,6 +28,8 @@ def query_scores(name: str, probs: np.ndarray, *, multilabel: bool = False,
     if multilabel and strat.score is not None and not name.startswith("multilabel"):
         strat = query.get_strategy(MULTILABEL_FALLBACK)
     base = rng.random(n) if strat.score is None else np.asarray(strat.score(probs), dtype=float)
+    if strat.selection == "explore":
+        return query.explore(base, rng)
     if strat.selection in ("diverse", "balanced", "cold_start"):
         if strat.selection != "balanced" and embeddings is None:
             return base

@@ -12,6 +12,7 @@ from learning.query import (
     cold_start,
     diverse_top_k,
     entropy,
+    explore,
     get_strategy,
     least_confidence,
     margin,
@@ -133,6 +134,25 @@ def test_registry_and_strategy_select() -> None:
     balanced = get_strategy("margin_balanced")
     assert balanced.select(two, 2, rng(0), class_counts=np.array([0, 10])).tolist() == [0, 2]
     assert balanced.select(two, 2, rng(0), class_counts=np.array([10, 0])).tolist() == [1, 3]
+
+
+def test_explore_mixes_a_random_share_into_the_top() -> None:
+    """Of the top 1,000 of 10,000 items, about 70% are the highest-scored and 30% come
+    from anywhere: about 15% of the top from the lower half of the scores."""
+    n, k = 10_000, 1_000
+    scores = rng(1).random(n)
+    low = scores < np.median(scores)
+    plain = np.argsort(-explore(scores, rng(2), share=0.0))[:k]
+    assert set(plain.tolist()) == set(np.argsort(-scores)[:k].tolist())  # share 0: the same order
+    top = np.argsort(-explore(scores, rng(2), share=0.3))[:k]
+    assert 100 <= low[top].sum() <= 200, low[top].sum()
+    best = set(np.argsort(-scores)[:k].tolist())
+    assert 600 <= len(best & set(top.tolist())) <= 800
+    picked = get_strategy("margin_explore").select(np.tile(PROBS, (250, 1)), 100, rng(3))
+    assert len(set(picked.tolist())) == 100 and (picked % 4 == 0).sum() > 0  # sure items asked too
+    assert (get_strategy("margin").select(np.tile(PROBS, (250, 1)), 100, rng(3)) % 4 != 0).all()
+    with pytest.raises(ValueError, match="share"):
+        explore(scores, rng(0), share=1.5)
 
 
 def test_registry_errors() -> None:

@@ -24,7 +24,7 @@ const POLICY = {
   grid_min_confidence: ["Grid pages: lowest model confidence", "float", "Images the model is less sure of are labelled one by one."],
   grid_purity: ["Grid pages: expected purity", "float?", "Pages take the images most likely right until this share is expected in the page's class (learnt from the hold-out). Empty switches it off."],
 };
-const STRATEGIES = ["margin", "entropy", "least_confidence", "margin_diverse", "entropy_diverse", "margin_balanced",
+const STRATEGIES = ["margin", "entropy", "least_confidence", "margin_diverse", "entropy_diverse", "margin_balanced", "margin_explore",
   "multilabel_uncertainty", "multilabel_entropy", "cold_start", "random"];
 
 export async function render(root, { project }) {
