@@ -166,3 +166,15 @@ def test_registry_errors() -> None:
         register_strategy(Strategy("margin", margin))
     with pytest.raises(ValueError, match="unknown selection"):
         register_strategy(Strategy("odd", margin, "sideways"))
+
+
+def test_queue_scores_for_margin_explore_rank_some_sure_items_first() -> None:
+    """The inference job's ``query_score``: with ``margin_explore`` some of the first
+    items the queue serves are ones the model is sure of; with ``margin`` none are."""
+    from service.loop.scoring import query_scores
+
+    probs = np.tile(PROBS, (250, 1))  # every 4th row is a sure one
+    first = np.argsort(-query_scores("margin_explore", probs, rng=rng(4)))[:100]
+    assert (first % 4 == 0).sum() >= 5
+    first = np.argsort(-query_scores("margin", probs, rng=rng(4)))[:100]
+    assert (first % 4 != 0).all()
