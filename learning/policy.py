@@ -23,6 +23,7 @@ from learning.calibration import min_evidence_for
 from learning.query import STRATEGIES
 
 ALGORITHMS = ("fast", "precise")
+FEATURES = ("stages", "final")
 CALIBRATIONS = ("per_class", "pooled")
 
 
@@ -38,6 +39,9 @@ class Policy:
     one ``pooled`` threshold (precision of all pre-labels together); ``epochs``,
     ``semi_supervised`` (pseudo-labels from confident unlabelled images) and
     ``image_size`` (``None``: the backbone's default) tune the ``precise`` algorithm.
+    ``features``: what the head (and grid clustering) sees of an image: ``stages`` (the
+    backbone's top features and three feature stages below them) or ``final`` (the top
+    features only, as before this setting existed).
     ``grid_purity``: once a model exists, grid pages take the items most likely to be
     right until the expected share of a page in the page's class would fall below this;
     the rest get single labels. Likelihoods come from the calibrating hold-out (how often
@@ -66,6 +70,7 @@ class Policy:
     epochs: int = 12
     semi_supervised: bool = False
     image_size: int | None = None
+    features: Literal["stages", "final"] = "stages"
     grid_purity: float | None = None
     grid_min_confidence: float = 0.8
 
@@ -117,6 +122,7 @@ class Policy:
         check(self.calibration in CALIBRATIONS, "calibration", "one of " + ", ".join(CALIBRATIONS))
         check(_is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1")
         check(isinstance(self.semi_supervised, bool), "semi_supervised", "true or false")
+        check(self.features in FEATURES, "features", "one of " + ", ".join(FEATURES))
         check(
             _is_number(self.grid_min_confidence) and 0.0 <= self.grid_min_confidence < 1.0,
             "grid_min_confidence",

@@ -49,6 +49,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--holdout-share", type=float, default=0.2)
     sp.add_argument("--calibration", choices=["pooled", "per_class"], default="pooled")
     sp.add_argument("--image-size", type=int, default=64)
+    sp.add_argument("--features", choices=["stages", "final"], default=None,
+                    help="the project's features policy (default: the policy's default)")
     sp.add_argument("--dataset", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     sp.add_argument("--out", type=Path, default=Path("bench-out/issue4"))
 

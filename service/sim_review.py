@@ -775,7 +775,8 @@ def from_args(args: argparse.Namespace, torch_threads: int = 2, command: str = "
                        extra_policy=({} if args.grid_min_confidence is None
                                      else {"grid_min_confidence": args.grid_min_confidence})
                        | ({} if args.grid_purity is False else {"grid_purity": args.grid_purity})
-                       | ({} if args.epochs is None else {"epochs": args.epochs}),
+                       | ({} if args.epochs is None else {"epochs": args.epochs})
+                       | ({} if args.features is None else {"features": args.features}),
                        budget=args.budget or default_budget, noise=args.noise, pool_seed=args.pool_seed,
                        target=args.target, delta=args.delta)
     return experiment(kind, seeds=list(range(args.seed, args.seed + args.seeds)), out=args.out, cfg=cfg,

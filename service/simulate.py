@@ -63,6 +63,7 @@ class SimConfig:
     image_size: int = 64
     semi_supervised: bool = False
     epochs: int = 12
+    features: str = "stages"
     min_labels_per_class: int = 5
     dataset: Path = FASHION_DIR
     torch_threads: int = 2
@@ -118,7 +119,8 @@ def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = 
     policy = {"min_labels_per_class": cfg.min_labels_per_class, "retrain_every_labels": cfg.retrain_every,
               "algorithm": cfg.algorithm, "strategy": strategy, "holdout_share": cfg.holdout_share,
               "target_precision": cfg.target, "delta": cfg.delta, "calibration": cfg.calibration,
-              "image_size": cfg.image_size, "semi_supervised": cfg.semi_supervised, "epochs": cfg.epochs}
+              "image_size": cfg.image_size, "semi_supervised": cfg.semi_supervised, "epochs": cfg.epochs,
+              "features": cfg.features}
     with Session(engine, expire_on_commit=False) as s:
         admin = create_user(s, name="oracle", role=Role.admin, password=None)
         project = create_project(s, data=ProjectCreate(name="sim", classes=FASHION_CLASSES, policy=policy),

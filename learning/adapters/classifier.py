@@ -2,6 +2,8 @@
 
 Model: ``image -> backbone (num_classes=0) -> pooled features [N, D] -> L2-normalise
 (= embed()) -> LinearHead -> logits [N, C] -> softmax (multiclass) / sigmoid (multilabel)``.
+With ``features="stages"`` (the default) the features also pool three feature stages
+below the top (:func:`learning.backbones.pooled_features`).
 The two training algorithms live in :mod:`learning.adapters.classifier_fit`.
 """
 
@@ -17,7 +19,6 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -34,10 +35,12 @@ from learning.adapters.base import (
 from learning.adapters.registry import FORMAT_VERSION, MANIFEST, read_manifest, register_adapter
 from learning.backbones import (
     DEFAULT_BACKBONE,
+    check_layers,
     create_backbone,
     data_config,
     feature_dim,
     make_transform,
+    pooled_features,
     set_num_threads,
 )
 from learning.data import ImageSource, TensorBatches, load_rgb
@@ -69,6 +72,7 @@ class ClassifierAdapter:
         pretrained: bool = True,
         image_size: int | None = None,
         num_threads: int | None = None,
+        features: str = "stages",
     ) -> None:
         if task not in ("multiclass", "multilabel"):
             raise ValueError(f"classifier supports multiclass and multilabel, not {task!r}")
@@ -82,8 +86,10 @@ class ClassifierAdapter:
         self.num_threads = num_threads
         self.backbone: Any = create_backbone(backbone, checkpoint=checkpoint, pretrained=pretrained)
         self.backbone.requires_grad_(False)  # only fit_precise unfreezes its top stages
+        check_layers(self.backbone, features)
+        self.feature_layers = features
         self.image_size = int(image_size or data_config(self.backbone)["input_size"][-1])
-        self.head = LinearHead(feature_dim(self.backbone), len(self.classes))
+        self.head = LinearHead(feature_dim(self.backbone, features), len(self.classes))
         self.net = nn.ModuleDict({"backbone": self.backbone, "head": self.head})
         self.backbone_tuned = False
         frozen = checkpoint is not None or pretrained
@@ -91,15 +97,15 @@ class ClassifierAdapter:
 
     @property
     def feature_version(self) -> str:
-        """E.g. ``tf_efficientnet_lite0/pretrained/64px/frozen``."""
+        """E.g. ``tf_efficientnet_lite0/pretrained/64px/frozen/stages``."""
         source = Path(self.checkpoint).name if self.checkpoint else "pretrained"
-        return f"{self.backbone_name}/{source}/{self.image_size}px/{self.weights_id}"
+        layers = "" if self.feature_layers == "final" else f"/{self.feature_layers}"
+        return f"{self.backbone_name}/{source}/{self.image_size}px/{self.weights_id}{layers}"
 
     # ---------------------------------------------------------------- inference
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, 3, S, S]`` -> L2-normalised pooled features ``[B, D]`` (keeps autograd)."""
-        pooled = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
-        return F.normalize(pooled.flatten(1), dim=1)
+        return pooled_features(self.backbone, x, self.feature_layers)
 
     def run_features(
         self,
@@ -114,7 +120,7 @@ class ClassifierAdapter:
         tf = transform or make_transform(self.backbone, image_size=self.image_size, train=False)
         set_num_threads(self.num_threads)
         self.backbone.eval()
-        out = torch.zeros(len(sources), feature_dim(self.backbone))
+        out = torch.zeros(len(sources), feature_dim(self.backbone, self.feature_layers))
         batches = TensorBatches(sources, tf, batch_size=batch_size, loader=loader)
         with torch.inference_mode():
             for i, (x, idx) in enumerate(batches):
@@ -216,7 +222,8 @@ class ClassifierAdapter:
             "checkpoint": self.checkpoint,
             "pretrained": self.pretrained,
             "image_size": self.image_size,
-            "feature_dim": feature_dim(self.backbone),
+            "feature_dim": feature_dim(self.backbone, self.feature_layers),
+            "features": self.feature_layers,
             "backbone_tuned": self.backbone_tuned,
             "includes_backbone": with_backbone,
             "weights_id": self.weights_id,
@@ -243,6 +250,7 @@ class ClassifierAdapter:
             checkpoint=None if inc else m["checkpoint"],
             pretrained=not inc and bool(m["pretrained"]),
             image_size=m["image_size"],
+            features=m.get("features", "final"),  # saved before the setting existed
         )
         weights = Path(path) / m.get("weights", WEIGHTS)
         state: dict[str, Any] = torch.load(weights, map_location="cpu", weights_only=True)

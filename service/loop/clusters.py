@@ -62,9 +62,9 @@ ANCHORS = 5_000  # labelled items the farthest-first order keeps away from
 
 
 @lru_cache(maxsize=2)
-def _pretrained(backbone: str, checkpoint: str | None, image_size: int, threads: int) -> Any:
+def _pretrained(backbone: str, checkpoint: str | None, image_size: int, threads: int, features: str) -> Any:
     return create_adapter("classifier", classes=["_0", "_1"], backbone=backbone, checkpoint=checkpoint,
-                          image_size=image_size, num_threads=threads)
+                          image_size=image_size, num_threads=threads, features=features)
 
 
 def feature_adapter(project: Project, mv: ModelVersion | None, settings: Settings) -> Any:
@@ -72,9 +72,10 @@ def feature_adapter(project: Project, mv: ModelVersion | None, settings: Setting
     the pretrained backbone at the project's image size (kept in memory between jobs)."""
     if mv is not None and mv.algorithm == "fast" and mv.path:
         return load_adapter(mv.path)
-    size = Policy.from_dict(project.policy or {}).image_size or settings.image_size
+    policy = Policy.from_dict(project.policy or {})
+    size = policy.image_size or settings.image_size
     ckpt = str(settings.backbone_checkpoint) if settings.backbone_checkpoint else None
-    return _pretrained(settings.backbone, ckpt, int(size), settings.torch_threads)
+    return _pretrained(settings.backbone, ckpt, int(size), settings.torch_threads, policy.features)
 
 
 def pool_items(session: Session, project_id: int) -> list[Item]:

@@ -16,6 +16,7 @@ from learning.backbones import (
     DEFAULT_BACKBONE,
     LITE0_TENSORS,
     BackboneWeightsError,
+    check_layers,
     create_backbone,
     data_config,
     feature_dim,
@@ -23,6 +24,7 @@ from learning.backbones import (
     lite0_weights_path,
     make_transform,
     pair_state_dicts,
+    pooled_features,
     set_num_threads,
 )
 
@@ -65,6 +67,33 @@ def test_default_backbone_features_are_deterministic_and_finite() -> None:
     assert torch.isfinite(f1).all()
     assert torch.equal(f1, f2) and torch.equal(f1, f3)
     assert f1.abs().sum() > 0
+
+
+def test_stage_features_join_the_top_and_three_stages_at_equal_weight() -> None:
+    m = create_backbone()
+    assert feature_dim(m, "stages") == 1280 + 40 + 112 + 320
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        final = pooled_features(m, x, "final")
+        stages = pooled_features(m, x, "stages")
+        top = m.forward_head(m.forward_features(x), pre_logits=True)
+        block = m.blocks(m.bn1(m.conv_stem(x))).mean(dim=(2, 3))  # the last stage: 320 channels
+    assert final.shape == (3, 1280) and stages.shape == (3, 1752)
+    torch.testing.assert_close(final, torch.nn.functional.normalize(top, dim=1))
+    torch.testing.assert_close(stages.norm(dim=1), torch.ones(3))
+    # four parts of norm 1/2 each: the top features, then the stages at 40, 112 and 320 channels
+    torch.testing.assert_close(stages[:, :1280] * 2, final)
+    torch.testing.assert_close(stages[:, -320:] * 2, torch.nn.functional.normalize(block, dim=1))
+    for part in (stages[:, 1280:1320], stages[:, 1320:1432]):
+        torch.testing.assert_close(part.norm(dim=1), torch.full((3,), 0.5))
+
+
+def test_feature_layers_are_checked() -> None:
+    check_layers(create_backbone(), "stages")
+    with pytest.raises(ValueError, match="features must be one of stages, final"):
+        check_layers(create_backbone(), "middle")
+    with pytest.raises(ValueError, match="no intermediate feature stages"):
+        check_layers(torch.nn.Linear(4, 4), "stages")
 
 
 def _sample_photos() -> list[tuple[Image.Image, set[int]]]:

@@ -3,6 +3,7 @@ cancellation, atomic saves, determinism and cached embeddings."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -173,6 +174,29 @@ def test_tuned_models_store_their_backbone(two_colour: Factory, tmp_path: Path) 
     assert isinstance(restored, ClassifierAdapter)
     assert restored.feature_version == precise.feature_version
     np.testing.assert_array_equal(restored.predict(train.images).probs, precise.predict(train.images).probs)
+
+
+def test_feature_layers_are_kept_and_old_models_load_with_top_features(two_colour: Factory, tmp_path: Path) -> None:
+    train = LabelledImages(*two_colour(8, seed=2))
+    stages = _adapter()
+    final = create_adapter("classifier", classes=["red", "blue"], image_size=SIZE, num_threads=2, features="final")
+    assert stages.feature_layers == "stages" and final.feature_layers == "final"
+    # cached embeddings of one feature space must never be read as the other's
+    assert stages.feature_version.endswith("/stages") and final.feature_version != stages.feature_version
+    n = len(train.images)
+    assert stages.embed(train.images).shape == (n, 1752) and final.embed(train.images).shape == (n, 1280)
+    for name, adapter in (("stages", stages), ("final", final)):
+        adapter.fit(train, None, config=FitConfig(image_size=SIZE))
+        adapter.save(tmp_path / name)
+        restored = load_adapter(tmp_path / name)
+        assert restored.feature_layers == name
+        np.testing.assert_array_equal(restored.predict(train.images).probs, adapter.predict(train.images).probs)
+    manifest = tmp_path / "final" / "manifest.json"
+    old = {k: v for k, v in json.loads(manifest.read_text()).items() if k != "features"}
+    manifest.write_text(json.dumps(old))  # saved before the setting existed
+    restored = load_adapter(tmp_path / "final")
+    assert restored.feature_layers == "final"
+    np.testing.assert_array_equal(restored.predict(train.images).probs, final.predict(train.images).probs)
 
 
 def test_images_of_any_mode_size_and_source(tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ def test_policy_rejects_unknown_keys_by_name() -> None:
         ({"epochs": 0}, "epochs must be an integer >= 1"),
         ({"semi_supervised": 1}, "semi_supervised must be true or false"),
         ({"image_size": 8}, "image_size must be an integer >= 16 or None"),
+        ({"features": "middle"}, "features must be one of stages, final"),
     ],
 )
 def test_policy_validation_messages(kw: dict, message: str) -> None:

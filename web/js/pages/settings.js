@@ -21,6 +21,7 @@ const POLICY = {
   epochs: ["Epochs (precise)", "int", "Training passes over the labels."],
   semi_supervised: ["Pseudo-labels (precise)", "bool", "Also learn from confident unlabelled images."],
   image_size: ["Model input size", "int?", "Empty: the backbone's default."],
+  features: ["Image features", ["stages", "final"], "stages: the backbone's top features and three stages below them (better on images unlike ImageNet); final: the top features only."],
   grid_min_confidence: ["Grid pages: lowest model confidence", "float", "Images the model is less sure of are labelled one by one."],
   grid_purity: ["Grid pages: expected purity", "float?", "Pages take the images most likely right until this share is expected in the page's class (learnt from the hold-out). Empty switches it off."],
 };
