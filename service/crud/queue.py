@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from service.loop.holdout import CLASSIFICATION, take_after_strategy
+from service.loop.holdout import CLASSIFICATION, strategy_takes, take_after_strategy
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
 
 _rng = random.Random()
@@ -214,7 +214,8 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
                                                  reason=served, expires_at=now + timedelta(seconds=ttl_seconds)))
             if lease is None:  # another claim got it first
                 continue
-            if served == QueueReason.strategy and item.query_score is not None and project.task in CLASSIFICATION:
+            if (served == QueueReason.strategy and item.query_score is not None and project.task in CLASSIFICATION
+                    and strategy_takes(project.policy)):
                 # hold-out items keep their place in the pool: those scored above this one
                 # would have been served before it (service/loop/holdout.py)
                 take_after_strategy(session, project_id=project.id, served_score=item.query_score)

@@ -142,3 +142,30 @@ def test_strategy_stream_takes_holdout_items_scored_above_what_it_serves(ctx: Ct
     assert ctx.client.post(f"/api/v1/items/{pool[0]}/skip", headers=admin).status_code in (200, 204)
     assert _claim(ctx, pid, Always(0.99))[1] == "strategy"  # a 0.3 item
     assert taken() == ["strategy", "strategy", None]
+
+
+def test_random_strategy_stream_leaves_the_holdout_whole(ctx: Ctx) -> None:
+    """An order that ignores the images thins pool and hold-out alike: nothing is taken."""
+    admin = ctx.user("root", "admin")
+    pid = make_project(ctx, admin, n_images=6)["id"]
+    r = ctx.client.put(f"/api/v1/projects/{pid}/policy", json={"strategy": "random"}, headers=admin)
+    assert r.status_code == 200, r.text
+    with Session(ctx.engine) as s:
+        ids = [int(i.id or 0) for i in s.exec(select(Item).where(Item.project_id == pid).order_by(col(Item.id))).all()]
+    ghosts, pool = ids[:2], ids[2:]
+    for iid in ghosts:
+        r = ctx.client.post(f"/api/v1/items/{iid}/annotations", json={"labels": ["cat"]}, headers=admin)
+        assert r.status_code == 201, r.text
+    with Session(ctx.engine) as s:
+        for iid, score in zip(ids, [0.9, 0.8, 0.1, 0.2, 0.3, 0.4], strict=True):
+            item = s.get(Item, iid)
+            assert item is not None
+            item.is_holdout = item.id in ghosts
+            item.query_score = score
+            s.add(item)
+        s.commit()
+    assert _claim(ctx, pid, Always(0.99)) == (pool[-1], "strategy")
+    with Session(ctx.engine) as s:
+        assert [s.get(Item, i).holdout_taken_by for i in ghosts] == [None, None]  # type: ignore[union-attr]
+    stats = ctx.client.get(f"/api/v1/projects/{pid}/stats", headers=admin).json()["queue"]
+    assert stats["holdout_calibrating"] == 2 and stats["holdout_taken_by"] == {}
