@@ -108,24 +108,33 @@ def test_random_seed_replays_queue_ranks(tmp_path) -> None:  # type: ignore[no-u
     assert first != other and first != unset
 
 
-def test_strategy_stream_takes_holdout_items_scored_above_what_it_serves(ctx: Ctx) -> None:
-    """Hold-out items keep their place in the pool (service/loop/holdout.py)."""
-    admin = ctx.user("root", "admin")
-    pid = make_project(ctx, admin, n_images=8)["id"]
+def _scored_holdout(
+    ctx: Ctx, admin: dict[str, str], pid: int, n: int, scores: list[float]
+) -> tuple[list[int], list[int]]:
+    """Label the first ``n`` items as hold-out items and give every item a ``query_score``, as
+    an inference job leaves them; returns (hold-out ids, pool ids)."""
     with Session(ctx.engine) as s:
         ids = [int(i.id or 0) for i in s.exec(select(Item).where(Item.project_id == pid).order_by(col(Item.id))).all()]
-    ghosts, pool = ids[:3], ids[3:]
+    ghosts, pool = ids[:n], ids[n:]
     for iid in ghosts:
         r = ctx.client.post(f"/api/v1/items/{iid}/annotations", json={"labels": ["cat"]}, headers=admin)
         assert r.status_code == 201, r.text
-    with Session(ctx.engine) as s:  # hold-out items, scored as an inference job leaves them
-        for iid, score in zip(ids, [0.9, 0.5, 0.1, 0.7, 0.3, 0.3, 0.3, 0.3], strict=True):
+    with Session(ctx.engine) as s:
+        for iid, score in zip(ids, scores, strict=True):
             item = s.get(Item, iid)
             assert item is not None
             item.is_holdout = item.id in ghosts
             item.query_score = score
             s.add(item)
         s.commit()
+    return ghosts, pool
+
+
+def test_strategy_stream_takes_holdout_items_scored_above_what_it_serves(ctx: Ctx) -> None:
+    """Hold-out items keep their place in the pool (service/loop/holdout.py)."""
+    admin = ctx.user("root", "admin")
+    pid = make_project(ctx, admin, n_images=8)["id"]
+    ghosts, pool = _scored_holdout(ctx, admin, pid, 3, [0.9, 0.5, 0.1, 0.7, 0.3, 0.3, 0.3, 0.3])
 
     def taken() -> list[str | None]:
         with Session(ctx.engine) as s:
@@ -150,20 +159,7 @@ def test_random_strategy_stream_leaves_the_holdout_whole(ctx: Ctx) -> None:
     pid = make_project(ctx, admin, n_images=6)["id"]
     r = ctx.client.put(f"/api/v1/projects/{pid}/policy", json={"strategy": "random"}, headers=admin)
     assert r.status_code == 200, r.text
-    with Session(ctx.engine) as s:
-        ids = [int(i.id or 0) for i in s.exec(select(Item).where(Item.project_id == pid).order_by(col(Item.id))).all()]
-    ghosts, pool = ids[:2], ids[2:]
-    for iid in ghosts:
-        r = ctx.client.post(f"/api/v1/items/{iid}/annotations", json={"labels": ["cat"]}, headers=admin)
-        assert r.status_code == 201, r.text
-    with Session(ctx.engine) as s:
-        for iid, score in zip(ids, [0.9, 0.8, 0.1, 0.2, 0.3, 0.4], strict=True):
-            item = s.get(Item, iid)
-            assert item is not None
-            item.is_holdout = item.id in ghosts
-            item.query_score = score
-            s.add(item)
-        s.commit()
+    ghosts, pool = _scored_holdout(ctx, admin, pid, 2, [0.9, 0.8, 0.1, 0.2, 0.3, 0.4])
     assert _claim(ctx, pid, Always(0.99)) == (pool[-1], "strategy")
     with Session(ctx.engine) as s:
         assert [s.get(Item, i).holdout_taken_by for i in ghosts] == [None, None]  # type: ignore[union-attr]
