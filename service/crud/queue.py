@@ -12,9 +12,13 @@ labelled, pre-labelled ones included), and the label it gets is held out for
 calibration, so the hold-out set is an unbiased sample of the unlabelled pool (it keeps
 its place in the pool for the other streams: :mod:`service.loop.holdout`).
 Otherwise the strategy stream serves the highest ``query_score`` (written by the
-last inference job), then items without a score (before a model exists, or
-imported since) in the random order (reason ``random``). Audit items (auto-accepted
-pre-labels drawn for a check) come first when there are any.
+last inference job) among the unlabelled items (those in Pending are left to Pending),
+then items without a score (before a model exists, or imported since) in the random
+order (reason ``random``). With the ``random`` strategy the strategy stream is random
+sampling proper: the random order over every item no person has labelled, Pending's
+included, like the hold-out stream; leaving Pending's items out would make its draws
+depend on what the model is sure of. Audit items (auto-accepted pre-labels drawn for a
+check) come first when there are any.
 """
 
 from __future__ import annotations
@@ -66,16 +70,21 @@ def _expire_stmt(one_project: bool, pg: bool) -> Any:
 
 
 HOLDOUT_STATUSES = (ItemStatus.unlabelled, ItemStatus.proposed)
+# leases that may hold an item in Pending: the random draws (hold-out, and the ``random`` strategy)
+RANDOM_REASONS = (QueueReason.holdout, QueueReason.random)
 
 
-def _stages(reason: str) -> list[tuple[tuple[ItemStatus, ...], bool | None, str]]:
+def _stages(reason: str, uninformed: bool = False) -> list[tuple[tuple[ItemStatus, ...], bool | None, str]]:
     """(statuses, scored?, reason served) in the order a stream tries them: unlabelled before
     skipped-by-others; the strategy stream serves scored items by score, then the rest at random.
     The hold-out stream draws from every item no person has labelled, pre-labelled ones in
     Pending included: leaving those out would tilt the hold-out towards the items the model
-    finds hard, which is not the population its thresholds are applied to.
+    finds hard, which is not the population its thresholds are applied to. An ``uninformed``
+    strategy stream (``random``) draws like the hold-out stream, for the same reason.
     Each stage reads its items in index order (``ix_item_queue`` / ``ix_item_strategy`` /
     ``ix_item_rank``), so a claim costs the same on a pool of a hundred or a million items."""
+    if reason == QueueReason.strategy and uninformed:
+        return [(HOLDOUT_STATUSES, None, QueueReason.random), ((ItemStatus.skipped,), None, QueueReason.random)]
     if reason == QueueReason.strategy:
         return [((ItemStatus.unlabelled,), True, QueueReason.strategy),
                 ((ItemStatus.unlabelled,), False, QueueReason.random),
@@ -86,14 +95,14 @@ def _stages(reason: str) -> list[tuple[tuple[ItemStatus, ...], bool | None, str]
 
 
 @functools.lru_cache(maxsize=16)
-def _stage_queries(reason: str, pg: bool) -> tuple[tuple[Any, str], ...]:
+def _stage_queries(reason: str, pg: bool, uninformed: bool = False) -> tuple[tuple[Any, str], ...]:
     """The statements of a stream's stages, built once per process (building a statement
     costs more CPU than running it); ``:project_id`` and ``:user_id`` are bound per claim."""
     leased = exists().where(col(Lease.item_id) == Item.id)
     skipped = exists().where(col(Skip.item_id) == Item.id, col(Skip.user_id) == bindparam("user_id"))
     base = select(Item).where(Item.project_id == bindparam("project_id"), ~leased, ~skipped)
     out = []
-    for statuses, scored, served in _stages(reason):
+    for statuses, scored, served in _stages(reason, uninformed):
         q = base.where(Item.status == statuses[0]) if len(statuses) == 1 else base.where(
             col(Item.status).in_(statuses))
         if scored:  # backwards along ix_item_strategy
@@ -127,7 +136,7 @@ def _candidates(session: Session, project: Project, user: User, reason: str) -> 
             q = q.with_for_update(skip_locked=True, of=Item)  # type: ignore[arg-type]
         queries: tuple[tuple[Any, str], ...] = ((q.limit(CANDIDATES), str(reason)),)
     else:
-        queries = _stage_queries(str(reason), pg)
+        queries = _stage_queries(str(reason), pg, reason == QueueReason.strategy and not strategy_takes(project.policy))
     for q, served in queries:
         got = list(session.exec(q, params=params).all())
         if got:
@@ -143,7 +152,7 @@ def _still_free(session: Session, item_id: int, reason: str) -> bool:
     leased = exists().where(col(Lease.item_id) == item_id)
     status, taken = session.exec(select(Item.status, leased).where(Item.id == item_id)).one()
     return not taken and (reason == QueueReason.audit or status in (ItemStatus.unlabelled, ItemStatus.skipped)
-                          or reason == QueueReason.holdout and status == ItemStatus.proposed)
+                          or reason in RANDOM_REASONS and status == ItemStatus.proposed)
 
 
 def choose_stream(project: Project, rng: random.Random) -> list[str]:
@@ -199,7 +208,7 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
         item = session.get(Item, mine.item_id)
         if item is not None and (item.status in (ItemStatus.unlabelled, ItemStatus.skipped)
                                  or mine.reason == QueueReason.audit
-                                 or mine.reason == QueueReason.holdout and item.status == ItemStatus.proposed):
+                                 or mine.reason in RANDOM_REASONS and item.status == ItemStatus.proposed):
             mine.expires_at = now + timedelta(seconds=ttl_seconds)
             session.add(mine)
             return Leased(mine, item, mine.reason, renewed=True)
@@ -208,7 +217,7 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
     for reason in choose_stream(project, rng or _rng):
         for item, served in _candidates(session, project, user, reason):
             assert item.id is not None
-            if not _still_free(session, item.id, reason):
+            if not _still_free(session, item.id, served):
                 continue
             lease = _insert_lease(session, Lease(item_id=item.id, project_id=project.id, user_id=user.id,
                                                  reason=served, expires_at=now + timedelta(seconds=ttl_seconds)))

@@ -1,6 +1,6 @@
 """The hold-out stream samples every item no person has labelled, Pending's pre-labelled ones
 included, so the hold-out set is not tilted towards what the model finds hard; the strategy
-stream never serves a pre-labelled item; open audits come first."""
+stream never serves a pre-labelled item unless its strategy is ``random``; open audits come first."""
 
 from __future__ import annotations
 
@@ -56,6 +56,19 @@ def test_strategy_stream_skips_pre_labelled_items(ctx: Ctx) -> None:
     pid, proposed = _setup(ctx)
     item, reason = _claim(ctx, pid, Always(0.99))
     assert reason == "random" and item not in proposed  # no model scores yet: random order
+
+
+def test_random_strategy_draws_pre_labelled_items_too(ctx: Ctx) -> None:
+    """Random sampling proper: every item no person labelled is equally likely, Pending's too
+    (leaving them out would make the draws depend on what the model is sure of)."""
+    pid, proposed = _setup(ctx)
+    with Session(ctx.engine) as s:
+        project = s.get(Project, pid)
+        assert project is not None
+        project.policy = {**(project.policy or {}), "strategy": "random"}
+        s.add(project)
+        s.commit()
+    assert _claim(ctx, pid, Always(0.99)) == (proposed[0], "random")
 
 
 def test_open_audits_come_first(ctx: Ctx) -> None:
@@ -160,7 +173,9 @@ def test_random_strategy_stream_leaves_the_holdout_whole(ctx: Ctx) -> None:
     r = ctx.client.put(f"/api/v1/projects/{pid}/policy", json={"strategy": "random"}, headers=admin)
     assert r.status_code == 200, r.text
     ghosts, pool = _scored_holdout(ctx, admin, pid, 2, [0.9, 0.8, 0.1, 0.2, 0.3, 0.4])
-    assert _claim(ctx, pid, Always(0.99)) == (pool[-1], "strategy")
+    with Session(ctx.engine) as s:
+        first = min(pool, key=lambda i: s.get(Item, i).queue_rank)  # type: ignore[union-attr]
+    assert _claim(ctx, pid, Always(0.99)) == (first, "random")  # the random order, not the scores
     with Session(ctx.engine) as s:
         assert [s.get(Item, i).holdout_taken_by for i in ghosts] == [None, None]  # type: ignore[union-attr]
     stats = ctx.client.get(f"/api/v1/projects/{pid}/stats", headers=admin).json()["queue"]
