@@ -17,9 +17,10 @@ gone had that route taken it:
 * ``strategy``: the strategy stream serves an item whose ``query_score`` is below the
   hold-out item's (inference scores hold-out items together with the pool, so the
   scores compare; see :func:`take_after_strategy`).  Not with ``random``: an order that
-  ignores the images thins the pool and the hold-out alike, so the items left are a fair
-  sample without taking any, and taking them would only shrink the calibration set (in
-  the simulator, random sampling to 4,000 labels kept 87-412 of about 800 hold-out labels);
+  ignores the images (it draws Pending's items too, :mod:`service.crud.queue`) thins the
+  pool and the hold-out alike, so the items left are a fair sample without taking any,
+  and taking them would only shrink the calibration set (in the simulator, random
+  sampling to 4,000 labels kept 87-412 of about 800 hold-out labels);
 * ``grid``: a grid page it was placed on (the page of its nearest look-alike, see
   :mod:`service.loop.clusters`) is confirmed with the class it has, or confirmed with
   every exception given its own class and none left out (the person labels the whole

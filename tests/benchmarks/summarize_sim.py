@@ -1,23 +1,42 @@
 """Print a markdown table from ``labelloop simulate`` outputs (one or more ``summary.json``).
 
     .venv/bin/python tests/benchmarks/summarize_sim.py sim/summary.json [more ...]
+
+With ``--baseline`` (the ``summary.json`` of ``--strategy random`` runs on the same seeds)
+it also prints the label efficiency: how many labels random sampling needs to reach the
+active runs' certified coverage, per seed and on the mean curves
+(:func:`service.simulate.label_efficiency`, linear between the baseline's budgets).
+
+    .venv/bin/python tests/benchmarks/summarize_sim.py sim/summary.json --baseline sim-random/summary.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from pathlib import Path
 from statistics import mean
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from service.simulate import label_efficiency  # noqa: E402
 
 
-def main(paths: list[str]) -> None:
-    rows = [r for p in paths for r in json.load(open(p))]
-    budgets = sorted({b["labels"] for r in rows for b in r["at_budgets"] if b})
-    print(f"{len(rows)} runs: {paths}")
+def load(paths: list[str]) -> list[dict[str, Any]]:
+    return [r for p in paths for r in json.load(open(p))]
+
+
+def budgets_of(rows: list[dict[str, Any]]) -> list[int]:
+    return sorted({b["labels"] for r in rows for b in r["at_budgets"] if b})
+
+
+def table(rows: list[dict[str, Any]]) -> None:
     print("| budget | runs with proposals | coverage mean (min-max) | realised precision min "
           "| runs with precision >= 0.95 | pool accuracy mean | best-in-hindsight coverage mean |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for b in budgets:
+    for b in budgets_of(rows):
         pts = [next(x for x in r["at_budgets"] if x and x["labels"] == b) for r in rows]
         cov = [p["coverage"] for p in pts]
         precs = [p["precision"] for p in pts if p["precision"] is not None]
@@ -31,5 +50,54 @@ def main(paths: list[str]) -> None:
     print("timing mean:", {k: round(mean(r["timing"][k] for r in rows)) for k in keys})
 
 
+def mean_curve(rows: list[dict[str, Any]], key: str = "coverage") -> list[dict[str, Any]]:
+    """One point per budget: the mean of ``key`` over the runs."""
+    return [{"labels": b, "coverage": mean(next(x for x in r["at_budgets"] if x and x["labels"] == b)[key]
+                                           for r in rows)} for b in budgets_of(rows)]
+
+
+def _ratio(e: dict[str, Any]) -> str:
+    r = e.get("ratio")
+    return "-" if r is None else (f"{r:.2f}x" if isinstance(r, float) else f"{r}x")
+
+
+def efficiency(active: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> None:
+    by_seed = {r["seed"]: r for r in baseline}
+    budgets = budgets_of(active)
+    print("\nlabel efficiency (labels random sampling needs for the same certified coverage / labels)")
+    print("| seed | " + " | ".join(f"{b}: coverage, random needs, ratio" for b in budgets) + " |")
+    print("| --- | " + " | ".join("---" for _ in budgets) + " |")
+    for r in active:
+        base = by_seed.get(r["seed"])
+        if base is None:
+            continue
+        effs = [label_efficiency(r["at_budgets"], base["at_budgets"], b) for b in budgets]
+        cells = [f"{e.get('coverage', 0):.3f}, {e.get('random_labels_needed', '-')!s:.6}, {_ratio(e)}" for e in effs]
+        print(f"| {r['seed']} | " + " | ".join(cells) + " |")
+    seeds = {r["seed"] for r in active} & set(by_seed)
+    act = [r for r in active if r["seed"] in seeds]
+    base = [by_seed[s] for s in sorted(seeds)]
+    for key, name in (("coverage", "certified coverage"), ("hindsight_coverage", "best-in-hindsight coverage")):
+        a, b = mean_curve(act, key), mean_curve(base, key)
+        effs = [label_efficiency(a, b, x) for x in budgets]
+        print(f"mean curves over {len(seeds)} seeds, {name}: " + "; ".join(
+            f"{e['budget']} labels: {e.get('coverage', 0):.3f} -> random needs "
+            f"{e.get('random_labels_needed', '-')!s:.6} ({_ratio(e)})" for e in effs))
+    print("random sampling's mean curve: " + ", ".join(
+        f"{p['labels']}: {p['coverage']:.3f}" for p in mean_curve(base)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("summaries", nargs="+")
+    ap.add_argument("--baseline", nargs="+", default=[], help="summary.json of random-sampling runs")
+    args = ap.parse_args(argv)
+    rows = load(args.summaries)
+    print(f"{len(rows)} runs: {args.summaries}")
+    table(rows)
+    if args.baseline:
+        efficiency(rows, load(args.baseline))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
