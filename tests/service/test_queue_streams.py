@@ -69,6 +69,12 @@ def test_random_strategy_draws_pre_labelled_items_too(ctx: Ctx) -> None:
         s.add(project)
         s.commit()
     assert _claim(ctx, pid, Always(0.99)) == (proposed[0], "random")
+    with Session(ctx.engine) as s:  # asking again renews that lease: the item still has no label
+        project = s.get(Project, pid)
+        user = s.exec(select(User).where(User.name == "root")).one()
+        assert project is not None
+        again = next_item(s, project=project, user=user, ttl_seconds=60, rng=Always(0.99))
+        assert again is not None and again.renewed and again.item.id == proposed[0]
 
 
 def test_open_audits_come_first(ctx: Ctx) -> None:
