@@ -223,10 +223,10 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
                                                  reason=served, expires_at=now + timedelta(seconds=ttl_seconds)))
             if lease is None:  # another claim got it first
                 continue
-            if (served == QueueReason.strategy and item.query_score is not None and project.task in CLASSIFICATION
-                    and strategy_takes(project.policy)):
+            if served == QueueReason.strategy and item.query_score is not None and project.task in CLASSIFICATION:
                 # hold-out items keep their place in the pool: those scored above this one
-                # would have been served before it (service/loop/holdout.py)
+                # would have been served before it (service/loop/holdout.py); an uninformed
+                # strategy (``random``) serves reason ``random`` and takes none
                 take_after_strategy(session, project_id=project.id, served_score=item.query_score)
             return Leased(lease, item, served)
     return None

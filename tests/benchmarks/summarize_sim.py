@@ -28,6 +28,11 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
     return [r for p in paths for r in json.load(open(p))]
 
 
+def at(run: dict[str, Any], budget: int) -> dict[str, Any]:
+    """A run's checkpoint at ``budget`` labels."""
+    return next(x for x in run["at_budgets"] if x and x["labels"] == budget)
+
+
 def budgets_of(rows: list[dict[str, Any]]) -> list[int]:
     return sorted({b["labels"] for r in rows for b in r["at_budgets"] if b})
 
@@ -37,7 +42,7 @@ def table(rows: list[dict[str, Any]]) -> None:
           "| runs with precision >= 0.95 | pool accuracy mean | best-in-hindsight coverage mean |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for b in budgets_of(rows):
-        pts = [next(x for x in r["at_budgets"] if x and x["labels"] == b) for r in rows]
+        pts = [at(r, b) for r in rows]
         cov = [p["coverage"] for p in pts]
         precs = [p["precision"] for p in pts if p["precision"] is not None]
         ok = sum(1 for p in pts if p["precision"] is None or p["precision"] >= 0.95)
@@ -52,8 +57,7 @@ def table(rows: list[dict[str, Any]]) -> None:
 
 def mean_curve(rows: list[dict[str, Any]], key: str = "coverage") -> list[dict[str, Any]]:
     """One point per budget: the mean of ``key`` over the runs."""
-    return [{"labels": b, "coverage": mean(next(x for x in r["at_budgets"] if x and x["labels"] == b)[key]
-                                           for r in rows)} for b in budgets_of(rows)]
+    return [{"labels": b, "coverage": mean(at(r, b)[key] for r in rows)} for b in budgets_of(rows)]
 
 
 def _ratio(e: dict[str, Any]) -> str:
