@@ -37,8 +37,13 @@ class Policy:
     ``retrain_every_labels``/``retrain_every_minutes``: ``None`` switches a trigger off;
     ``calibration``: ``per_class`` thresholds (each class proves its own precision) or
     one ``pooled`` threshold (precision of all pre-labels together); ``epochs``,
-    ``semi_supervised`` (pseudo-labels from confident unlabelled images) and
     ``image_size`` (``None``: the backbone's default) tune the ``precise`` algorithm.
+    ``semi_supervised``: learn from the unlabelled images too (:attr:`uses_unlabelled`):
+    ``fast`` weights the labels to the class mix found among them and adds its confident
+    guesses on them as pseudo-labels (seconds); ``precise`` trains FixMatch-style on
+    pseudo-labels (each epoch predicts a sample of them). ``None`` (the default): on for
+    ``fast``, off for ``precise``. The calibrating hold-out's images count as unlabelled
+    like the pool's, so the model treats the two alike and the threshold's guarantee stands.
     ``features``: what the head (and grid clustering) sees of an image: ``stages`` (the
     backbone's top features and three feature stages below them) or ``final`` (the top
     features only, as before this setting existed).
@@ -69,7 +74,7 @@ class Policy:
     batch_size: int = 32
     calibration: Literal["per_class", "pooled"] = "per_class"
     epochs: int = 12
-    semi_supervised: bool = False
+    semi_supervised: bool | None = None
     image_size: int | None = None
     features: Literal["stages", "final"] = "stages"
     grid_purity: float | None = None
@@ -122,7 +127,8 @@ class Policy:
         check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
         check(self.calibration in CALIBRATIONS, "calibration", "one of " + ", ".join(CALIBRATIONS))
         check(_is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1")
-        check(isinstance(self.semi_supervised, bool), "semi_supervised", "true or false")
+        check(self.semi_supervised is None or isinstance(self.semi_supervised, bool), "semi_supervised",
+              "true, false or null")
         check(self.features in FEATURES, "features", "one of " + ", ".join(FEATURES))
         check(
             _is_number(self.grid_min_confidence) and 0.0 <= self.grid_min_confidence < 1.0,
@@ -140,6 +146,11 @@ class Policy:
             size is None or (_is_int(size) and size >= 16), "image_size", "an integer >= 16 or None"
         )
         return out
+
+    @property
+    def uses_unlabelled(self) -> bool:
+        """Whether training learns from unlabelled images (``semi_supervised``, or its default)."""
+        return self.algorithm == "fast" if self.semi_supervised is None else self.semi_supervised
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

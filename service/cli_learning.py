@@ -8,6 +8,8 @@ from pathlib import Path
 
 from service.config import Settings
 
+SWITCH = {"auto": None, "on": True, "off": False}  # a policy setting that may be left to its default
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("simulate", help="replay Fashion-MNIST (or IDX files) through the loop with an oracle")
@@ -24,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--delta", type=float, default=0.05)
     sp.add_argument("--image-size", type=int, default=64)
     sp.add_argument("--epochs", type=int, default=12)
-    sp.add_argument("--semi-supervised", action="store_true")
+    sp.add_argument("--semi-supervised", choices=["auto", "on", "off"], default="auto",
+                    help="the policy's semi_supervised: auto (on for fast, off for precise), on or off")
     sp.add_argument("--features", choices=["stages", "final"], default="stages",
                     help="the policy's features: the backbone's top features and three stages below, or the top only")
     sp.add_argument("--no-baseline", action="store_true")
@@ -45,7 +48,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
                         retrain_every=args.retrain_every, algorithm=args.algorithm, strategy=args.strategy,
                         holdout_share=args.holdout_share, target=args.target, delta=args.delta,
                         calibration=args.calibration, image_size=args.image_size, epochs=args.epochs,
-                        semi_supervised=args.semi_supervised, features=args.features, dataset=args.dataset,
+                        semi_supervised=SWITCH[args.semi_supervised], features=args.features, dataset=args.dataset,
                         torch_threads=settings.torch_threads)
         out = args.out / f"seed{seed}"
         rep = simulate(cfg, out, baseline=not args.no_baseline, work=args.out / "work")

@@ -61,7 +61,7 @@ class SimConfig:
     delta: float = 0.05
     calibration: str = "pooled"
     image_size: int = 64
-    semi_supervised: bool = False
+    semi_supervised: bool | None = None
     epochs: int = 12
     features: str = "stages"
     min_labels_per_class: int = 5

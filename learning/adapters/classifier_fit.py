@@ -1,8 +1,12 @@
 """Training algorithms of :class:`~learning.adapters.classifier.ClassifierAdapter`.
 
 * ``fast``: the backbone stays frozen; embeddings are computed once (or passed in) and
-  a logistic-regression head is fit by full-batch L-BFGS; with ``use_unlabelled`` one
-  round of self-training adds confident unlabelled embeddings as pseudo-labels.
+  a logistic-regression head is fit by full-batch L-BFGS. With ``use_unlabelled`` it
+  learns from the unlabelled embeddings too: (multiclass) the labels are weighted so that
+  each class counts as often as a first, class-balanced fit finds it among the unlabelled
+  images (a query strategy over-samples the classes it finds hard, and a head fit on
+  that mix is confidently wrong where the easy classes meet), then one round of
+  self-training adds the confident unlabelled embeddings as pseudo-labels.
 * ``precise``: head first on frozen features (L-BFGS), then the top ``unfreeze_stages``
   stages and the final conv are fine-tuned with the head: AdamW at ``lr`` (a fine-tuning
   rate, cosine decay; ``backbone_lr_mult`` scales the backbone's rate), BatchNorm
@@ -118,6 +122,15 @@ def _head(
     )
 
 
+def class_weights(y: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """``[N]`` weights for one-hot labels ``y [N, C]`` that give each class ``c`` a share of the
+    total weight proportional to ``prior[c]`` (classes without labels get none); mean 1."""
+    counts = y.sum(dim=0)
+    per_class = torch.where(counts > 0, prior.clamp_min(1e-6) / counts.clamp_min(1.0), torch.zeros_like(counts))
+    w = y @ per_class
+    return w / w.mean().clamp_min(1e-12)
+
+
 def _unlabelled(config: FitConfig, emb: FitEmbeddings) -> tuple[list[Any], np.ndarray | None]:
     """A seeded sample of at most ``max_unlabelled`` pool items (and their embeddings)."""
     if not config.use_unlabelled or not len(config.unlabelled):
@@ -153,22 +166,28 @@ def fit_fast(
         pool_emb = model.run_features(pool, batch_size=bs, progress=inner).numpy()
     embed_s = time.perf_counter() - t0
     notify(progress, 0.9, "fitting head")
-    loss = _head(model, feats, y, mask, config)
     n_pseudo = 0
-    if pool_emb is not None:
+    if pool_emb is None or not len(pool_emb):
+        loss = _head(model, feats, y, mask, config)
+    else:
         u = torch.as_tensor(np.asarray(pool_emb, dtype=np.float32))
+        weight = None
+        if model.task == "multiclass":
+            # active selection skews the labels' class mix; weight them to the mix the model
+            # finds among the unlabelled images (first fit: every class counts alike)
+            counts = y.sum(dim=0)
+            _head(model, feats, y, mask, config, weight=class_weights(y, torch.ones_like(counts)))
+            with torch.no_grad():
+                weight = class_weights(y, model.probs(model.head(u)).mean(dim=0))
+        loss = _head(model, feats, y, mask, config, weight=weight)
         with torch.no_grad():
             probs = model.probs(model.head(u))
         rows, yp, mp = pseudo_targets(model.task, probs, config.pseudo_label_threshold)
         n_pseudo = len(rows)
         if n_pseudo:
-            w = torch.cat([torch.ones(len(feats)), torch.full((n_pseudo,), config.unlabelled_weight)])
-            all_feats, all_y, all_m = (
-                torch.cat([feats, u[rows]]),
-                torch.cat([y, yp]),
-                torch.cat([mask, mp]),
-            )
-            _head(model, all_feats, all_y, all_m, config, weight=w)
+            w = torch.cat([torch.ones(len(feats)) if weight is None else weight,
+                           torch.full((n_pseudo,), config.unlabelled_weight)])
+            _head(model, torch.cat([feats, u[rows]]), torch.cat([y, yp]), torch.cat([mask, mp]), config, weight=w)
             with torch.no_grad():
                 loss = float(soft_target_loss(model.head(feats), y, model.task, mask=mask))
     with torch.no_grad():

@@ -37,6 +37,7 @@ class Snapshot:
     holdout_labels: list = field(default_factory=list)
     pool_ids: list[int] = field(default_factory=list)
     pool_paths: list[Path] = field(default_factory=list)
+    pool_shas: list[str] = field(default_factory=list)
 
     def y(self, labels: list) -> np.ndarray:
         if self.task == Task.multilabel:
@@ -98,6 +99,7 @@ def snapshot(session: Session, *, project: Project, store: BlobStore, with_pool:
             assert item.id is not None
             snap.pool_ids.append(item.id)
             snap.pool_paths.append(store.path(item.sha256))
+            snap.pool_shas.append(item.sha256)
     return snap
 
 

@@ -33,7 +33,11 @@ def cached_embeddings(adapter: object, shas: Sequence[str], paths: Sequence[Path
     cache = cache_for(settings)
     ids_arr = np.asarray([content_key(s) for s in shas], dtype=np.int64)
     missing = set(cache.missing(ids_arr, version).tolist()) if len(ids_arr) else set()
-    todo = [(i, p) for i, p in zip(ids_arr.tolist(), paths, strict=True) if i in missing]
+    todo: list[tuple[int, Path]] = []
+    for i, p in zip(ids_arr.tolist(), paths, strict=True):
+        if i in missing:  # each missing image once, however often it is asked for
+            missing.discard(i)
+            todo.append((i, p))
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
         vecs = adapter.embed([p for _, p in part])  # type: ignore[attr-defined]

@@ -250,3 +250,44 @@ def test_precise_keeps_the_weight_average(two_colour: Factory) -> None:
         states.append({k: v.clone() for k, v in adapter.net.state_dict().items()})
     changed = [k for k in states[0] if states[0][k].is_floating_point() and not torch.equal(states[0][k], states[1][k])]
     assert changed, "the averaged weights should differ from the last step's"
+
+
+def test_fast_weights_skewed_labels_to_the_unlabelled_class_mix() -> None:
+    # a query strategy that asks mostly about one class must not teach the head that the
+    # other is rare: with use_unlabelled, the labels count in the mix the head finds among
+    # the unlabelled images (here half and half), not in the mix they were asked in
+    adapter = _adapter()
+    d = adapter.head.linear.in_features
+    rng = np.random.default_rng(0)
+
+    def draw(n: int, cls: int) -> np.ndarray:  # two overlapping blobs in the first two dimensions
+        x = np.zeros((n, d), dtype=np.float32)
+        x[:, :2] = rng.normal(size=(n, 2)) + (1.0 if cls else -1.0)
+        x[:, 2:] = 0.01 * rng.normal(size=(n, d - 2))
+        return x
+    train_x = np.concatenate([draw(900, 0), draw(100, 1)])
+    labels = np.array([0] * 900 + [1] * 100)
+    pool_x = np.concatenate([draw(500, 0), draw(500, 1)])
+    pool_y = np.array([0] * 500 + [1] * 500)
+    train = LabelledImages(["unused.png"] * 1000, labels)
+    share = {}
+    for use in (False, True):
+        config = FitConfig(use_unlabelled=use, unlabelled=["unused.png"] * 1000 if use else [], max_unlabelled=1000)
+        report = adapter.fit(train, None, config=config, embeddings=FitEmbeddings(train=train_x, unlabelled=pool_x))
+        pred = adapter.predict_embeddings(pool_x).probs.argmax(1)
+        share[use] = (pred == 1).mean()
+        assert report.n_unlabelled == (1000 if use else 0)
+        if use:
+            assert report.history[0].pseudo_labelled > 0
+            assert (pred == pool_y).mean() > 0.9
+    assert share[False] < 0.4 and abs(share[True] - 0.5) < 0.05, share
+
+
+def test_class_weights_share_the_weight_by_the_prior() -> None:
+    from learning.adapters.classifier_fit import class_weights
+
+    y = torch.nn.functional.one_hot(torch.tensor([0, 0, 0, 1]), 3).float()
+    w = class_weights(y, torch.tensor([0.25, 0.5, 0.25]))
+    assert torch.isclose(w.mean(), torch.tensor(1.0))
+    share = (y * w[:, None]).sum(0) / w.sum()
+    assert torch.allclose(share, torch.tensor([1 / 3, 2 / 3, 0.0]))  # class 2 has no labels to weigh

@@ -55,7 +55,7 @@ def test_policy_rejects_unknown_keys_by_name() -> None:
         ({"batch_size": 0}, "batch_size must be an integer >= 1"),
         ({"calibration": "vibes"}, "calibration must be one of per_class, pooled"),
         ({"epochs": 0}, "epochs must be an integer >= 1"),
-        ({"semi_supervised": 1}, "semi_supervised must be true or false"),
+        ({"semi_supervised": 1}, "semi_supervised must be true, false or null"),
         ({"image_size": 8}, "image_size must be an integer >= 16 or None"),
         ({"features": "middle"}, "features must be one of stages, final"),
     ],

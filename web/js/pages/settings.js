@@ -19,7 +19,7 @@ const POLICY = {
   batch_size: ["Query batch size", "int", "Items a query round selects."],
   calibration: ["Calibration", ["per_class", "pooled"], "per_class: a certified threshold per class; pooled: one for all classes (needs fewer hold-out labels)."],
   epochs: ["Epochs (precise)", "int", "Training passes over the labels."],
-  semi_supervised: ["Pseudo-labels (precise)", "bool", "Also learn from confident unlabelled images."],
+  semi_supervised: ["Learn from unlabelled images", "bool?", "auto: on for fast (labels weighted to the class mix of the unlabelled images, plus pseudo-labels), off for precise (FixMatch-style pseudo-labels, slower)."],
   image_size: ["Model input size", "int?", "Empty: the backbone's default."],
   features: ["Image features", ["stages", "final"], "stages: the backbone's top features and three stages below them (better on images unlike ImageNet); final: the top features only."],
   grid_min_confidence: ["Grid pages: lowest model confidence", "float", "Images the model is less sure of are labelled one by one."],
@@ -121,6 +121,9 @@ async function policyCard(project) {
       input = h("select", { id }, type.map((t) => h("option", { value: t, selected: t === value }, t)));
     } else if (type === "bool") {
       input = h("input", { id, type: "checkbox", checked: Boolean(value) });
+    } else if (type === "bool?") {
+      input = h("select", { id }, [["auto", null], ["on", true], ["off", false]].map(([t, v]) =>
+        h("option", { value: t, selected: v === value }, t)));
     } else if (type === "strategy") {
       input = h("input", { id, value: value ?? "", list: "pol-strategies" });
     } else if (type === "int" || type === "int?" || type === "float" || type === "float?") {
@@ -143,6 +146,7 @@ async function policyCard(project) {
     for (const [key, [input, type, old]] of Object.entries(inputs)) {
       let v;
       if (type === "bool") v = input.checked;
+      else if (type === "bool?") v = { auto: null, on: true, off: false }[input.value];
       else if (type === "int" || type === "int?" || type === "float" || type === "float?") {
         v = input.value === "" ? (type.endsWith("?") ? null : old) : Number(input.value);
       } else if (typeof old === "object" && old !== null) {
