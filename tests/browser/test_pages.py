@@ -71,6 +71,8 @@ def test_settings_classes_policy_members(live: Live, new_page: Any) -> None:
     page.get_by_test_id("policy-algorithm").select_option("precise")
     page.get_by_test_id("policy-target_precision").fill("0.9")
     page.get_by_test_id("policy-grid_purity").fill("0.92")
+    assert page.get_by_test_id("policy-semi_supervised").input_value() == "auto"
+    page.get_by_test_id("policy-semi_supervised").select_option("on")
     page.get_by_test_id("policy-save").click()
     page.get_by_test_id("policy-status").filter(has_text="Saved").wait_for()
     page.get_by_test_id("policy-holdout_share").fill("3")
@@ -96,6 +98,7 @@ def test_settings_classes_policy_members(live: Live, new_page: Any) -> None:
         pol = c.get(f"/projects/{pid}/policy").json()
         assert pol["retrain_every_labels"] == 50 and pol["algorithm"] == "precise"
         assert pol["target_precision"] == 0.9 and pol["holdout_share"] == 0.2 and pol["grid_purity"] == 0.92
+        assert pol["semi_supervised"] is True
         members = {m["user_name"]: m["role"] for m in c.get(f"/projects/{pid}/members").json()}
         assert members["rev"] == "reviewer"
     assert not page.js_errors, page.js_errors

@@ -1,0 +1,31 @@
+"""What the train job asks of the adapter under a policy (no database needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from learning.policy import Policy
+from service.loop.data import Snapshot
+from service.loop.train import fit_config
+from service.models import Task
+
+
+def _snap() -> Snapshot:
+    snap = Snapshot(classes=["a", "b"], task=Task.multiclass)
+    snap.train_paths, snap.holdout_paths = [Path("t1"), Path("t2")], [Path("h1")]
+    snap.pool_paths = [Path("p1"), Path("p2"), Path("p3")]
+    return snap
+
+
+@pytest.mark.parametrize(("policy", "uses"), [
+    ({}, True), ({"algorithm": "precise"}, False), ({"semi_supervised": False}, False),
+    ({"algorithm": "precise", "semi_supervised": True}, True),
+])
+def test_unlabelled_images_are_the_pools_and_the_hold_outs(policy: dict, uses: bool) -> None:
+    # the calibrating hold-out's images are unlabelled to the model like the pool's: a model
+    # that learnt from the pool's images only could be surer of the pool's mistakes
+    config = fit_config(Policy.from_dict(policy), _snap(), seed=1)
+    assert config.use_unlabelled is uses
+    assert list(config.unlabelled) == ([Path("p1"), Path("p2"), Path("p3"), Path("h1")] if uses else [])
