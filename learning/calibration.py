@@ -50,7 +50,10 @@ class at level ``delta``; ``simultaneous=True`` holds all classes at once
 (``delta / C`` each).  Hold-out items picked by a query strategy rather than at
 random void the guarantee, and so does a pool that other routes have since thinned by
 what the model shows them; the service keeps its hold-out a random sample of the pool
-that is left (``service/loop/holdout.py``).
+that is left (``service/loop/holdout.py``).  A model that learns from unlabelled images
+must see the hold-out's images as it sees the pool's (``service/loop/train.py``,
+``fit_config``): trained on the pool's images alone, it could be surer of the pool's
+mistakes than of the hold-out's.
 """
 
 from __future__ import annotations
