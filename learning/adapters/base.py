@@ -109,8 +109,8 @@ class FitConfig:
     head_l2: float = 30.0  # logistic-regression penalty, sklearn's 1 / C
     head_max_iter: int = 300  # L-BFGS iterations for the head
     use_unlabelled: bool = False
-    unlabelled: Sequence[ImageSource] = field(default_factory=list)  # the unlabelled pool
-    max_unlabelled: int = 2000  # seeded sample of the pool used per fit
+    unlabelled: Sequence[ImageSource] = field(default_factory=list)  # images without labels to learn from
+    max_unlabelled: int = 2000  # seeded sample of ``unlabelled`` used per fit
     pseudo_label_threshold: float = 0.95  # confidence (weak view) to accept a pseudo-label
     pseudo_label_warmup: int = 1  # precise: epochs before pseudo-labels are used
     unlabelled_weight: float = 1.0  # loss weight of a pseudo-labelled item

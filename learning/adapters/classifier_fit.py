@@ -132,7 +132,7 @@ def class_weights(y: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
 
 
 def _unlabelled(config: FitConfig, emb: FitEmbeddings) -> tuple[list[Any], np.ndarray | None]:
-    """A seeded sample of at most ``max_unlabelled`` pool items (and their embeddings)."""
+    """A seeded sample of at most ``max_unlabelled`` unlabelled items (and their embeddings)."""
     if not config.use_unlabelled or not len(config.unlabelled):
         return [], None
     n = len(config.unlabelled)
@@ -175,8 +175,7 @@ def fit_fast(
         if model.task == "multiclass":
             # active selection skews the labels' class mix; weight them to the mix the model
             # finds among the unlabelled images (first fit: every class counts alike)
-            counts = y.sum(dim=0)
-            _head(model, feats, y, mask, config, weight=class_weights(y, torch.ones_like(counts)))
+            _head(model, feats, y, mask, config, weight=class_weights(y, torch.ones(y.shape[1])))
             with torch.no_grad():
                 weight = class_weights(y, model.probs(model.head(u)).mean(dim=0))
         loss = _head(model, feats, y, mask, config, weight=weight)
