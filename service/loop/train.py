@@ -73,18 +73,29 @@ def _micro_f1(pred: np.ndarray, y: np.ndarray) -> float:
 
 def fit_config(policy: Policy, snap: Snapshot, *, seed: int) -> FitConfig:
     """How the adapter trains under ``policy``. With ``semi_supervised`` the unlabelled images
-    are the pool's and the calibrating hold-out's (its labels unseen): a model that learnt
-    from the pool's images but not the hold-out's could be surer of the pool's mistakes than
-    of the hold-out's, and the hold-out would no longer calibrate it."""
+    are a seeded sample of the pool's and the calibrating hold-out's (its labels unseen): a
+    model that learnt from the pool's images but not the hold-out's could be surer of the
+    pool's mistakes than of the hold-out's, and the hold-out would no longer calibrate it."""
     unlabelled = policy.uses_unlabelled
-    return FitConfig(algorithm=policy.algorithm, seed=seed, epochs=policy.epochs,
-                     use_unlabelled=unlabelled, unlabelled=unlabelled_paths(snap) if unlabelled else [],
-                     max_unlabelled=FAST_MAX_UNLABELLED if policy.algorithm == "fast" else PRECISE_MAX_UNLABELLED,
-                     image_size=policy.image_size or None)
+    paths = unlabelled_paths(snap)
+    return FitConfig(algorithm=policy.algorithm, seed=seed, epochs=policy.epochs, use_unlabelled=unlabelled,
+                     unlabelled=[paths[i] for i in unlabelled_sample(policy, snap, seed)] if unlabelled else [],
+                     max_unlabelled=max_unlabelled(policy), image_size=policy.image_size or None)
+
+
+def max_unlabelled(policy: Policy) -> int:
+    return FAST_MAX_UNLABELLED if policy.algorithm == "fast" else PRECISE_MAX_UNLABELLED
 
 
 def unlabelled_paths(snap: Snapshot) -> list[Path]:
     return list(snap.pool_paths) + list(snap.holdout_paths)
+
+
+def unlabelled_sample(policy: Policy, snap: Snapshot, seed: int) -> list[int]:
+    """Indices into :func:`unlabelled_paths` that a fit uses, drawn here (as the adapter would,
+    same seed) so that only their embeddings are read: all of them up to ``max_unlabelled``."""
+    n = len(snap.pool_paths) + len(snap.holdout_paths)
+    return np.sort(np.random.default_rng(seed).permutation(n)[: max_unlabelled(policy)]).tolist()
 
 
 def train_project(session: Session, *, project: Project, settings: Settings, progress: Any,
@@ -107,9 +118,11 @@ def train_project(session: Session, *, project: Project, settings: Settings, pro
         adapter = make_adapter(settings, snap, policy)
         emb = None
         if policy.algorithm == "fast":
-            extra = snap.pool_shas + snap.holdout_shas if policy.uses_unlabelled else []
+            sample = unlabelled_sample(policy, snap, version) if policy.uses_unlabelled else []
+            every_sha, every_path = snap.pool_shas + snap.holdout_shas, unlabelled_paths(snap)
+            extra = [every_sha[i] for i in sample]
             shas = snap.train_shas + snap.holdout_shas + extra
-            paths = snap.train_paths + snap.holdout_paths + (unlabelled_paths(snap) if extra else [])
+            paths = snap.train_paths + snap.holdout_paths + [every_path[i] for i in sample]
             vecs = cached_embeddings(adapter, shas, paths, settings=settings,
                                      progress=lambda f, m: progress(0.02 + 0.4 * f, m))
             n, h = len(snap.train_ids), len(snap.holdout_ids)

@@ -29,3 +29,14 @@ def test_unlabelled_images_are_the_pools_and_the_hold_outs(policy: dict, uses: b
     config = fit_config(Policy.from_dict(policy), _snap(), seed=1)
     assert config.use_unlabelled is uses
     assert list(config.unlabelled) == ([Path("p1"), Path("p2"), Path("p3"), Path("h1")] if uses else [])
+
+
+def test_a_large_pool_is_sampled_before_its_embeddings_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.loop import train
+
+    monkeypatch.setattr(train, "FAST_MAX_UNLABELLED", 2)
+    snap, policy = _snap(), Policy()
+    sample = train.unlabelled_sample(policy, snap, seed=1)
+    assert len(sample) == 2 and sample == sorted(sample) and sample == train.unlabelled_sample(policy, snap, seed=1)
+    config = fit_config(policy, snap, seed=1)
+    assert list(config.unlabelled) == [train.unlabelled_paths(snap)[i] for i in sample]
