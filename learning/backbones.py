@@ -247,13 +247,15 @@ def make_transform(
     image_size: int | None = None,
     train: bool,
     strong: bool = False,
+    flip: bool = True,
 ) -> Callable[[Any], torch.Tensor]:
     """PIL RGB image -> normalised tensor ``[3, S, S]`` with ``S = image_size`` or timm's size.
 
     Eval: resize the shorter side to ``S`` and centre-crop (no content thrown away for
     square images). Train: mild random-resized crop, horizontal flip, small colour jitter.
     ``strong=True`` (train only) adds RandAugment and random erasing, the "strong view" of
-    FixMatch. Smaller sizes (64-128 px) suit small images and are much faster on CPU.
+    FixMatch. ``flip=False`` leaves out the flip, for classes told apart by the way they
+    face. Smaller sizes (64-128 px) suit small images and are much faster on CPU.
     """
     cfg = data_config(model)
     size = int(image_size or cfg["input_size"][-1])
@@ -263,7 +265,7 @@ def make_transform(
         return T.Compose([T.Resize(size, interpolation=interp), T.CenterCrop(size), T.ToTensor(), normalize])
     steps: list[Any] = [
         T.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.18), interpolation=interp),
-        T.RandomHorizontalFlip(),
+        T.RandomHorizontalFlip(0.5 if flip else 0.0),
     ]
     if strong:
         steps.append(T.RandAugment(num_ops=2, magnitude=9))

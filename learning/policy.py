@@ -47,6 +47,10 @@ class Policy:
     ``features``: what the head (and grid clustering) sees of an image: ``stages`` (the
     backbone's top features and three feature stages below them) or ``final`` (the top
     features only, as before this setting existed).
+    ``mirror``: an item shows the same classes when flipped left to right, so ``fast`` (and
+    grid clustering) see the mean of an image's features and its mirror image's, and
+    ``precise`` trains on flipped copies. Switch it off for classes told apart by the way
+    they face (left and right arrows, some road signs).
     ``grid_purity``: once a model exists, grid pages take the items most likely to be
     right until the expected share of a page in the page's class would fall below this;
     the rest get single labels. Likelihoods come from the calibrating hold-out (how often
@@ -77,6 +81,7 @@ class Policy:
     semi_supervised: bool | None = None
     image_size: int | None = None
     features: Literal["stages", "final"] = "stages"
+    mirror: bool = True
     grid_purity: float | None = None
     grid_min_confidence: float = 0.8
 
@@ -130,6 +135,7 @@ class Policy:
         check(self.semi_supervised is None or isinstance(self.semi_supervised, bool), "semi_supervised",
               "true, false or null")
         check(self.features in FEATURES, "features", "one of " + ", ".join(FEATURES))
+        check(isinstance(self.mirror, bool), "mirror", "true or false")
         check(
             _is_number(self.grid_min_confidence) and 0.0 <= self.grid_min_confidence < 1.0,
             "grid_min_confidence",

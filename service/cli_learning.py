@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="the policy's semi_supervised: auto (on for fast, off for precise), on or off")
     sp.add_argument("--features", choices=["stages", "final"], default="stages",
                     help="the policy's features: the backbone's top features and three stages below, or the top only")
+    sp.add_argument("--mirror", choices=["on", "off"], default="on",
+                    help="the policy's mirror: average each image's features with its mirror image's")
     sp.add_argument("--no-baseline", action="store_true")
     sp.add_argument("--dataset", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     sp.add_argument("--out", type=Path, default=Path("simulation"))
@@ -48,8 +50,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
                         retrain_every=args.retrain_every, algorithm=args.algorithm, strategy=args.strategy,
                         holdout_share=args.holdout_share, target=args.target, delta=args.delta,
                         calibration=args.calibration, image_size=args.image_size, epochs=args.epochs,
-                        semi_supervised=SWITCH[args.semi_supervised], features=args.features, dataset=args.dataset,
-                        torch_threads=settings.torch_threads)
+                        semi_supervised=SWITCH[args.semi_supervised], features=args.features,
+                        mirror=args.mirror == "on", dataset=args.dataset, torch_threads=settings.torch_threads)
         out = args.out / f"seed{seed}"
         rep = simulate(cfg, out, baseline=not args.no_baseline, work=args.out / "work")
         row = {"seed": seed, "at_budgets": rep["at_budgets"], "label_efficiency": rep.get("label_efficiency"),

@@ -64,6 +64,7 @@ class SimConfig:
     semi_supervised: bool | None = None
     epochs: int = 12
     features: str = "stages"
+    mirror: bool = True
     min_labels_per_class: int = 5
     dataset: Path = FASHION_DIR
     torch_threads: int = 2
@@ -120,7 +121,7 @@ def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = 
               "algorithm": cfg.algorithm, "strategy": strategy, "holdout_share": cfg.holdout_share,
               "target_precision": cfg.target, "delta": cfg.delta, "calibration": cfg.calibration,
               "image_size": cfg.image_size, "semi_supervised": cfg.semi_supervised, "epochs": cfg.epochs,
-              "features": cfg.features}
+              "features": cfg.features, "mirror": cfg.mirror}
     with Session(engine, expire_on_commit=False) as s:
         admin = create_user(s, name="oracle", role=Role.admin, password=None)
         project = create_project(s, data=ProjectCreate(name="sim", classes=FASHION_CLASSES, policy=policy),

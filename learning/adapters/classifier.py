@@ -3,7 +3,10 @@
 Model: ``image -> backbone (num_classes=0) -> pooled features [N, D] -> L2-normalise
 (= embed()) -> LinearHead -> logits [N, C] -> softmax (multiclass) / sigmoid (multilabel)``.
 With ``features="stages"`` (the default) the features also pool three feature stages
-below the top (:func:`learning.backbones.pooled_features`).
+below the top (:func:`learning.backbones.pooled_features`). With ``mirror=True`` (the
+default) an image's features are the mean of its own and its mirror image's (left-right
+flip), renormalised: the head, the grids and the embedding cache see a view that does
+not depend on which way an item faces.
 The two training algorithms live in :mod:`learning.adapters.classifier_fit`.
 """
 
@@ -55,7 +58,10 @@ class ClassifierAdapter:
     """``create_adapter("classifier", classes=[...], task="multiclass"|"multilabel", ...)``.
 
     ``image_size`` defaults to the backbone's (224); 64-128 px suits small images and is
-    far faster on CPU. ``feature_version`` names the feature space of ``embed()``: cached
+    far faster on CPU. ``mirror``: classes do not change under a left-right flip, so
+    ``embed()`` averages each image with its mirror image while the backbone is frozen,
+    and ``precise`` trains on flipped copies; ``False`` for classes told apart by the way
+    they face (arrows, some road signs). ``feature_version`` names the feature space of ``embed()``: cached
     embeddings are valid only while it is unchanged (a ``precise`` fit changes it, and so
     does ``FitConfig.image_size`` when it differs from the adapter's).
     """
@@ -73,6 +79,7 @@ class ClassifierAdapter:
         image_size: int | None = None,
         num_threads: int | None = None,
         features: str = "stages",
+        mirror: bool = True,
     ) -> None:
         if task not in ("multiclass", "multilabel"):
             raise ValueError(f"classifier supports multiclass and multilabel, not {task!r}")
@@ -88,6 +95,7 @@ class ClassifierAdapter:
         self.backbone.requires_grad_(False)  # only fit_precise unfreezes its top stages
         check_layers(self.backbone, features)
         self.feature_layers = features
+        self.mirror = bool(mirror)
         self.image_size = int(image_size or data_config(self.backbone)["input_size"][-1])
         self.head = LinearHead(feature_dim(self.backbone, features), len(self.classes))
         self.net = nn.ModuleDict({"backbone": self.backbone, "head": self.head})
@@ -97,10 +105,17 @@ class ClassifierAdapter:
 
     @property
     def feature_version(self) -> str:
-        """E.g. ``tf_efficientnet_lite0/pretrained/64px/frozen/stages``."""
+        """E.g. ``tf_efficientnet_lite0/pretrained/64px/frozen/stages/mirror``."""
         source = Path(self.checkpoint).name if self.checkpoint else "pretrained"
         layers = "" if self.feature_layers == "final" else f"/{self.feature_layers}"
-        return f"{self.backbone_name}/{source}/{self.image_size}px/{self.weights_id}{layers}"
+        mirror = "/mirror" if self.mirrored else ""
+        return f"{self.backbone_name}/{source}/{self.image_size}px/{self.weights_id}{layers}{mirror}"
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether ``embed()`` averages each image with its mirror image: with ``mirror`` on,
+        while the backbone is frozen (a ``precise`` model predicts from one view, as it trained)."""
+        return self.mirror and not self.backbone_tuned
 
     # ---------------------------------------------------------------- inference
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +131,11 @@ class ClassifierAdapter:
         batch_size: int = 32,
         progress: Progress | None = None,
     ) -> torch.Tensor:
-        """Features ``[N, D]`` of ``sources`` without gradients, backbone in eval mode."""
+        """Features ``[N, D]`` of ``sources`` without gradients, backbone in eval mode.
+
+        Without a ``transform`` these are ``embed()``'s: averaged with the mirror image's when
+        :attr:`mirrored`. A given ``transform`` gives one view per image."""
+        both = transform is None and self.mirrored
         tf = transform or make_transform(self.backbone, image_size=self.image_size, train=False)
         set_num_threads(self.num_threads)
         self.backbone.eval()
@@ -124,7 +143,8 @@ class ClassifierAdapter:
         batches = TensorBatches(sources, tf, batch_size=batch_size, loader=loader)
         with torch.inference_mode():
             for i, (x, idx) in enumerate(batches):
-                out[idx] = self.features(x)
+                f = self.features(x)
+                out[idx] = nn.functional.normalize(f + self.features(x.flip(-1)), dim=1) if both else f
                 notify(progress, (i + 1) / len(batches), f"embedded {int(idx[-1]) + 1}")
         return out
 
@@ -224,6 +244,7 @@ class ClassifierAdapter:
             "image_size": self.image_size,
             "feature_dim": feature_dim(self.backbone, self.feature_layers),
             "features": self.feature_layers,
+            "mirror": self.mirror,
             "backbone_tuned": self.backbone_tuned,
             "includes_backbone": with_backbone,
             "weights_id": self.weights_id,
@@ -251,6 +272,7 @@ class ClassifierAdapter:
             pretrained=not inc and bool(m["pretrained"]),
             image_size=m["image_size"],
             features=m.get("features", "final"),  # saved before the setting existed
+            mirror=m.get("mirror", False),  # likewise
         )
         weights = Path(path) / m.get("weights", WEIGHTS)
         state: dict[str, Any] = torch.load(weights, map_location="cpu", weights_only=True)

@@ -233,17 +233,18 @@ def fit_precise(
     def features_of(images: Sequence[Image.Image], transform: Any = None, prog: Any = None) -> Any:
         return model.run_features(images, transform=transform, loader=_identity, batch_size=bs, progress=prog)
 
+    size = model.image_size
+    weak = make_transform(model.backbone, image_size=size, train=True, flip=model.mirror)
+    strong = make_transform(model.backbone, image_size=size, train=True, strong=True, flip=model.mirror)
+    evalt = make_transform(model.backbone, image_size=size, train=False)
+    # the head starts on one view per image, as fine-tuning trains it (given embeddings are embed()'s)
     if emb.train is not None:
         feats = torch.as_tensor(np.asarray(emb.train, dtype=np.float32))[keep]
     else:
-        feats = features_of([thumbs[int(i)] for i in keep], prog=scaled(progress, 0.02, 0.15))
+        feats = features_of([thumbs[int(i)] for i in keep], evalt, prog=scaled(progress, 0.02, 0.15))
     embed_s = time.perf_counter() - t0
     _head(model, feats, y[keep], mask[keep], config)
 
-    size = model.image_size
-    weak = make_transform(model.backbone, image_size=size, train=True)
-    strong = make_transform(model.backbone, image_size=size, train=True, strong=True)
-    evalt = make_transform(model.backbone, image_size=size, train=False)
     tail = tail_modules(model.backbone, config.unfreeze_stages)
     tail_params = [p for m in tail for p in m.parameters()]
     for p in tail_params:

@@ -37,7 +37,7 @@ def make_adapter(settings: Settings, snap: Snapshot, policy: Policy) -> Any:
     return create_adapter("classifier", classes=snap.classes, task=str(snap.task.value),
                           backbone=settings.backbone, checkpoint=settings.backbone_checkpoint,
                           image_size=policy.image_size or settings.image_size,
-                          num_threads=settings.torch_threads, features=policy.features)
+                          num_threads=settings.torch_threads, features=policy.features, mirror=policy.mirror)
 
 
 def calibrate_version(task_: Task, classes: list[str], probs: np.ndarray, y: np.ndarray,

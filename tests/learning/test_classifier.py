@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from learning.adapters import (
     Cancelled,
@@ -23,6 +23,7 @@ from learning.adapters import (
 )
 from learning.adapters import classifier as classifier_module
 from learning.adapters.classifier import ClassifierAdapter
+from learning.backbones import make_transform
 
 Factory = Callable[..., tuple[list[Image.Image], np.ndarray]]
 SIZE = 48  # 32 px inputs leave Lite0 a 1x1 final map: too weak even for colours
@@ -60,7 +61,8 @@ def test_two_colours_are_learnt(algorithm: str, two_colour: Factory) -> None:
     if algorithm == "precise":
         assert report.n_val > 0 and report.n_train + report.n_val == len(train)
         assert all(h.val_loss is not None for h in report.history)
-        assert adapter.backbone_tuned and "tuned" in adapter.feature_version
+        # a tuned backbone predicts from one view, as it trained
+        assert adapter.backbone_tuned and "tuned" in adapter.feature_version and not adapter.mirrored
         assert not any(p.requires_grad for p in adapter.backbone.parameters())
 
 
@@ -182,7 +184,7 @@ def test_feature_layers_are_kept_and_old_models_load_with_top_features(two_colou
     final = create_adapter("classifier", classes=["red", "blue"], image_size=SIZE, num_threads=2, features="final")
     assert stages.feature_layers == "stages" and final.feature_layers == "final"
     # cached embeddings of one feature space must never be read as the other's
-    assert stages.feature_version.endswith("/stages") and final.feature_version != stages.feature_version
+    assert stages.feature_version.endswith("/stages/mirror") and final.feature_version != stages.feature_version
     n = len(train.images)
     assert stages.embed(train.images).shape == (n, 1752) and final.embed(train.images).shape == (n, 1280)
     for name, adapter in (("stages", stages), ("final", final)):
@@ -197,6 +199,58 @@ def test_feature_layers_are_kept_and_old_models_load_with_top_features(two_colou
     restored = load_adapter(tmp_path / "final")
     assert restored.feature_layers == "final"
     np.testing.assert_array_equal(restored.predict(train.images).probs, final.predict(train.images).probs)
+
+
+def _facing_left(seed: int) -> Image.Image:
+    """Noise on the left half, black on the right: its mirror image faces the other way."""
+    a = np.zeros((40, 40, 3), dtype=np.uint8)
+    a[:, :20] = np.random.default_rng(seed).integers(64, 255, (40, 20, 3), dtype=np.uint8)
+    return Image.fromarray(a)
+
+
+def test_mirror_averages_an_image_with_its_mirror_image_and_old_models_load_without(tmp_path: Path) -> None:
+    images = [_facing_left(s) for s in range(6)]
+    mirrors = [ImageOps.mirror(im) for im in images]
+    on = _adapter()
+    off = create_adapter("classifier", classes=["red", "blue"], image_size=SIZE, num_threads=2, mirror=False)
+    assert on.mirror and not off.mirror
+    # one feature space per setting: the cache must never mix them
+    assert on.feature_version == off.feature_version + "/mirror"
+    np.testing.assert_allclose(on.embed(images), on.embed(mirrors), atol=1e-5)
+    assert np.linalg.norm(off.embed(images) - off.embed(mirrors), axis=1).min() > 0.1
+    np.testing.assert_allclose(np.linalg.norm(on.embed(images), axis=1), 1.0, rtol=1e-5)
+    # left-facing and right-facing are two classes: with mirror off the head can tell them apart
+    train = LabelledImages(images + mirrors, np.array([0] * 6 + [1] * 6))
+    for name, adapter in (("on", on), ("off", off)):
+        adapter.fit(train, None, config=FitConfig(image_size=SIZE))
+        adapter.save(tmp_path / name)
+        restored = load_adapter(tmp_path / name)
+        assert restored.mirror == adapter.mirror
+        np.testing.assert_array_equal(restored.predict(train.images).probs, adapter.predict(train.images).probs)
+    assert (off.predict(train.images).probs.argmax(1) == train.labels).all()
+    np.testing.assert_allclose(on.predict(images).probs, on.predict(mirrors).probs, atol=1e-4)
+    manifest = tmp_path / "off" / "manifest.json"
+    old = {k: v for k, v in json.loads(manifest.read_text()).items() if k != "mirror"}
+    manifest.write_text(json.dumps(old))  # saved before the setting existed: one view, as it was fit
+    restored = load_adapter(tmp_path / "off")
+    assert not restored.mirror
+    np.testing.assert_array_equal(restored.predict(train.images).probs, off.predict(train.images).probs)
+
+
+def test_training_flips_only_with_mirror_on() -> None:
+    image = _facing_left(0)
+
+    def left_brighter(flip: bool) -> list[bool]:
+        torch.manual_seed(0)
+        tf = make_transform(_adapter().backbone, image_size=SIZE, train=True, flip=flip)
+        out = []
+        for _ in range(40):
+            x = tf(image)
+            out.append(bool(x[:, :, : SIZE // 2].mean() > x[:, :, SIZE // 2 :].mean()))
+        return out
+
+    assert all(left_brighter(False))
+    assert 5 < sum(left_brighter(True)) < 35
 
 
 def test_images_of_any_mode_size_and_source(tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ def test_policy_rejects_unknown_keys_by_name() -> None:
         ({"semi_supervised": 1}, "semi_supervised must be true, false or null"),
         ({"image_size": 8}, "image_size must be an integer >= 16 or None"),
         ({"features": "middle"}, "features must be one of stages, final"),
+        ({"mirror": "yes"}, "mirror must be true or false"),
     ],
 )
 def test_policy_validation_messages(kw: dict, message: str) -> None:

@@ -40,3 +40,20 @@ def test_a_large_pool_is_sampled_before_its_embeddings_are_read(monkeypatch: pyt
     assert len(sample) == 2 and sample == sorted(sample) and sample == train.unlabelled_sample(policy, snap, seed=1)
     config = fit_config(policy, snap, seed=1)
     assert list(config.unlabelled) == [train.unlabelled_paths(snap)[i] for i in sample]
+
+
+@pytest.mark.parametrize("mirror", [True, False])
+def test_training_and_grids_read_one_feature_space(mirror: bool, tmp_path: Path) -> None:
+    # the train job caches embed() under the adapter's feature_version and grid clustering
+    # reads them back under its own: one policy must name one space, and mirror must reach both
+    from service.config import Settings
+    from service.loop import clusters, train
+    from service.models import Project
+
+    policy = Policy(mirror=mirror, image_size=48)
+    settings = Settings(data_dir=tmp_path, torch_threads=1)
+    trained = train.make_adapter(settings, _snap(), policy)
+    grids = clusters.feature_adapter(Project(name="p", policy=policy.to_dict()), None, settings)
+    assert trained.mirror is mirror and grids.mirror is mirror
+    assert trained.feature_version == grids.feature_version
+    assert trained.feature_version.endswith("/mirror") is mirror

@@ -22,6 +22,7 @@ const POLICY = {
   semi_supervised: ["Learn from unlabelled images", "bool?", "auto: on for fast (labels weighted to the class mix of the unlabelled images, plus pseudo-labels), off for precise (FixMatch-style pseudo-labels, slower)."],
   image_size: ["Model input size", "int?", "Empty: the backbone's default."],
   features: ["Image features", ["stages", "final"], "stages: the backbone's top features and three stages below them (better on images unlike ImageNet); final: the top features only."],
+  mirror: ["Mirror images are the same class", "bool", "On: the model sees each image and its left-right mirror image as one (better scores). Off when classes differ by the way they face (left/right arrows)."],
   grid_min_confidence: ["Grid pages: lowest model confidence", "float", "Images the model is less sure of are labelled one by one."],
   grid_purity: ["Grid pages: expected purity", "float?", "Pages take the images most likely right until this share is expected in the page's class (learnt from the hold-out). Empty switches it off."],
 };
