@@ -172,6 +172,12 @@ class Policy:
         return cls(**data)
 
 
+def short_classes(train_counts: dict[str, int], classes: list[str], min_labels: int) -> list[str]:
+    """Classes with fewer than ``min_labels`` labels to train on (hold-out labels do not count),
+    in ``classes`` order: the query explores while there are any."""
+    return [c for c in classes if train_counts.get(c, 0) < min_labels]
+
+
 @dataclass
 class ProjectState:
     """What the policy needs to know about a project right now.

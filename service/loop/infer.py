@@ -20,12 +20,13 @@ from sqlalchemy import bindparam, delete, update
 from sqlmodel import Session, col, select
 
 from learning.adapters import load_adapter
-from learning.policy import Policy
+from learning.policy import Policy, short_classes
 from service.config import Settings
 from service.crud.annotations import write_version
 from service.crud.items import blob_store
 from service.jobs.runner import JobContext, task
 from service.loop import holdout
+from service.loop.data import label_counts
 from service.loop.features import cached_embeddings
 from service.loop.holdout import calibration_items
 from service.loop.scoring import query_scores
@@ -152,14 +153,16 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
     # scored with it, so the queue and Pending can tell when they would have been taken
     ghosts = calibration_items(session, project.id) if project.task in holdout.CLASSIFICATION else []
     every = pool + [g for g, _ in ghosts]
+    short = short_classes(label_counts(session, project.id)[0], list(mv.classes), policy.min_labels_per_class)
     session.commit()  # end the read transaction: SQLite must not hold its lock while we predict
     probs, vecs = predict_pool(adapter, mv, [i.sha256 for i in every], [store.path(i.sha256) for i in every],
                                settings=settings, progress=progress)
     progress(0.7, "scoring and proposing")
     # diversity-aware strategies spread a batch over the embeddings (fast models have them
     # cached; for precise ones they fall back to their uncertainty score)
+    # while a class has too few labels to train on, uncertainty sampling also draws at random
     scores = query_scores(policy.strategy, probs, multilabel=project.task == Task.multilabel, embeddings=vecs,
-                          rng=np.random.default_rng(rng.getrandbits(32)))
+                          rng=np.random.default_rng(rng.getrandbits(32)), explore=bool(short))
     classes = list(mv.classes)
     ths = thresholds_for(mv, classes)
     fresh = begin_publish(session, ids)
@@ -182,7 +185,7 @@ def infer_project(session: Session, *, project: Project, settings: Settings, pro
         settle(session, item=item, pred=pred, version_data={"labels": labels, "boxes": [], "polygons": []},
                policy=policy, rng=rng, tally=tally)
     session.commit()
-    return publish_summary(mv, pool, tally, progress)
+    return publish_summary(mv, pool, tally, progress) | {"exploring_for": short}
 
 
 def _publish_holdout(session: Session, *, project: Project, mv: ModelVersion, ghosts: list[tuple[Item, list[str]]],

@@ -18,8 +18,13 @@ MULTILABEL_FALLBACK = "multilabel_uncertainty"
 
 def query_scores(name: str, probs: np.ndarray, *, multilabel: bool = False,
                  embeddings: np.ndarray | None = None, class_counts: np.ndarray | None = None,
-                 rng: np.random.Generator | None = None, batch: int = 200) -> np.ndarray:
-    """``[N]`` scores, higher = ask a person first."""
+                 rng: np.random.Generator | None = None, batch: int = 200, explore: bool = False) -> np.ndarray:
+    """``[N]`` scores, higher = ask a person first.
+
+    ``explore``: mix random draws into an uncertainty score (:func:`learning.query.explore`,
+    as the ``*_explore`` strategies always do). Uncertainty alone never asks about an image
+    the model confidently files under another class, so a class nobody has labelled yet
+    would stay unseen; the inference job asks for this while a class is short of labels."""
     rng = rng or np.random.default_rng()
     n = len(probs)
     if n == 0:
@@ -28,8 +33,10 @@ def query_scores(name: str, probs: np.ndarray, *, multilabel: bool = False,
     if multilabel and strat.score is not None and not name.startswith("multilabel"):
         strat = query.get_strategy(MULTILABEL_FALLBACK)
     base = rng.random(n) if strat.score is None else np.asarray(strat.score(probs), dtype=float)
+    if strat.selection == "explore" or (explore and strat.score is not None):
+        base = query.explore(base, rng)
     if strat.selection == "explore":
-        return query.explore(base, rng)
+        return base
     if strat.selection in ("diverse", "balanced", "cold_start"):
         if strat.selection != "balanced" and embeddings is None:
             return base

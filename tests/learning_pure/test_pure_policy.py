@@ -191,3 +191,11 @@ def test_progress_for_dashboard() -> None:
     off = next_training_progress(state(), Policy(retrain_every_labels=None))
     assert off["labels_share"] is None and off["minutes_share"] is None
     assert off["will_train"] and off["reason"].startswith("first model")
+
+
+def test_short_classes_are_those_below_the_minimum_outside_the_hold_out() -> None:
+    from learning.policy import short_classes
+
+    counts = {"cat": 7, "dog": 4, "owl": 5}
+    assert short_classes(counts, ["cat", "dog", "owl", "emu"], 5) == ["dog", "emu"]
+    assert short_classes(counts, ["cat", "owl"], 5) == []

@@ -178,3 +178,16 @@ def test_queue_scores_for_margin_explore_rank_some_sure_items_first() -> None:
     assert (first % 4 == 0).sum() >= 5
     first = np.argsort(-query_scores("margin", probs, rng=rng(4)))[:100]
     assert (first % 4 != 0).all()
+
+
+def test_queue_scores_explore_on_request_for_uncertainty_strategies_only() -> None:
+    """While a class is short of labels the inference job asks ``margin`` to explore: some of
+    the first items served are ones the model is sure of (a class nobody has labelled yet
+    hides among them). Random scores stay random."""
+    from service.loop.scoring import query_scores
+
+    probs = np.tile(PROBS, (250, 1))  # every 4th row is a sure one
+    first = np.argsort(-query_scores("margin", probs, rng=rng(4), explore=True))[:100]
+    assert (first % 4 == 0).sum() >= 5
+    np.testing.assert_array_equal(query_scores("random", probs, rng=rng(4), explore=True),
+                                  query_scores("random", probs, rng=rng(4)))

@@ -8,8 +8,10 @@ import random
 import numpy as np
 import pytest
 from PIL import Image
+from sqlmodel import Session, select
 
 from service.jobs.runner import ThreadExecutor
+from service.models import Job
 from tests.conftest import Ctx
 
 
@@ -66,6 +68,8 @@ def test_labels_to_model_to_pending_to_confirm(ctx: Ctx) -> None:
     run_jobs(ctx)  # train, then the infer job it enqueues
     job = ctx.client.get(f"/api/v1/jobs/{r.json()['id']}", headers=admin).json()
     assert job["state"] == "succeeded", job
+    with Session(ctx.engine) as s:  # every class has its labels: pure uncertainty sampling
+        assert s.exec(select(Job).where(Job.kind == "infer")).one().result["exploring_for"] == []
     mvs = ctx.client.get(f"/api/v1/projects/{pid}/model-versions", headers=admin).json()
     assert len(mvs) == 1 and mvs[0]["status"] == "ready" and mvs[0]["is_current"]
     assert mvs[0]["metrics"]["holdout_accuracy"] >= 0.9
@@ -93,3 +97,37 @@ def test_labels_to_model_to_pending_to_confirm(ctx: Ctx) -> None:
     stats = ctx.client.get(f"/api/v1/projects/{pid}/stats", headers=admin).json()
     assert stats["counts"]["labelled"] == 51 and stats["model"]["version"] == 1
     assert stats["precision"][0]["decided"] == 2 and stats["precision"][0]["right"] == 1
+
+
+@pytest.mark.usefixtures("seeded_streams")
+def test_the_queue_explores_while_a_class_has_no_labels(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "green" exists in the project but nobody has labelled one: the model cannot know it,
+    # so uncertainty sampling alone would never ask about one; the infer job explores, and says so
+    from service.loop import infer
+
+    asked: list[bool] = []
+    real = infer.query_scores
+
+    def spy(*args: object, **kw: object) -> np.ndarray:
+        asked.append(bool(kw.get("explore")))
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(infer, "query_scores", spy)
+
+    ctx.settings.image_size = 32
+    admin = ctx.user("root", "admin")
+    rng = random.Random(1)
+    r = ctx.client.post("/api/v1/projects", json={
+        "name": "colours", "classes": ["red", "blue", "green"],
+        "policy": {"min_labels_per_class": 5, "holdout_share": 0.3, "retrain_every_labels": 1000}}, headers=admin)
+    pid = r.json()["id"]
+    files = [("files", (f"c{i:03d}.png", colour_png(i % 2 == 0, rng), "image/png")) for i in range(60)]
+    created = ctx.client.post(f"/api/v1/projects/{pid}/items", files=files, headers=admin).json()["created"]
+    truth = {c["id"]: "red" if int(c["file"][1:4]) % 2 == 0 else "blue" for c in created}
+    label_from_queue(ctx, admin, pid, truth, 30)
+    assert ctx.client.post(f"/api/v1/projects/{pid}/train", headers=admin).status_code == 202
+    run_jobs(ctx)
+    with Session(ctx.engine) as s:
+        infer = s.exec(select(Job).where(Job.kind == "infer", Job.project_id == pid)).one()
+    assert infer.state == "succeeded", infer.error
+    assert infer.result["exploring_for"] == ["green"] and asked == [True]
