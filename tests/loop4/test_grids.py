@@ -58,8 +58,8 @@ def test_items_the_model_cannot_place_stay_off_the_pages(ctx: Ctx) -> None:
             label(ctx, admin, iid, colour)
     start_job(ctx, "train", pid)
     run_jobs(ctx)  # train, infer
-    with Session(ctx.engine) as s:
-        score = {p.item_id: p.score for p in s.exec(select(Prediction)).all()}
+    with Session(ctx.engine) as s:  # the job reads the stored top classes (5 decimals), not the score
+        score = {p.item_id: p.data["top"][0][1] for p in s.exec(select(Prediction)).all()}
     pool = {i for i in truth if i in score}
     floor = float(np.median([score[i] for i in pool]))  # half the pool falls below it
     r = ctx.client.put(f"/api/v1/projects/{pid}/policy", json={"grid_min_confidence": floor, "grid_purity": None},
