@@ -71,15 +71,17 @@ def _micro_f1(pred: np.ndarray, y: np.ndarray) -> float:
     return 2 * tp / denom if denom else 0.0
 
 
-def fit_config(policy: Policy, snap: Snapshot, *, seed: int) -> FitConfig:
+def fit_config(policy: Policy, snap: Snapshot, *, seed: int, sample: list[int] | None = None) -> FitConfig:
     """How the adapter trains under ``policy``. With ``semi_supervised`` the unlabelled images
     are a seeded sample of the pool's and the calibrating hold-out's (its labels unseen): a
     model that learnt from the pool's images but not the hold-out's could be surer of the
-    pool's mistakes than of the hold-out's, and the hold-out would no longer calibrate it."""
+    pool's mistakes than of the hold-out's, and the hold-out would no longer calibrate it.
+    ``sample``: :func:`unlabelled_sample` for this ``seed``, when the caller has drawn it already."""
     unlabelled = policy.uses_unlabelled
     paths = unlabelled_paths(snap)
+    picked = (unlabelled_sample(policy, snap, seed) if sample is None else sample) if unlabelled else []
     return FitConfig(algorithm=policy.algorithm, seed=seed, epochs=policy.epochs, use_unlabelled=unlabelled,
-                     unlabelled=[paths[i] for i in unlabelled_sample(policy, snap, seed)] if unlabelled else [],
+                     unlabelled=[paths[i] for i in picked],
                      max_unlabelled=max_unlabelled(policy), image_size=policy.image_size or None)
 
 
@@ -117,8 +119,8 @@ def train_project(session: Session, *, project: Project, settings: Settings, pro
         progress(0.02, f"training v{version} on {len(snap.train_ids)} labels ({policy.algorithm})")
         adapter = make_adapter(settings, snap, policy)
         emb = None
+        sample = unlabelled_sample(policy, snap, version) if policy.uses_unlabelled else []
         if policy.algorithm == "fast":
-            sample = unlabelled_sample(policy, snap, version) if policy.uses_unlabelled else []
             every_sha, every_path = snap.pool_shas + snap.holdout_shas, unlabelled_paths(snap)
             extra = [every_sha[i] for i in sample]
             shas = snap.train_shas + snap.holdout_shas + extra
@@ -129,7 +131,7 @@ def train_project(session: Session, *, project: Project, settings: Settings, pro
             emb = FitEmbeddings(train=vecs[:n], holdout=vecs[n:n + h], unlabelled=vecs[n + h:] if extra else None)
         train = LabelledImages(list(snap.train_paths), snap.y(snap.train_labels))
         holdout = LabelledImages(list(snap.holdout_paths), snap.y(snap.holdout_labels)) if snap.holdout_ids else None
-        report = adapter.fit(train, holdout, config=fit_config(policy, snap, seed=version),
+        report = adapter.fit(train, holdout, config=fit_config(policy, snap, seed=version, sample=sample),
                              progress=lambda f, m: progress(0.45 + 0.4 * f, m), embeddings=emb)
         probs = report.holdout_probs if report.holdout_probs is not None else np.zeros((0, len(snap.classes)))
         ths, metrics, curve = calibrate_version(snap.task, snap.classes, probs,
