@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--strategy", default="margin")
     sp.add_argument("--calibration", choices=["pooled", "per_class"], default="pooled")
     sp.add_argument("--holdout-share", type=float, default=0.2)
+    sp.add_argument("--holdout-min", type=int, default=300,
+                    help="the policy's holdout_min: the hold-out share is raised by half until this many "
+                         "hold-out labels calibrate (0: never)")
     sp.add_argument("--target", type=float, default=0.95)
     sp.add_argument("--delta", type=float, default=0.05)
     sp.add_argument("--image-size", type=int, default=64)
@@ -48,7 +51,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     for seed in range(args.seed, args.seed + args.seeds):
         cfg = SimConfig(pool=args.pool, seed=seed, budgets=[int(b) for b in args.budgets.split(",")],
                         retrain_every=args.retrain_every, algorithm=args.algorithm, strategy=args.strategy,
-                        holdout_share=args.holdout_share, target=args.target, delta=args.delta,
+                        holdout_share=args.holdout_share, holdout_min=args.holdout_min, target=args.target,
+                        delta=args.delta,
                         calibration=args.calibration, image_size=args.image_size, epochs=args.epochs,
                         semi_supervised=SWITCH[args.semi_supervised], features=args.features,
                         mirror=args.mirror == "on", dataset=args.dataset, torch_threads=settings.torch_threads)

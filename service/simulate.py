@@ -57,6 +57,7 @@ class SimConfig:
     algorithm: str = "fast"
     strategy: str = "margin"
     holdout_share: float = 0.2
+    holdout_min: int = 300
     target: float = 0.95
     delta: float = 0.05
     calibration: str = "pooled"
@@ -119,6 +120,7 @@ def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = 
     timing = {"setup": 0.0, "labelling": 0.0, "jobs": 0.0, "measure": 0.0}
     policy = {"min_labels_per_class": cfg.min_labels_per_class, "retrain_every_labels": cfg.retrain_every,
               "algorithm": cfg.algorithm, "strategy": strategy, "holdout_share": cfg.holdout_share,
+              "holdout_min": cfg.holdout_min,
               "target_precision": cfg.target, "delta": cfg.delta, "calibration": cfg.calibration,
               "image_size": cfg.image_size, "semi_supervised": cfg.semi_supervised, "epochs": cfg.epochs,
               "features": cfg.features, "mirror": cfg.mirror}

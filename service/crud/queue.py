@@ -6,7 +6,8 @@ candidate with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL, where claims of different
 labelers run side by side). Expired leases are
 deleted before each claim, so their items return to the queue.
 
-Streams: with probability ``holdout_share`` the next item is drawn from the
+Streams: with probability ``holdout_share`` (raised by half while fewer than
+``holdout_min`` hold-out labels calibrate) the next item is drawn from the
 random stream (lowest uniform ``queue_rank`` among the items no person has
 labelled, pre-labelled ones included), and the label it gets is held out for
 calibration, so the hold-out set is an unbiased sample of the unlabelled pool (it keeps
@@ -29,15 +30,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, text
+from sqlalchemy import bindparam, delete, exists, func, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from learning.policy import Policy, holdout_draw_share
 from service.loop.holdout import CLASSIFICATION, strategy_takes, take_after_strategy
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
 
 _rng = random.Random()
+_DEFAULT = Policy()
 CANDIDATES = 5  # items a claim locks and tries per stage
 CLAIM_LOCK = 7_340_000_000  # advisory-lock key space for grid-page leasing (one per project)
 
@@ -155,10 +158,25 @@ def _still_free(session: Session, item_id: int, reason: str) -> bool:
                           or reason in RANDOM_REASONS and status == ItemStatus.proposed)
 
 
-def choose_stream(project: Project, rng: random.Random) -> list[str]:
+def calibrating_labels(session: Session, project_id: int, *, up_to: int) -> int:
+    """Hold-out labels that calibrate now (:func:`service.loop.holdout.in_calibration`),
+    counted no further than ``up_to`` (a claim only asks whether the hold-out is short)."""
+    if up_to <= 0:
+        return 0
+    rows = select(Item.id).where(Item.project_id == project_id, Item.status == ItemStatus.labelled,
+                                 col(Item.is_holdout).is_(True), col(Item.holdout_taken_by).is_(None)).limit(up_to)
+    return int(session.exec(select(func.count()).select_from(rows.subquery())).one())
+
+
+def choose_stream(project: Project, rng: random.Random, *, calibrating: int | None = None) -> list[str]:
     """Streams to try in order for the next draw: audit items first, then the hold-out
-    (random) stream with probability ``holdout_share``, else the strategy stream."""
-    share = float((project.policy or {}).get("holdout_share", 0.2))
+    (random) stream with probability ``holdout_share`` (raised while fewer than
+    ``holdout_min`` hold-out labels calibrate: :func:`learning.policy.holdout_draw_share`),
+    else the strategy stream. ``calibrating``: that count (None: not short)."""
+    policy = project.policy or {}
+    share = float(policy.get("holdout_share", _DEFAULT.holdout_share))
+    if calibrating is not None:
+        share = holdout_draw_share(share, int(policy.get("holdout_min", _DEFAULT.holdout_min)), calibrating)
     first, second = (QueueReason.holdout, QueueReason.strategy) if rng.random() < share else (
         QueueReason.strategy, QueueReason.holdout)
     return [str(QueueReason.audit), str(first), str(second)]
@@ -214,7 +232,9 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
             return Leased(mine, item, mine.reason, renewed=True)
         session.delete(mine)
         session.flush()
-    for reason in choose_stream(project, rng or _rng):
+    need = int((project.policy or {}).get("holdout_min", _DEFAULT.holdout_min))
+    calibrating = calibrating_labels(session, project.id, up_to=need) if need > 0 else None
+    for reason in choose_stream(project, rng or _rng, calibrating=calibrating):
         for item, served in _candidates(session, project, user, reason):
             assert item.id is not None
             if not _still_free(session, item.id, served):

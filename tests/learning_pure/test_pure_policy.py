@@ -199,3 +199,18 @@ def test_short_classes_are_those_below_the_minimum_outside_the_hold_out() -> Non
     counts = {"cat": 7, "dog": 4, "owl": 5}
     assert short_classes(counts, ["cat", "dog", "owl", "emu"], 5) == ["dog", "emu"]
     assert short_classes(counts, ["cat", "owl"], 5) == []
+
+
+def test_holdout_share_is_raised_by_half_while_the_hold_out_is_short() -> None:
+    from learning.policy import holdout_draw_share
+
+    assert holdout_draw_share(0.2, 300, 0) == pytest.approx(0.3)
+    assert holdout_draw_share(0.2, 300, 299) == pytest.approx(0.3)
+    assert holdout_draw_share(0.2, 300, 300) == 0.2
+    assert holdout_draw_share(0.2, 0, 0) == 0.2  # 0 switches the raise off
+    assert holdout_draw_share(0.4, 300, 10) == 0.5  # capped
+    assert holdout_draw_share(0.6, 300, 10) == 0.6  # never lowered
+    assert Policy().holdout_min == 300
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match="holdout_min"):
+            Policy(holdout_min=bad)  # type: ignore[arg-type]

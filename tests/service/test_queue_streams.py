@@ -8,8 +8,8 @@ import random
 
 from sqlmodel import Session, col, select
 
-from service.crud.queue import next_item
-from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, User
+from service.crud.queue import calibrating_labels, next_item
+from service.models import Item, ItemStatus, Lease, ModelVersion, Prediction, Project, User
 from tests.conftest import Ctx, make_project
 
 
@@ -186,3 +186,42 @@ def test_random_strategy_stream_leaves_the_holdout_whole(ctx: Ctx) -> None:
         assert [s.get(Item, i).holdout_taken_by for i in ghosts] == [None, None]  # type: ignore[union-attr]
     stats = ctx.client.get(f"/api/v1/projects/{pid}/stats", headers=admin).json()["queue"]
     assert stats["holdout_calibrating"] == 2 and stats["holdout_taken_by"] == {}
+
+
+def _set_policy(ctx: Ctx, pid: int, **values: object) -> None:
+    with Session(ctx.engine) as s:
+        project = s.get(Project, pid)
+        assert project is not None
+        project.policy = {**(project.policy or {}), **values}
+        s.add(project)
+        for lease in s.exec(select(Lease)).all():  # the next claim draws afresh
+            s.delete(lease)
+        s.commit()
+
+
+def test_hold_out_share_is_raised_until_holdout_min_labels_calibrate(ctx: Ctx) -> None:
+    """A draw of 0.25 goes to the hold-out stream while the hold-out is short (share 0.2
+    raised to 0.3), to the strategy stream once ``holdout_min`` hold-out labels calibrate."""
+    pid, _ = _setup(ctx)
+    _set_policy(ctx, pid, holdout_share=0.2, holdout_min=2)
+    assert _claim(ctx, pid, Always(0.25))[1] == "holdout"
+    _set_policy(ctx, pid, holdout_share=0.2, holdout_min=0)  # 0: never raised
+    assert _claim(ctx, pid, Always(0.25))[1] == "random"  # the strategy stream (no scores yet)
+    with Session(ctx.engine) as s:  # two calibrating hold-out labels, and one the strategy took
+        items = list(s.exec(select(Item).where(Item.project_id == pid).order_by(col(Item.queue_rank).desc())).all())
+        for it in items[:3]:
+            it.status, it.is_holdout = ItemStatus.labelled, True
+            s.add(it)
+        items[2].holdout_taken_by = "strategy"
+        s.commit()
+    with Session(ctx.engine) as s:
+        assert calibrating_labels(s, pid, up_to=10) == 2
+        assert calibrating_labels(s, pid, up_to=1) == 1
+    _set_policy(ctx, pid, holdout_min=3)  # two of three: still short
+    assert _claim(ctx, pid, Always(0.25))[1] == "holdout"
+    _set_policy(ctx, pid, holdout_min=2)
+    assert _claim(ctx, pid, Always(0.25))[1] == "random"
+    _set_policy(ctx, pid, holdout_share=0.4, holdout_min=3)  # raised to 0.5 at most
+    assert _claim(ctx, pid, Always(0.49))[1] == "holdout"
+    _set_policy(ctx, pid, holdout_share=0.4, holdout_min=3)
+    assert _claim(ctx, pid, Always(0.51))[1] == "random"
