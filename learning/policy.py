@@ -35,8 +35,8 @@ class Policy:
     used for calibration; ``holdout_min``: while fewer than this many hold-out labels
     calibrate, the hold-out stream's share is raised by half (30% at the default share,
     at most 50%: :func:`holdout_draw_share`), because a certificate on a couple of
-    hundred images can rarely prove much (0 switches the raise off); ``audit_share``: share of auto-accepted pre-labels sent
-    back to people; ``batch_size``: items a query round selects;
+    hundred images can rarely prove much (0 switches the raise off); ``audit_share``: share
+    of auto-accepted pre-labels sent back to people; ``batch_size``: items a query round selects;
     ``retrain_every_labels``/``retrain_every_minutes``: ``None`` switches a trigger off;
     ``calibration``: ``per_class`` thresholds (each class proves its own precision) or
     one ``pooled`` threshold (precision of all pre-labels together); ``epochs``,
