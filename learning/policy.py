@@ -16,6 +16,7 @@ and answer in words a project manager can act on:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -32,10 +33,10 @@ class Policy:
     """Retraining, calibration and querying settings of one project.
 
     ``holdout_share``: share of human labels routed to the random hold-out stream
-    used for calibration; ``holdout_min``: while fewer than this many hold-out labels
-    calibrate, the hold-out stream's share is raised by half (30% at the default share,
-    at most 50%: :func:`holdout_draw_share`), because a certificate on a couple of
-    hundred images can rarely prove much (0 switches the raise off); ``audit_share``: share
+    used for calibration; ``holdout_min``: the first this many hold-out labels are drawn
+    sooner (at 1.5 times the share, then none until the share catches up:
+    :func:`holdout_draw_share`), because a certificate on a couple of hundred images
+    proves little (0: plain ``holdout_share`` throughout); ``audit_share``: share
     of auto-accepted pre-labels sent back to people; ``batch_size``: items a query round selects;
     ``retrain_every_labels``/``retrain_every_minutes``: ``None`` switches a trigger off;
     ``calibration``: ``per_class`` thresholds (each class proves its own precision) or
@@ -177,25 +178,38 @@ class Policy:
         return cls(**data)
 
 
-EARLY_HOLDOUT_RAISE = 1.5  # the hold-out stream's share is multiplied by this while it is short
-EARLY_HOLDOUT_CAP = 0.5  # ... but raised no higher than this
+EARLY_HOLDOUT_RAISE = 1.5  # the first holdout_min hold-out labels come at this multiple of the share
+EARLY_HOLDOUT_CAP = 0.5  # ... but at no higher a share than this
 
 
-def holdout_draw_share(share: float, holdout_min: int, calibrating: int) -> float:
+def front_load_labels(share: float, holdout_min: int) -> int:
+    """Labelled items from which on the hold-out stream draws at plain ``share`` again:
+    where ``share`` of the labels make ``holdout_min`` (1,500 at 0.2 and 300)."""
+    return math.ceil(holdout_min / share) if holdout_min > 0 else 0
+
+
+def holdout_draw_share(share: float, holdout_min: int, calibrating: int, labelled: int) -> float:
     """Probability that the queue's next draw goes to the hold-out stream.
 
     ``share``: the policy's ``holdout_share``; ``calibrating``: hold-out labels that
-    calibrate now. While ``calibrating < holdout_min`` the share is raised by half
-    (capped at 50%, never lowered). Why: with active learning the model becomes good
-    long before 20% of the labels make a hold-out that can prove it. A certificate at
-    0.95 / 0.05 needs 93 hold-out items with at most one mistake, 124 with two; about
-    200 hold-out images (1,000 labels at 20%) let one unlucky pair of mistakes at the
-    top certify nothing, about 300 rarely do. Raising the share early reaches 300 at
-    about 1,000 labels instead of 1,500, then the share falls back.
+    calibrate now; ``labelled``: labelled items in the project. The first
+    ``holdout_min`` hold-out labels are drawn sooner, not more of them: while fewer
+    calibrate, the share is raised by half (capped at 50%, never lowered); once they do,
+    hold-out draws pause until ``share`` of the labels would have made them
+    (:func:`front_load_labels`), and from there on the share is plain ``share``.
+
+    Why: with active learning the model is good long before 20% of the labels make a
+    hold-out that can prove it. A certificate at 0.95 / 0.05 needs 93 hold-out items with
+    at most one mistake, 124 with two; on about 200 (1,000 labels at 20%) one unlucky
+    pair of mistakes at the top certifies nothing. At the defaults the hold-out holds
+    300 labels at about 1,000 labels instead of 1,500, and from 1,500 on as many as it
+    would have anyway.
     """
+    if holdout_min <= 0 or labelled >= front_load_labels(share, holdout_min):
+        return share
     if calibrating < holdout_min:
         return max(share, min(EARLY_HOLDOUT_CAP, EARLY_HOLDOUT_RAISE * share))
-    return share
+    return 0.0
 
 
 def short_classes(train_counts: dict[str, int], classes: list[str], min_labels: int) -> list[str]:

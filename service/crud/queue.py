@@ -6,8 +6,8 @@ candidate with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL, where claims of different
 labelers run side by side). Expired leases are
 deleted before each claim, so their items return to the queue.
 
-Streams: with probability ``holdout_share`` (raised by half while fewer than
-``holdout_min`` hold-out labels calibrate) the next item is drawn from the
+Streams: with probability ``holdout_share`` (its first ``holdout_min`` labels
+drawn sooner: :func:`learning.policy.holdout_draw_share`) the next item is drawn from the
 random stream (lowest uniform ``queue_rank`` among the items no person has
 labelled, pre-labelled ones included), and the label it gets is held out for
 calibration, so the hold-out set is an unbiased sample of the unlabelled pool (it keeps
@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from learning.policy import Policy, holdout_draw_share
+from learning.policy import Policy, front_load_labels, holdout_draw_share
 from service.loop.holdout import CLASSIFICATION, strategy_takes, take_after_strategy
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
 
@@ -158,25 +158,38 @@ def _still_free(session: Session, item_id: int, reason: str) -> bool:
                           or reason in RANDOM_REASONS and status == ItemStatus.proposed)
 
 
-def calibrating_labels(session: Session, project_id: int, *, up_to: int) -> int:
-    """Hold-out labels that calibrate now (:func:`service.loop.holdout.in_calibration`),
-    counted no further than ``up_to`` (a claim only asks whether the hold-out is short)."""
-    if up_to <= 0:
-        return 0
-    rows = select(Item.id).where(Item.project_id == project_id, Item.status == ItemStatus.labelled,
-                                 col(Item.is_holdout).is_(True), col(Item.holdout_taken_by).is_(None)).limit(up_to)
+def _count(session: Session, where: Any, up_to: int) -> int:
+    rows = select(Item.id).where(*where).limit(up_to)
     return int(session.exec(select(func.count()).select_from(rows.subquery())).one())
 
 
-def choose_stream(project: Project, rng: random.Random, *, calibrating: int | None = None) -> list[str]:
+def holdout_counts(session: Session, project: Project) -> tuple[int, int] | None:
+    """``(calibrating hold-out labels, labelled items)`` while the policy front-loads the
+    hold-out (:func:`learning.policy.holdout_draw_share`), None once it no longer does.
+    Each count stops where the answer can no longer change, so a claim costs the same
+    in a project with a million labels."""
+    policy = project.policy or {}
+    need = int(policy.get("holdout_min", _DEFAULT.holdout_min))
+    until = front_load_labels(float(policy.get("holdout_share", _DEFAULT.holdout_share)), need)
+    if until <= 0:
+        return None
+    labelled = _count(session, (Item.project_id == project.id, Item.status == ItemStatus.labelled), until)
+    if labelled >= until:
+        return None
+    calibrating = _count(session, (Item.project_id == project.id, Item.status == ItemStatus.labelled,
+                                   col(Item.is_holdout).is_(True), col(Item.holdout_taken_by).is_(None)), need)
+    return calibrating, labelled
+
+
+def choose_stream(project: Project, rng: random.Random, *, counts: tuple[int, int] | None = None) -> list[str]:
     """Streams to try in order for the next draw: audit items first, then the hold-out
-    (random) stream with probability ``holdout_share`` (raised while fewer than
-    ``holdout_min`` hold-out labels calibrate: :func:`learning.policy.holdout_draw_share`),
-    else the strategy stream. ``calibrating``: that count (None: not short)."""
+    (random) stream with probability ``holdout_share`` (the first ``holdout_min`` hold-out
+    labels sooner: :func:`learning.policy.holdout_draw_share` given ``counts``, from
+    :func:`holdout_counts`), else the strategy stream."""
     policy = project.policy or {}
     share = float(policy.get("holdout_share", _DEFAULT.holdout_share))
-    if calibrating is not None:
-        share = holdout_draw_share(share, int(policy.get("holdout_min", _DEFAULT.holdout_min)), calibrating)
+    if counts is not None:
+        share = holdout_draw_share(share, int(policy.get("holdout_min", _DEFAULT.holdout_min)), *counts)
     first, second = (QueueReason.holdout, QueueReason.strategy) if rng.random() < share else (
         QueueReason.strategy, QueueReason.holdout)
     return [str(QueueReason.audit), str(first), str(second)]
@@ -232,9 +245,7 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
             return Leased(mine, item, mine.reason, renewed=True)
         session.delete(mine)
         session.flush()
-    need = int((project.policy or {}).get("holdout_min", _DEFAULT.holdout_min))
-    calibrating = calibrating_labels(session, project.id, up_to=need) if need > 0 else None
-    for reason in choose_stream(project, rng or _rng, calibrating=calibrating):
+    for reason in choose_stream(project, rng or _rng, counts=holdout_counts(session, project)):
         for item, served in _candidates(session, project, user, reason):
             assert item.id is not None
             if not _still_free(session, item.id, served):

@@ -201,15 +201,19 @@ def test_short_classes_are_those_below_the_minimum_outside_the_hold_out() -> Non
     assert short_classes(counts, ["cat", "owl"], 5) == []
 
 
-def test_holdout_share_is_raised_by_half_while_the_hold_out_is_short() -> None:
-    from learning.policy import holdout_draw_share
+def test_first_hold_out_labels_come_sooner_not_more_of_them() -> None:
+    from learning.policy import front_load_labels, holdout_draw_share
 
-    assert holdout_draw_share(0.2, 300, 0) == pytest.approx(0.3)
-    assert holdout_draw_share(0.2, 300, 299) == pytest.approx(0.3)
-    assert holdout_draw_share(0.2, 300, 300) == 0.2
-    assert holdout_draw_share(0.2, 0, 0) == 0.2  # 0 switches the raise off
-    assert holdout_draw_share(0.4, 300, 10) == 0.5  # capped
-    assert holdout_draw_share(0.6, 300, 10) == 0.6  # never lowered
+    assert front_load_labels(0.2, 300) == 1500 and front_load_labels(0.3, 300) == 1000
+    assert front_load_labels(0.2, 0) == 0
+    assert holdout_draw_share(0.2, 300, 0, 0) == pytest.approx(0.3)
+    assert holdout_draw_share(0.2, 300, 299, 999) == pytest.approx(0.3)
+    assert holdout_draw_share(0.2, 300, 300, 1000) == 0.0  # ahead of its share: paused
+    assert holdout_draw_share(0.2, 300, 300, 1500) == 0.2  # caught up
+    assert holdout_draw_share(0.2, 300, 100, 1500) == 0.2  # past 1,500 labels: plain share
+    assert holdout_draw_share(0.2, 0, 0, 0) == 0.2  # 0 switches it off
+    assert holdout_draw_share(0.4, 300, 10, 10) == 0.5  # capped
+    assert holdout_draw_share(0.6, 300, 10, 10) == 0.6  # never lowered while short
     assert Policy().holdout_min == 300
     for bad in (-1, 1.5, True, None):
         with pytest.raises(ValueError, match="holdout_min"):

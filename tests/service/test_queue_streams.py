@@ -8,7 +8,7 @@ import random
 
 from sqlmodel import Session, col, select
 
-from service.crud.queue import calibrating_labels, next_item
+from service.crud.queue import holdout_counts, next_item
 from service.models import Item, ItemStatus, Lease, ModelVersion, Prediction, Project, User
 from tests.conftest import Ctx, make_project
 
@@ -199,29 +199,49 @@ def _set_policy(ctx: Ctx, pid: int, **values: object) -> None:
         s.commit()
 
 
-def test_hold_out_share_is_raised_until_holdout_min_labels_calibrate(ctx: Ctx) -> None:
-    """A draw of 0.25 goes to the hold-out stream while the hold-out is short (share 0.2
-    raised to 0.3), to the strategy stream once ``holdout_min`` hold-out labels calibrate."""
-    pid, _ = _setup(ctx)
-    _set_policy(ctx, pid, holdout_share=0.2, holdout_min=2)
-    assert _claim(ctx, pid, Always(0.25))[1] == "holdout"
-    _set_policy(ctx, pid, holdout_share=0.2, holdout_min=0)  # 0: never raised
-    assert _claim(ctx, pid, Always(0.25))[1] == "random"  # the strategy stream (no scores yet)
-    with Session(ctx.engine) as s:  # two calibrating hold-out labels, and one the strategy took
-        items = list(s.exec(select(Item).where(Item.project_id == pid).order_by(col(Item.queue_rank).desc())).all())
-        for it in items[:3]:
-            it.status, it.is_holdout = ItemStatus.labelled, True
-            s.add(it)
-        items[2].holdout_taken_by = "strategy"
-        s.commit()
+def _label(ctx: Ctx, pid: int, n: int, *, holdout: bool, taken: int = 0) -> None:
+    """Give the ``n`` highest-ranked unlabelled items a label (hold-out ones, ``taken`` of
+    them taken by the strategy stream)."""
     with Session(ctx.engine) as s:
-        assert calibrating_labels(s, pid, up_to=10) == 2
-        assert calibrating_labels(s, pid, up_to=1) == 1
+        items = list(s.exec(select(Item).where(Item.project_id == pid, Item.status == ItemStatus.unlabelled)
+                            .order_by(col(Item.queue_rank).desc())).all())[:n]
+        for k, it in enumerate(items):
+            it.status, it.is_holdout = ItemStatus.labelled, holdout
+            it.holdout_taken_by = "strategy" if k < taken else None
+            s.add(it)
+        s.commit()
+
+
+def test_first_holdout_min_hold_out_labels_are_drawn_sooner(ctx: Ctx) -> None:
+    """A draw of 0.25 goes to the hold-out stream while fewer than ``holdout_min`` hold-out
+    labels calibrate (share 0.2 raised to 0.3); then hold-out draws pause until the labels
+    reach holdout_min / share, and from there the share is 0.2 again."""
+    pid, _ = _setup(ctx, n=24)
+    _set_policy(ctx, pid, holdout_share=0.2, holdout_min=2)  # front-loads until 10 labels
+    assert _claim(ctx, pid, Always(0.25))[1] == "holdout"
+    _set_policy(ctx, pid, holdout_min=0)  # 0: plain share
+    assert _claim(ctx, pid, Always(0.25))[1] == "random"  # the strategy stream (no scores yet)
+    _label(ctx, pid, 3, holdout=True, taken=1)  # two calibrate
+    with Session(ctx.engine) as s:
+        project = s.get(Project, pid)
+        assert project is not None
+        project.policy = {**(project.policy or {}), "holdout_min": 5}
+        assert holdout_counts(s, project) == (2, 3)
+        project.policy = {**project.policy, "holdout_min": 0}
+        assert holdout_counts(s, project) is None
     _set_policy(ctx, pid, holdout_min=3)  # two of three: still short
     assert _claim(ctx, pid, Always(0.25))[1] == "holdout"
-    _set_policy(ctx, pid, holdout_min=2)
-    assert _claim(ctx, pid, Always(0.25))[1] == "random"
+    _set_policy(ctx, pid, holdout_min=2)  # enough, 3 of 10 labels: paused
+    assert _claim(ctx, pid, Always(0.0))[1] == "random"
     _set_policy(ctx, pid, holdout_share=0.4, holdout_min=3)  # raised to 0.5 at most
     assert _claim(ctx, pid, Always(0.49))[1] == "holdout"
     _set_policy(ctx, pid, holdout_share=0.4, holdout_min=3)
     assert _claim(ctx, pid, Always(0.51))[1] == "random"
+    _label(ctx, pid, 7, holdout=False)  # 10 labels: 0.2 of them make 2
+    _set_policy(ctx, pid, holdout_share=0.2, holdout_min=2)
+    with Session(ctx.engine) as s:
+        project = s.get(Project, pid)
+        assert project is not None and holdout_counts(s, project) is None
+    assert _claim(ctx, pid, Always(0.1))[1] == "holdout"
+    _set_policy(ctx, pid, holdout_share=0.2, holdout_min=2)
+    assert _claim(ctx, pid, Always(0.25))[1] == "random"
