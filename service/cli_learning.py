@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--calibration", choices=["pooled", "per_class"], default="pooled")
     sp.add_argument("--holdout-share", type=float, default=0.2)
     sp.add_argument("--holdout-min", type=int, default=300,
-                    help="the policy's holdout_min: the hold-out share is raised by half until this many "
-                         "hold-out labels calibrate (0: never)")
+                    help="the policy's holdout_min: the first this many hold-out labels are drawn sooner "
+                         "(1.5x the share, then a pause until the share catches up; 0: plain share)")
     sp.add_argument("--target", type=float, default=0.95)
     sp.add_argument("--delta", type=float, default=0.05)
     sp.add_argument("--image-size", type=int, default=64)

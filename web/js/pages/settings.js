@@ -13,7 +13,7 @@ const POLICY = {
   target_precision: ["Target pre-label precision", "float", "Between 0 and 1, e.g. 0.95."],
   delta: ["Risk δ (1 − confidence)", "float", "The threshold's precision holds with probability 1 − δ."],
   holdout_share: ["Hold-out share", "float", "Share of labels drawn at random for calibration."],
-  holdout_min: ["Hold-out labels to reach early", "int", "Until this many hold-out labels calibrate, the hold-out share is raised by half (30% instead of 20%): a small hold-out can rarely prove a threshold. 0: never."],
+  holdout_min: ["Hold-out labels to reach early", "int", "The first this many hold-out labels are drawn sooner: 30% of draws instead of 20% until they calibrate, then none until 20% of the labels would have made them. A small hold-out can rarely prove a threshold. 0: the plain share throughout."],
   strategy: ["Query strategy", "strategy", "How the queue picks the next image."],
   auto_accept: ["Auto-accept confident pre-labels", "bool", "Skip Pending for proposals above the threshold (audited)."],
   audit_share: ["Audit share", "float", "Share of auto-accepted pre-labels sent back to people."],
