@@ -237,6 +237,59 @@ def label_efficiency(active: list[dict], baseline: list[dict], budget: int) -> d
             "ratio": f"> {last / budget:.2f}" if budget else None}
 
 
+def mean_curve(runs: list[list[dict[str, Any]]], key: str = "coverage") -> list[dict[str, Any]]:
+    """One point per budget every run has: the mean of ``key`` over the runs' checkpoints."""
+    if not runs:
+        return []
+    budgets = sorted(set.intersection(*({p["labels"] for p in r if p} for r in runs)))
+    return [{"labels": b, "coverage": float(np.mean([next(p[key] for p in r if p and p["labels"] == b)
+                                                     for r in runs]))} for b in budgets]
+
+
+def efficiency_interval(active: list[list[dict[str, Any]]], baseline: list[list[dict[str, Any]]], budget: int,
+                        *, level: float = 0.95, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Label efficiency at ``budget`` on the mean curves, with a percentile bootstrap interval.
+
+    ``active`` / ``baseline``: one checkpoint list per seed. Each replicate redraws the seeds
+    of each arm with replacement and recomputes :func:`label_efficiency` on the mean curves;
+    a coverage random sampling never reached counts as above every finite ratio. Seeds are
+    the unit because a run's checkpoints share one model history and one hold-out: the spread
+    between seeds is what a new project would see. Returns ``ratio`` (all seeds), the
+    interval's ends ``low`` and ``high`` (``"> x"`` where an end lies past the baseline's last
+    budget) and the replicates (``draws``, for :func:`share_below`).
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    if not active or not baseline:
+        raise ValueError("need at least one run in each arm")
+    point = label_efficiency(mean_curve(active), mean_curve(baseline), budget)
+    if point["ratio"] is None:
+        raise ValueError(f"not every active run has a checkpoint at {budget} labels")
+    rng = np.random.default_rng(seed)
+    draws = np.empty(reps)
+    for i in range(reps):
+        a = [active[j] for j in rng.integers(0, len(active), len(active))]
+        b = [baseline[j] for j in rng.integers(0, len(baseline), len(baseline))]
+        draws[i] = _as_number(label_efficiency(mean_curve(a), mean_curve(b), budget)["ratio"])
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")  # no inf - inf
+    last = max(p["labels"] for p in mean_curve(baseline)) / budget
+    return {"budget": budget, "ratio": point.get("ratio"), "level": level, "reps": reps,
+            "low": float(lo) if np.isfinite(lo) else f"> {last:.2f}",
+            "high": float(hi) if np.isfinite(hi) else f"> {last:.2f}", "draws": draws}
+
+
+def share_below(interval: dict[str, Any], ratio: float) -> float:
+    """Share of :func:`efficiency_interval`'s bootstrap replicates below ``ratio``."""
+    return float(np.mean(interval["draws"] < ratio))
+
+
+def _as_number(ratio: Any) -> float:
+    """``label_efficiency``'s ratio as a number: ``"> x"`` (never reached) is infinity."""
+    if ratio is None:
+        return float("nan")
+    return float("inf") if isinstance(ratio, str) else float(ratio)
+
+
 def simulate(cfg: SimConfig, out: Path, *, baseline: bool = True, baseline_factor: float = 2.0,
              work: Path | None = None) -> dict[str, Any]:
     """Active run + random baseline; writes ``report.json`` and plots into ``out``.

@@ -5,7 +5,8 @@
 With ``--baseline`` (the ``summary.json`` of ``--strategy random`` runs on the same seeds)
 it also prints the label efficiency: how many labels random sampling needs to reach the
 active runs' certified coverage, per seed and on the mean curves
-(:func:`service.simulate.label_efficiency`, linear between the baseline's budgets).
+(:func:`service.simulate.label_efficiency`, linear between the baseline's budgets), with
+a 95% bootstrap interval over seeds (:func:`service.simulate.efficiency_interval`).
 
     .venv/bin/python tests/benchmarks/summarize_sim.py sim/summary.json --baseline sim-random/summary.json
 """
@@ -16,12 +17,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from service.simulate import label_efficiency  # noqa: E402
+from service import simulate  # noqa: E402
+from service.simulate import efficiency_interval, label_efficiency, share_below  # noqa: E402
 
 
 def load(paths: list[str]) -> list[dict[str, Any]]:
@@ -38,15 +40,17 @@ def budgets_of(rows: list[dict[str, Any]]) -> list[int]:
 
 
 def table(rows: list[dict[str, Any]]) -> None:
-    print("| budget | runs with proposals | coverage mean (min-max) | realised precision min "
-          "| runs with precision >= 0.95 | pool accuracy mean | best-in-hindsight coverage mean |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| budget | runs with proposals | coverage mean (min-max) | standard error of the mean "
+          "| realised precision min | runs with precision >= 0.95 | pool accuracy mean "
+          "| best-in-hindsight coverage mean |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for b in budgets_of(rows):
         pts = [at(r, b) for r in rows]
         cov = [p["coverage"] for p in pts]
         precs = [p["precision"] for p in pts if p["precision"] is not None]
         ok = sum(1 for p in pts if p["precision"] is None or p["precision"] >= 0.95)
-        print(f"| {b} | {len(precs)} of {len(pts)} | {mean(cov):.3f} ({min(cov):.3f}-{max(cov):.3f}) | "
+        sem = stdev(cov) / len(cov) ** 0.5 if len(cov) > 1 else float("nan")
+        print(f"| {b} | {len(precs)} of {len(pts)} | {mean(cov):.3f} ({min(cov):.3f}-{max(cov):.3f}) | {sem:.3f} | "
               f"{min(precs) if precs else float('nan'):.4f} | {ok} of {len(pts)} | "
               f"{mean(p['pool_accuracy'] for p in pts):.3f} | {mean(p['hindsight_coverage'] for p in pts):.3f} |")
     secs = [r["seconds"] for r in rows]
@@ -57,12 +61,16 @@ def table(rows: list[dict[str, Any]]) -> None:
 
 def mean_curve(rows: list[dict[str, Any]], key: str = "coverage") -> list[dict[str, Any]]:
     """One point per budget: the mean of ``key`` over the runs."""
-    return [{"labels": b, "coverage": mean(at(r, b)[key] for r in rows)} for b in budgets_of(rows)]
+    return simulate.mean_curve([r["at_budgets"] for r in rows], key)
 
 
 def _ratio(e: dict[str, Any]) -> str:
     r = e.get("ratio")
     return "-" if r is None else (f"{r:.2f}x" if isinstance(r, float) else f"{r}x")
+
+
+def _num(x: Any) -> str:
+    return f"{x:.2f}x" if isinstance(x, float) else f"{x}x"
 
 
 def efficiency(active: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> None:
@@ -87,6 +95,10 @@ def efficiency(active: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> 
         print(f"mean curves over {len(seeds)} seeds, {name}: " + "; ".join(
             f"{e['budget']} labels: {e.get('coverage', 0):.3f} -> random needs "
             f"{e.get('random_labels_needed', '-')!s:.6} ({_ratio(e)})" for e in effs))
+    for x in budgets:
+        e = efficiency_interval([r["at_budgets"] for r in act], [r["at_budgets"] for r in base], x)
+        print(f"{x} labels: {_ratio(e)} (95% bootstrap interval over seeds {_num(e['low'])} to "
+              f"{_num(e['high'])}; {share_below(e, 1.5):.0%} of {e['reps']} replicates below 1.5x)")
     print("random sampling's mean curve: " + ", ".join(
         f"{p['labels']}: {p['coverage']:.3f}" for p in mean_curve(base)))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.simulate import label_efficiency
+from service.simulate import efficiency_interval, label_efficiency, share_below
 
 BASE = [{"labels": 1000, "coverage": 0.2}, {"labels": 2000, "coverage": 0.4}, {"labels": 3000, "coverage": 0.8}]
 
@@ -24,3 +24,39 @@ def test_a_coverage_random_had_at_its_first_budget_counts_that_budget() -> None:
 
 def test_no_checkpoint_at_the_budget_gives_no_ratio() -> None:
     assert label_efficiency([{"labels": 1800, "coverage": 0.5}], BASE, 2000)["ratio"] is None
+
+
+def _runs(coverages: list[list[float]], budgets: list[int]) -> list[list[dict]]:
+    return [[{"labels": b, "coverage": c} for b, c in zip(budgets, cov, strict=True)] for cov in coverages]
+
+
+def test_the_interval_holds_the_ratio_and_widens_with_the_spread_between_seeds() -> None:
+    base = _runs([[0.2, 0.4, 0.8]] * 8, [1000, 2000, 3000])
+    tight = efficiency_interval(_runs([[0.6]] * 8, [2000]), base, 2000, reps=400)
+    assert tight["ratio"] == 1.25 and tight["low"] == tight["high"] == 1.25  # no spread, no width
+    spread = efficiency_interval(_runs([[0.5], [0.7]] * 4, [2000]), base, 2000, reps=400)
+    assert spread["ratio"] == 1.25
+    assert 1.0 < spread["low"] < 1.25 < spread["high"] < 1.5
+    assert 0.0 < share_below(spread, 1.25) < 1.0 and share_below(spread, 1.6) == 1.0
+
+
+def test_coverage_random_sampling_never_reached_is_an_open_upper_end() -> None:
+    base = _runs([[0.2, 0.4, 0.8]] * 4, [1000, 2000, 3000])
+    e = efficiency_interval(_runs([[0.6], [0.95]] * 2, [2000]), base, 2000, reps=400)
+    assert e["high"] == "> 1.50" and isinstance(e["low"], float)
+    assert share_below(e, 10.0) < 1.0  # replicates with only the 0.95 runs never reach it
+
+
+def test_the_interval_needs_runs_and_a_level() -> None:
+    base = _runs([[0.2, 0.4]], [1000, 2000])
+    for bad in ({"level": 1.0}, {"level": 0.0}):
+        try:
+            efficiency_interval(base, base, 1000, **bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} was accepted")
+    try:
+        efficiency_interval([], base, 1000)
+    except ValueError:
+        return
+    raise AssertionError("no active runs was accepted")
