@@ -247,12 +247,15 @@ def mean_curve(runs: list[list[dict[str, Any]]], key: str = "coverage") -> list[
 
 
 def efficiency_interval(active: list[list[dict[str, Any]]], baseline: list[list[dict[str, Any]]], budget: int,
-                        *, level: float = 0.95, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
+                        *, level: float = 0.95, reps: int = 2000, seed: int = 0,
+                        paired: bool = False) -> dict[str, Any]:
     """Label efficiency at ``budget`` on the mean curves, with a percentile bootstrap interval.
 
     ``active`` / ``baseline``: one checkpoint list per seed. Each replicate redraws the seeds
     of each arm with replacement and recomputes :func:`label_efficiency` on the mean curves;
-    a coverage random sampling never reached counts as above every finite ratio. Seeds are
+    a coverage random sampling never reached counts as above every finite ratio. ``paired``:
+    ``active[i]`` and ``baseline[i]`` ran on the same pool (same seed) and are redrawn together,
+    so that how hard a pool is counts once. Seeds are
     the unit because a run's checkpoints share one model history and one hold-out: the spread
     between seeds is what a new project would see. Returns ``ratio`` (all seeds), the
     interval's ends ``low`` and ``high`` (``"> x"`` where an end lies past the baseline's last
@@ -262,14 +265,17 @@ def efficiency_interval(active: list[list[dict[str, Any]]], baseline: list[list[
         raise ValueError(f"level must be between 0 and 1, got {level}")
     if not active or not baseline:
         raise ValueError("need at least one run in each arm")
+    if paired and len(active) != len(baseline):
+        raise ValueError(f"paired arms need as many runs: {len(active)} and {len(baseline)}")
     point = label_efficiency(mean_curve(active), mean_curve(baseline), budget)
     if point["ratio"] is None:
         raise ValueError(f"not every active run has a checkpoint at {budget} labels")
     rng = np.random.default_rng(seed)
     draws = np.empty(reps)
     for i in range(reps):
-        a = [active[j] for j in rng.integers(0, len(active), len(active))]
-        b = [baseline[j] for j in rng.integers(0, len(baseline), len(baseline))]
+        ia = rng.integers(0, len(active), len(active))
+        ib = ia if paired else rng.integers(0, len(baseline), len(baseline))
+        a, b = [active[j] for j in ia], [baseline[j] for j in ib]
         draws[i] = _as_number(label_efficiency(mean_curve(a), mean_curve(b), budget)["ratio"])
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")  # no inf - inf
     last = max(p["labels"] for p in mean_curve(baseline)) / budget

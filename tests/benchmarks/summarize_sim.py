@@ -6,7 +6,8 @@ With ``--baseline`` (the ``summary.json`` of ``--strategy random`` runs on the s
 it also prints the label efficiency: how many labels random sampling needs to reach the
 active runs' certified coverage, per seed and on the mean curves
 (:func:`service.simulate.label_efficiency`, linear between the baseline's budgets), with
-a 95% bootstrap interval over seeds (:func:`service.simulate.efficiency_interval`).
+a 95% bootstrap interval over seeds (:func:`service.simulate.efficiency_interval`, the
+seeds both arms ran, redrawn in pairs).
 
     .venv/bin/python tests/benchmarks/summarize_sim.py sim/summary.json --baseline sim-random/summary.json
 """
@@ -87,7 +88,7 @@ def efficiency(active: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> 
         cells = [f"{e.get('coverage', 0):.3f}, {e.get('random_labels_needed', '-')!s:.6}, {_ratio(e)}" for e in effs]
         print(f"| {r['seed']} | " + " | ".join(cells) + " |")
     seeds = {r["seed"] for r in active} & set(by_seed)
-    act = [r for r in active if r["seed"] in seeds]
+    act = sorted((r for r in active if r["seed"] in seeds), key=lambda r: r["seed"])  # paired with base
     base = [by_seed[s] for s in sorted(seeds)]
     for key, name in (("coverage", "certified coverage"), ("hindsight_coverage", "best-in-hindsight coverage")):
         a, b = mean_curve(act, key), mean_curve(base, key)
@@ -96,7 +97,7 @@ def efficiency(active: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> 
             f"{e['budget']} labels: {e.get('coverage', 0):.3f} -> random needs "
             f"{e.get('random_labels_needed', '-')!s:.6} ({_ratio(e)})" for e in effs))
     for x in budgets:
-        e = efficiency_interval([r["at_budgets"] for r in act], [r["at_budgets"] for r in base], x)
+        e = efficiency_interval([r["at_budgets"] for r in act], [r["at_budgets"] for r in base], x, paired=True)
         print(f"{x} labels: {_ratio(e)} (95% bootstrap interval over seeds {_num(e['low'])} to "
               f"{_num(e['high'])}; {share_below(e, 1.5):.0%} of {e['reps']} replicates below 1.5x)")
     print("random sampling's mean curve: " + ", ".join(

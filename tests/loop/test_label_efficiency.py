@@ -60,3 +60,20 @@ def test_the_interval_needs_runs_and_a_level() -> None:
     except ValueError:
         return
     raise AssertionError("no active runs was accepted")
+
+
+def test_paired_seeds_are_redrawn_together() -> None:
+    # each seed's pool is easy or hard for both arms alike: redrawn in pairs, the ratio
+    # does not move; redrawn apart, easy active seeds meet hard baseline seeds
+    budgets = [1000, 2000, 3000]
+    base = _runs([[0.1, 0.3, 0.5], [0.3, 0.5, 0.7]] * 4, budgets)
+    active = _runs([[0.3, 0.5, 0.7], [0.5, 0.7, 0.9]] * 4, budgets)
+    together = efficiency_interval(active, base, 1000, reps=400, paired=True)
+    apart = efficiency_interval(active, base, 1000, reps=400)
+    assert together["ratio"] == apart["ratio"] == 2.0
+    assert together["high"] - together["low"] < apart["high"] - apart["low"]
+    try:
+        efficiency_interval(active, base[:-1], 1000, paired=True)
+    except ValueError:
+        return
+    raise AssertionError("unequal paired arms were accepted")
