@@ -238,7 +238,8 @@ def label_efficiency(active: list[dict], baseline: list[dict], budget: int) -> d
 
 
 def mean_curve(runs: list[list[dict[str, Any]]], key: str = "coverage") -> list[dict[str, Any]]:
-    """One point per budget every run has: the mean of ``key`` over the runs' checkpoints."""
+    """One point per budget every run has: the mean of ``key`` over the runs' checkpoints,
+    under ``coverage`` (what :func:`label_efficiency` reads) whatever ``key`` is."""
     if not runs:
         return []
     budgets = sorted(set.intersection(*({p["labels"] for p in r if p} for r in runs)))
@@ -254,10 +255,10 @@ def efficiency_interval(active: list[list[dict[str, Any]]], baseline: list[list[
     ``active`` / ``baseline``: one checkpoint list per seed. Each replicate redraws the seeds
     of each arm with replacement and recomputes :func:`label_efficiency` on the mean curves;
     a coverage random sampling never reached counts as above every finite ratio. ``paired``:
-    ``active[i]`` and ``baseline[i]`` ran on the same pool (same seed) and are redrawn together,
-    so that how hard a pool is counts once. Seeds are
-    the unit because a run's checkpoints share one model history and one hold-out: the spread
-    between seeds is what a new project would see. Returns ``ratio`` (all seeds), the
+    ``active[i]`` and ``baseline[i]`` ran on the same pool (same seed) and are redrawn
+    together, so that how hard a pool is counts once. Seeds are the unit because a run's
+    checkpoints share one model history and one hold-out: the spread between seeds is what
+    a new project would see. Returns ``ratio`` (all seeds), the
     interval's ends ``low`` and ``high`` (``"> x"`` where an end lies past the baseline's last
     budget) and the replicates (``draws``, for :func:`share_below`).
     """
