@@ -30,6 +30,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 import service.jobs.tasks  # noqa: F401  (registers the train and infer jobs)
+from learning import calibration
+from learning.policy import Policy
 from service.config import Settings
 from service.crud.annotations import AnnotationIn, submit
 from service.crud.items import ingest
@@ -197,15 +199,52 @@ def measure(engine: Any, project_id: int, truth: dict[int, str], labels: int) ->
         hindsight = _best_hindsight(scores, correct, 0.95)
         ths = mv.thresholds if mv else {}
         job_metrics = mv.metrics if mv else {}
+        n_holdout = (ths.get("pooled") or {}).get("n_total")
+        policy = Policy.from_dict(mv.policy if mv else {})
+        fresh = fresh_holdouts(scores, correct, int(n_holdout), target=policy.target_precision, delta=policy.delta
+                               ) if n_holdout and int(n_holdout) <= len(scores) else None
     return {"labels": labels, "model_version": mv.version if mv else None, "pool": len(pool),
             "proposed": len(proposed), "right": right,
             "precision": right / len(proposed) if proposed else None,
             "coverage": len(proposed) / len(pool) if pool else 0.0,
             "pool_accuracy": acc, "hindsight_coverage": hindsight,
+            "fresh_holdout_coverage": fresh["coverage"] if fresh else None,
             "holdout": (ths.get("pooled") or {}).get("n_total"),
             "threshold": (ths.get("pooled") or {}).get("threshold"),
             "holdout_accuracy": job_metrics.get("holdout_accuracy"),
             "fit_seconds": job_metrics.get("fit_seconds")}
+
+
+def fresh_holdouts(scores: np.ndarray, correct: np.ndarray, n_holdout: int, *, draws: int = 200, seed: int = 0,
+                   target: float = 0.95, delta: float = 0.05, **options: Any) -> dict[str, float]:
+    """What fresh random hold-outs of ``n_holdout`` items from the pool itself would certify.
+
+    ``scores`` / ``correct``: ``[N]`` the model's top score on each pool item and whether its
+    top class is right. Each of ``draws`` seeded draws calibrates on ``n_holdout`` items
+    (:func:`learning.calibration.calibrate`, ``options`` passed on) and pre-labels the pool at
+    the threshold it proves. Returns the mean certified ``coverage`` of the pool, the share of
+    draws that certify ``none`` and the share whose pre-labels fall ``below_target``. A run's
+    own certificate is one such draw (its hold-out was drawn from the pool as it then was):
+    the mean over draws is the same expectation without that draw's luck, so it tells a weak
+    model from an unlucky hold-out and compares policies on far fewer seeds.
+    """
+    if not 0 < n_holdout <= len(scores):
+        raise ValueError(f"need 0 < n_holdout <= {len(scores)} pool items, got {n_holdout}")
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=bool)
+    rng = np.random.default_rng(seed)
+    cov, none, low = np.zeros(draws), 0, 0
+    for i in range(draws):
+        idx = rng.choice(len(scores), n_holdout, replace=False)
+        t = calibration.calibrate(scores[idx], correct[idx], target=target, delta=delta, **options)
+        if t.threshold is None:
+            none += 1
+            continue
+        above = scores >= t.threshold
+        cov[i] = float(above.mean())
+        low += int(correct[above].mean() < target)
+    return {"coverage": float(cov.mean()), "none": none / draws, "below_target": low / draws}
 
 
 def _best_hindsight(scores: np.ndarray, correct: np.ndarray, target: float) -> float:

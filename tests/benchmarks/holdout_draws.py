@@ -24,8 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from learning import calibration  # noqa: E402
-from service.simulate import FASHION_CLASSES, FASHION_DIR, load_fashion  # noqa: E402
+from service.simulate import FASHION_CLASSES, FASHION_DIR, fresh_holdouts, load_fashion  # noqa: E402
 
 
 def pool_predictions(db: Path, model_version: int | None, pool: int, pool_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,23 +70,13 @@ def main() -> None:
     print(f"pool {len(scores)} images: accuracy {correct.mean():.3f}, best in hindsight {hindsight:.3f}")
     rates = [None] if args.start_error_rates is None else [float(r) for r in args.start_error_rates.split(",")]
     for rate in rates:
-        rng = np.random.default_rng(0)  # the same draws for every walk start
         options = {} if rate is None else {"start_error_rate": rate}
-        covs, precs = [], []
-        for _ in range(args.draws):
-            idx = rng.choice(len(scores), args.holdout, replace=False)
-            t = calibration.calibrate(scores[idx], correct[idx], target=args.target, delta=args.delta, **options)
-            if t.threshold is None:
-                covs.append(0.0)
-                continue
-            above = scores >= t.threshold
-            covs.append(float(above.mean()))
-            precs.append(float(correct[above].mean()))
-        cov = np.array(covs)
-        low = np.mean(np.array(precs) < args.target) * len(precs) / len(cov) if precs else 0.0
+        # seed 0: the same draws for every walk start
+        f = fresh_holdouts(scores, correct, args.holdout, draws=args.draws, seed=0, target=args.target,
+                           delta=args.delta, **options)
         walk = "" if rate is None else f"start_error_rate {rate:g}: "
-        print(f"{walk}{args.draws} draws of {args.holdout}: mean certified coverage {cov.mean():.3f}, "
-              f"none certified in {np.mean(cov == 0):.2f}, precision below {args.target:g} in {low:.3f} of draws")
+        print(f"{walk}{args.draws} draws of {args.holdout}: mean certified coverage {f['coverage']:.3f}, "
+              f"none certified in {f['none']:.2f}, precision below {args.target:g} in {f['below_target']:.3f} of draws")
 
 
 if __name__ == "__main__":
