@@ -80,13 +80,12 @@ def curves(rows: list[dict[str, Any]], key: str) -> list[list[dict[str, Any]]]:
     return [[{"labels": b["labels"], "coverage": b[key]} for b in r["at_budgets"] if b] for r in rows]
 
 
-def _ratio(e: dict[str, Any]) -> str:
-    r = e.get("ratio")
-    return "-" if r is None else (f"{r:.2f}x" if isinstance(r, float) else f"{r}x")
-
-
 def _num(x: Any) -> str:
     return f"{x:.2f}x" if isinstance(x, float) else f"{x}x"
+
+
+def _ratio(e: dict[str, Any]) -> str:
+    return "-" if e.get("ratio") is None else _num(e["ratio"])
 
 
 def efficiency(active: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> None:
