@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # uploads
     max_upload_bytes: int = 50 * 1024**2
     max_request_bytes: int = 512 * 1024**2
+    # bodies that are not multipart uploads (JSON, forms): counted as they stream, chunked or not
+    max_json_request_bytes: int = 16 * 1024**2
     max_image_pixels: int = 100_000_000
     thumbnail_size: int = 256
     allow_server_import_roots: list[Path] = Field(default_factory=list)

@@ -119,12 +119,23 @@ def schema_version(engine: Engine) -> str | None:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as session:
+def session_scope(engine: Engine, *, read: bool = False) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error.
+
+    ``read=True``: a read-only session (deferred BEGIN on SQLite). Rows it was asked to
+    write on the side (``session.info["after_read"]``, e.g. an export's audit row) are
+    written once the read has ended, in a write transaction of their own that waits for
+    the lock like any writer."""
+    with Session(read_only(engine) if read else engine, expire_on_commit=False) as session:
+        session.info["read_only"] = read
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
+        later = session.info.pop("after_read", [])
+    if later:
+        with Session(engine) as writer:
+            writer.add_all(later)
+            writer.commit()

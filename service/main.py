@@ -8,6 +8,7 @@ setting, e.g. when ``labelloop worker`` runs jobs in another process).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -20,9 +21,10 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, IntegrityError
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import service.jobs.tasks  # noqa: F401  (registers job functions and periodic checks)
@@ -107,6 +109,17 @@ def _gate(limit: int) -> asyncio.Semaphore:
     return gate
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: text holding a lone surrogate (``"\\ud800"``, which UTF-8
+    cannot carry) is written with JSON's ``\\u`` escapes instead of failing the reply."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _json_safe(value: Any) -> Any:
     """``value`` with non-finite floats written as strings (JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -163,17 +176,18 @@ class LimitsAndHeaders:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        cap = self._cap(scope)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None:
             try:
-                too_big = int(length) > self.settings.max_request_bytes
+                too_big = int(length) > cap
             except ValueError:
                 await JSONResponse({"detail": "bad Content-Length"}, status_code=400)(scope, receive, send)
                 return
             if too_big:
-                await JSONResponse({"detail": f"request over {self.settings.max_request_bytes} bytes"},
-                                   status_code=413)(scope, receive, send)
+                await _too_large(cap)(scope, receive, send)
                 return
+        receive = _counted(receive, cap)
         api = path.startswith("/api/")
         extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
         if not api and not path.startswith("/docs"):
@@ -188,12 +202,69 @@ class LimitsAndHeaders:
                 message = {**message, "headers": headers}
             await send(message)
 
-        if api and not path.endswith("/events"):
-            async with _gate(self.settings.max_concurrent_requests):
-                t0 = time.perf_counter()
-                await self.app(scope, receive, send_with_headers)
-        else:
-            await self.app(scope, receive, send_with_headers)
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            if api and not path.endswith("/events"):
+                async with _gate(self.settings.max_concurrent_requests):
+                    t0 = time.perf_counter()
+                    await self.app(scope, receive, send_tracked)
+            else:
+                await self.app(scope, receive, send_tracked)
+        except BodyTooLarge:
+            # the body grew past the cap while a route (or the form parser) read it
+            if not started:
+                await _too_large(cap)(scope, receive, send_with_headers)
+
+    def _cap(self, scope: Scope) -> int:
+        """The byte cap of this request's body: uploads (multipart) get ``max_request_bytes``,
+        every other body (JSON, url-encoded forms) ``max_json_request_bytes``, and sign-in
+        and token routes, which anyone may call, ``AUTH_BODY_BYTES``."""
+        if scope["path"].startswith("/api/v1/auth/"):
+            return AUTH_BODY_BYTES
+        ctype = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+        if ctype.lower().startswith(b"multipart/"):
+            return int(self.settings.max_request_bytes)
+        return int(min(self.settings.max_request_bytes, self.settings.max_json_request_bytes))
+
+
+AUTH_BODY_BYTES = 64 * 1024  # a name, a password and a token name fit many times over
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a body's streamed bytes pass the cap. An HTTPException,
+    so FastAPI's body parsing passes it on (other errors there become 400) and Starlette
+    answers 413; the middleware answers it too when it reaches that far."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(413, f"request over {cap} bytes")
+
+
+def _too_large(cap: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request over {cap} bytes"}, status_code=413)
+
+
+def _counted(receive: Receive, cap: int) -> Receive:
+    """``receive`` that counts body bytes as they arrive (``Content-Length`` or chunked) and
+    raises :class:`BodyTooLarge` at the first chunk past ``cap``: a lying or absent
+    Content-Length cannot make the server read more than the cap."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise BodyTooLarge(cap)
+        return message
+
+    return wrapped
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
@@ -234,7 +305,20 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own answer, made JSON-safe: an echoed NaN/Infinity input would
         # otherwise make the 422 itself fail to serialise (a 500)
-        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+        return SafeJSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # FastAPI's own handler, with a reply that always encodes (details may quote input)
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def unencodable(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # text with a lone surrogate reached a driver or an encoder: the input's fault
+        return JSONResponse({"detail": "the request holds text that is not valid Unicode "
+                                       "(an unpaired surrogate)"}, status_code=422)
 
     @app.exception_handler(OverflowError)
     @app.exception_handler(DataError)

@@ -87,7 +87,15 @@ def user_for_token(session: Session, secret: str, *, kind: str | None = None) ->
 
 def audit(session: Session, user_id: int | None, action: str, *, project_id: int | None = None,
           detail: dict | None = None) -> None:
-    session.add(AuditLog(user_id=user_id, project_id=project_id, action=action, detail=detail or {}))
+    """Record an action. In a read-only session (a GET's) the row is kept aside and written
+    after the read ends, in a transaction of its own (see ``service.db.session_scope``): on
+    SQLite a write inside a read transaction fails at once ("database is locked") whenever
+    another writer committed since the read began, and the busy timeout never applies."""
+    row = AuditLog(user_id=user_id, project_id=project_id, action=action, detail=detail or {})
+    if session.info.get("read_only"):
+        session.info.setdefault("after_read", []).append(row)
+    else:
+        session.add(row)
 
 
 class RateLimiter:

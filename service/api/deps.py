@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from service.config import Settings
-from service.db import read_only, session_scope
+from service.db import session_scope
 from service.models import ROLE_RANK, ApiToken, Item, Membership, Project, Role, User
 from service.security import hash_token, user_for_token
 
@@ -59,9 +59,7 @@ def get_engine(request: Request) -> Engine:
 
 def get_session(request: Request) -> Iterator[Session]:
     engine: Engine = request.app.state.engine
-    if request.method in SAFE_METHODS:
-        engine = read_only(engine)
-    with session_scope(engine) as session:  # commits before the reply is sent
+    with session_scope(engine, read=request.method in SAFE_METHODS) as session:  # commits before the reply is sent
         yield session
 
 

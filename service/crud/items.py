@@ -19,6 +19,7 @@ from sqlmodel import Session, col, func, select
 
 from service.config import Settings
 from service.ingest import BlobStore, Limits, Rejected, StorageError, inspect_image, is_zip, iter_zip
+from service.ingest.base import display_name
 from service.models import Item, ItemStatus, Project
 
 _rng = random.SystemRandom()
@@ -70,7 +71,7 @@ def ingest(session: Session, *, project: Project, files: list[tuple[str, bytes]]
     existing = set(session.exec(select(Item.sha256).where(Item.project_id == project.id)).all())
     for upload_name, data in files:
         for name, content in _expand(upload_name, data, limits):
-            display = Path(name).name[:1000] or "unnamed"
+            display = display_name(name)
             if isinstance(content, Rejected):
                 result.rejected.append({"file": name, "reason": content.reason, "message": content.message})
                 continue

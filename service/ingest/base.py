@@ -107,3 +107,16 @@ class ImageInfo:
     height: int
     size_bytes: int
     media_type: str
+
+
+_CONTROL = {c: None for c in [*range(0x20), 0x7F]}
+
+
+def display_name(name: str, *, limit: int = 1000) -> str:
+    """A file's name as labelloop shows and stores it: the last path part, control
+    characters (NUL included, which PostgreSQL cannot store) dropped, an unpaired
+    surrogate replaced, at most ``limit`` characters; ``"unnamed"`` if nothing is left.
+    The same on every database, so one odd name never fails a batch."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].translate(_CONTROL)
+    base = base.encode("utf-8", "replace").decode("utf-8")
+    return base.strip()[:limit] or "unnamed"
