@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from dataclasses import asdict
+
 from fastapi import HTTPException
 from sqlmodel import Session, col, select
 
 from service.crud.annotations import canonical, current_annotation, is_empty, write_version
 from service.crud.projects import class_names
 from service.formats import FormatError, get_format
-from service.formats.base import ImageLabels, LabelSet, Shape
+from service.formats.base import ImageLabels, LabelSet, Rejected, Shape, fit_image
 from service.models import Item, LabelClass, Project, Provenance, Task, User
 from service.security import audit
+
+log = logging.getLogger(__name__)
+MAX_LISTED = 1000
+"""At most this many unmatched names / rejected shapes are listed in a reply."""
 
 
 def _to_data(img: ImageLabels) -> dict:
@@ -27,7 +35,12 @@ def import_labels(session: Session, *, project: Project, fmt: str, data: bytes, 
     """Attach imported labels to the project's items, matched by file name.
 
     Idempotent: an item whose current labels already equal the imported ones
-    is left alone. Unknown classes are added to the project.
+    is left alone. Unknown classes are added to the project. Shapes are fitted
+    to the item's own size (``fit_image``, the same check the annotation route
+    makes): one that overlaps the image is clipped to it (counted in
+    ``clipped``); one that is wholly outside, empty after clipping or has a
+    non-finite number is left out and listed in ``rejected`` with the reason,
+    and the rest of the file is imported.
     """
     assert project.id is not None
     try:
@@ -50,12 +63,16 @@ def import_labels(session: Session, *, project: Project, fmt: str, data: bytes, 
     added += sorted(c for c in used if c not in known and c not in added)
     for i, c in enumerate(added):
         session.add(LabelClass(project_id=project.id, name=c, position=len(known) + i))
-    updated, unchanged, unmatched = 0, 0, []
+    updated, unchanged, clipped, unmatched = 0, 0, 0, []
+    rejected: list[Rejected] = []
     for img in labels.images:
         item = by_name.get(img.file_name) or by_name.get(img.file_name.rsplit("/", 1)[-1])
         if item is None:
             unmatched.append(img.file_name)
             continue
+        n_clipped, refused = fit_image(img, item.width, item.height)
+        clipped += n_clipped
+        rejected += refused
         new = _to_data(img)
         if project.task == Task.multiclass and len(new["labels"]) > 1:
             raise HTTPException(422, f"{img.file_name}: several labels in a multiclass project")
@@ -67,12 +84,24 @@ def import_labels(session: Session, *, project: Project, fmt: str, data: bytes, 
                       author=user)
         updated += 1
     audit(session, user.id, "import", project_id=project.id,
-          detail={"format": fmt, "updated": updated, "unchanged": unchanged})
-    return {"format": fmt, "updated": updated, "unchanged": unchanged, "unmatched": unmatched[:1000],
-            "unmatched_count": len(unmatched), "classes_added": added}
+          detail={"format": fmt, "updated": updated, "unchanged": unchanged, "clipped": clipped,
+                  "rejected": len(rejected)})
+    return {"format": fmt, "updated": updated, "unchanged": unchanged,
+            "unmatched": unmatched[:MAX_LISTED], "unmatched_count": len(unmatched),
+            "classes_added": added, "clipped": clipped,
+            "rejected": [asdict(r) for r in rejected[:MAX_LISTED]],
+            "rejected_count": len(rejected)}
 
 
-def build_labelset(session: Session, *, project: Project) -> LabelSet:
+def build_labelset(session: Session, *, project: Project,
+                   skipped: list[Rejected] | None = None) -> LabelSet:
+    """The project's current labels, each shape fitted to its item (``fit_image``).
+
+    Stored rows from before imports were checked may hold huge, non-finite or
+    null coordinates: a shape that cannot be fitted is left out of the label
+    set and appended to ``skipped``; one that overlaps its image is clipped.
+    The stored rows are not changed.
+    """
     assert project.id is not None
     images = []
     rows = session.exec(select(Item).where(Item.project_id == project.id, col(Item.version) > 0)
@@ -82,11 +111,18 @@ def build_labelset(session: Session, *, project: Project) -> LabelSet:
         if ann is None or is_empty(ann.data):
             continue
         d = ann.data
-        shapes = [Shape(label=b["label"], box=list(b["bbox"])) for b in d.get("boxes", [])]
-        shapes += [Shape(label=p["label"], points=list(p["points"])) for p in d.get("polygons", [])]
-        images.append(ImageLabels(file_name=item.file_name, width=item.width, height=item.height,
-                                  labels=list(d.get("labels", [])), shapes=shapes,
-                                  provenance=str(ann.provenance.value), score=ann.score))
+        # as stored (fit_image below checks them): no list() that a null would break
+        shapes = [Shape(label=b["label"], box=b.get("bbox")) for b in d.get("boxes", [])]
+        shapes += [Shape(label=p["label"], points=p.get("points")) for p in d.get("polygons", [])]
+        score = ann.score if ann.score is None or math.isfinite(ann.score) else None
+        image = ImageLabels(file_name=item.file_name, width=item.width, height=item.height,
+                            labels=list(d.get("labels", [])), shapes=shapes,
+                            provenance=str(ann.provenance.value), score=score)
+        _, refused = fit_image(image)
+        if skipped is not None:
+            skipped += refused
+        if image.labels or image.shapes:
+            images.append(image)
     return LabelSet(classes=class_names(session, project.id), images=images)
 
 
@@ -96,12 +132,19 @@ def export(session: Session, *, project: Project, fmt: str, user: User) -> tuple
         f = get_format(fmt)
     except FormatError as exc:
         raise HTTPException(422, str(exc)) from exc
-    labels = build_labelset(session, project=project)
+    skipped: list[Rejected] = []
+    labels = build_labelset(session, project=project, skipped=skipped)
     try:
         body = f.dump(labels)
     except FormatError as exc:
         raise HTTPException(422, f"cannot export this project as {fmt}: {exc}") from exc
-    audit(session, user.id, "export", project_id=project.id, detail={"format": fmt,
-                                                                     "images": len(labels.images)})
+    detail: dict = {"format": fmt, "images": len(labels.images)}
+    if skipped:
+        detail["skipped"] = len(skipped)
+        detail["skipped_shapes"] = [asdict(r) for r in skipped[:20]]
+        log.warning("export of project %s as %s skipped %d stored shape(s) that cannot be "
+                    "placed on their image, first: %s", project.id, fmt, len(skipped),
+                    skipped[0])
+    audit(session, user.id, "export", project_id=project.id, detail=detail)
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in project.name)[:60] or "project"
     return body, f.media_type, f"{safe}-{fmt}{f.suffix}"

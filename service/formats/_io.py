@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import posixpath
 import re
 import stat
@@ -161,9 +162,25 @@ def parse_json(data: bytes, fmt: str, where: str = "") -> Any:
 
 
 def dump_json(value: Any) -> bytes:
-    """Deterministic, readable UTF-8 JSON with a trailing newline."""
-    return (json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False,
+    """Deterministic, readable UTF-8 JSON with a trailing newline.
+
+    The one JSON writer of the formats: a non-finite float (which JSON cannot
+    hold, e.g. the area of a huge box) is written as ``null``, so a dump never
+    fails on numbers and never writes ``NaN``/``Infinity``.
+    """
+    return (json.dumps(_json_safe(value), indent=1, sort_keys=True, ensure_ascii=False,
                        allow_nan=False) + "\n").encode("utf-8")
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (also in nested dicts/lists) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def parse_xml(data: bytes, fmt: str, where: str = "") -> Element:
@@ -186,8 +203,14 @@ def xml_bytes(root: Element) -> bytes:
 
 
 def fmt_num(value: float) -> str:
-    """Shortest text that reads back as the same float (``3`` for ``3.0``)."""
+    """Shortest text that reads back as the same float (``3`` for ``3.0``).
+
+    FormatError for a non-finite number: no format may hold ``inf``/``nan``
+    (labels fitted to their image, see ``base.fit_image``, never give one).
+    """
     number = float(value)
+    if not math.isfinite(number):
+        raise FormatError(f"cannot write the non-finite number {number!r}")
     if number.is_integer() and abs(number) < 1e15:
         return str(int(number))
     return repr(number)

@@ -8,13 +8,21 @@ canonical form of a polygon shape carries both.
 
 Anything wrong with the input raises :class:`FormatError`, whose message names
 the format and the place (file, line, element) that is wrong.
+
+``load`` checks that every number in the file is finite, but not that shapes
+lie on their image: arithmetic on huge finite input (percent or normalised
+values, corners) can still give infinite or out-of-image coordinates.
+:func:`fit_image` (with :func:`fit_box` / :func:`fit_points`) is the one
+geometry check: it clips a shape that overlaps its image to the image and
+refuses, with a reason, one that is non-finite, wholly outside or empty after
+clipping. Imports and exports (``service.crud.transfer``) run it on every shape.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,6 +37,10 @@ same numbers (the float error of ``x / w * w`` is far below 1e-6 px)."""
 
 class FormatError(ValueError):
     """Input that a format cannot read, or labels that it cannot write."""
+
+
+class GeometryError(FormatError):
+    """A shape that cannot be placed on its image (non-finite, outside, or empty)."""
 
 
 @dataclass
@@ -185,6 +197,188 @@ def shape_box(shape: Shape) -> list[float]:
         return list(shape.box)
     assert shape.points is not None  # prepare() guarantees one of them
     return bbox_of(shape.points)
+
+
+# --- geometry on the image (used before storing and before exporting) --------
+
+
+@dataclass
+class Rejected:
+    """A shape that :func:`fit_image` refused: where it was and why."""
+
+    file_name: str
+    shape: int  # index in the image's shapes as loaded
+    label: str
+    reason: str
+
+
+def _finite(values: Any, count: int | None, what: str) -> list[float]:
+    """``values`` as finite floats, else GeometryError (``count`` = exact length)."""
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise GeometryError(f"{what} must be a list of numbers, got {type(values).__name__}")
+    if count is not None and len(values) != count:
+        raise GeometryError(f"{what} needs {count} numbers, got {len(values)}")
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise GeometryError(f"{what} has a non-finite or missing coordinate {value!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise GeometryError(f"{what} has a non-finite coordinate {value!r}")
+        out.append(number)
+    return out
+
+
+def _short(values: list[float]) -> str:
+    text = ", ".join(f"{v:g}" for v in values[:8])
+    return f"[{text}{', ...' if len(values) > 8 else ''}]"
+
+
+def fit_box(box: Any, width: float, height: float) -> list[float]:
+    """``box`` ``[x, y, w, h]`` clipped to a ``width`` x ``height`` image.
+
+    A box inside the image comes back unchanged. GeometryError when it is not
+    4 finite numbers, has no positive width and height, lies wholly outside
+    the image (touching an edge counts as outside) or is empty after clipping.
+    Pass ``math.inf`` for an unknown size: then only the finite and positive
+    checks apply, and negative coordinates are clipped to 0.
+    """
+    x, y, w, h = values = _finite(box, 4, "box")
+    if w <= 0 or h <= 0:
+        raise GeometryError(f"box {_short(values)} must have positive width and height")
+    right, bottom = x + w, y + h  # may overflow to inf: min() below bounds it
+    if x >= width or y >= height or right <= 0 or bottom <= 0:
+        raise GeometryError(f"box {_short(values)} lies outside the {_size(width, height)} image")
+    if x >= 0 and y >= 0 and right <= width and bottom <= height:
+        return values
+    x0, y0 = max(x, 0.0), max(y, 0.0)
+    clipped = [px(x0), px(y0), px(min(right, width) - x0), px(min(bottom, height) - y0)]
+    if clipped[2] <= 0 or clipped[3] <= 0:
+        raise GeometryError(f"box {_short(values)} is empty after clipping to the "
+                            f"{_size(width, height)} image")
+    return clipped
+
+
+def fit_points(points: Any, width: float, height: float) -> list[float]:
+    """A flat polygon clipped to a ``width`` x ``height`` image (Sutherland-Hodgman).
+
+    A polygon inside the image comes back unchanged. GeometryError when it is
+    not an even number (>= 6) of finite numbers, lies wholly outside the image
+    or is empty (fewer than 3 vertices, no width or height) after clipping.
+    """
+    values = _finite(points, None, "polygon")
+    if len(values) < 6 or len(values) % 2:
+        raise GeometryError(f"polygon needs an even number (>= 6) of coordinates, "
+                            f"got {len(values)}")
+    xs, ys = values[0::2], values[1::2]
+    if min(xs) >= width or min(ys) >= height or max(xs) <= 0 or max(ys) <= 0:
+        raise GeometryError(f"polygon {_short(values)} lies outside the "
+                            f"{_size(width, height)} image")
+    if min(xs) >= 0 and min(ys) >= 0 and max(xs) <= width and max(ys) <= height:
+        if min(max(xs) - min(xs), max(ys) - min(ys)) <= 0:
+            raise GeometryError("polygon has zero width or height")
+        return values
+    ring = list(zip(xs, ys, strict=True))
+    for axis, edge, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False),
+                                   (1, height, True)):
+        if math.isfinite(edge):
+            ring = _clip_ring(ring, axis, edge, keep_below)
+    clipped: list[tuple[float, float]] = []
+    for x, y in ring:
+        point = (px(x), px(y))
+        if not clipped or clipped[-1] != point:
+            clipped.append(point)
+    while len(clipped) > 1 and clipped[0] == clipped[-1]:
+        clipped.pop()
+    flat = [v for point in clipped for v in point]
+    if not all(math.isfinite(v) for v in flat):
+        raise GeometryError(f"polygon {_short(values)} has non-finite coordinates after clipping")
+    if (len(clipped) < 3 or min(flat[0::2]) == max(flat[0::2])
+            or min(flat[1::2]) == max(flat[1::2])):
+        raise GeometryError(f"polygon {_short(values)} is empty after clipping to the "
+                            f"{_size(width, height)} image")
+    return flat
+
+
+def _clip_ring(ring: list[tuple[float, float]], axis: int, edge: float,
+               keep_below: bool) -> list[tuple[float, float]]:
+    """One Sutherland-Hodgman pass: keep the side of ``coordinate[axis] = edge``."""
+    def inside(point: tuple[float, float]) -> bool:
+        return point[axis] <= edge if keep_below else point[axis] >= edge
+
+    def crossing(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+        # The crossing is a * far / total + b * near / total. Both distances are
+        # finite (edge is a pixel size) but their sum may not be, so halve them;
+        # each weight is its own quotient, so a tiny one (a far-away vertex)
+        # keeps its precision instead of vanishing in 1 - t.
+        near, far = abs(edge - a[axis]) * 0.5, abs(b[axis] - edge) * 0.5
+        other = a[1 - axis] * (far / (near + far)) + b[1 - axis] * (near / (near + far))
+        return (edge, other) if axis == 0 else (other, edge)
+
+    out: list[tuple[float, float]] = []
+    for index, current in enumerate(ring):
+        previous = ring[index - 1]
+        if inside(current):
+            if not inside(previous):
+                out.append(crossing(previous, current))
+            out.append(current)
+        elif inside(previous):
+            out.append(crossing(previous, current))
+    return out
+
+
+def _size(width: float, height: float) -> str:
+    return "unbounded" if math.isinf(width) else f"{width:g}x{height:g}"
+
+
+def fit_shape(shape: Shape, width: float, height: float) -> Shape:
+    """``shape`` with its box and polygon fitted to the image; GeometryError if it cannot be.
+
+    A polygon's box becomes the bounding box of the clipped polygon when the
+    polygon had to be clipped (or its own box does not fit).
+    """
+    if shape.box is None and shape.points is None:
+        raise GeometryError("shape has neither box nor points")
+    if shape.points is None:
+        return Shape(shape.label, fit_box(shape.box, width, height), None, shape.score)
+    points = fit_points(shape.points, width, height)
+    box = None
+    if shape.box is not None:
+        try:
+            box = fit_box(shape.box, width, height)
+        except GeometryError:
+            box = None
+        if box is None or points != shape.points:
+            box = bbox_of(points)
+    return Shape(shape.label, box, points, shape.score)
+
+
+def fit_image(
+    image: ImageLabels, width: float | None = None, height: float | None = None
+) -> tuple[int, list[Rejected]]:
+    """Fit ``image.shapes`` in place to ``width`` x ``height`` (default: the image's own).
+
+    Shapes that overlap the image are clipped to it; shapes that cannot be
+    fitted are dropped. Returns ``(number clipped, the dropped ones with reasons)``.
+    An unknown size only checks that coordinates are finite (and clips at 0).
+    """
+    width = image.width if width is None else width
+    height = image.height if height is None else height
+    bound_w = math.inf if width is None else width
+    bound_h = math.inf if height is None else height
+    kept: list[Shape] = []
+    rejected: list[Rejected] = []
+    clipped = 0
+    for index, shape in enumerate(image.shapes):
+        try:
+            fitted = fit_shape(shape, bound_w, bound_h)
+        except GeometryError as exc:
+            rejected.append(Rejected(image.file_name, index, str(shape.label), str(exc)))
+            continue
+        clipped += (fitted.box, fitted.points) != (shape.box, shape.points)
+        kept.append(fitted)
+    image.shapes = kept
+    return clipped, rejected
 
 
 def dedupe(names: Iterable[str]) -> list[str]:

@@ -6,6 +6,14 @@ class order as given; an image with no label has an empty ``labels`` cell.
 ``file_name`` and ``labels`` columns, reads ``provenance``/``score`` when
 present and ignores other columns; a UTF-8 BOM is allowed.
 
+Spreadsheet formulas: a text cell (``file_name``, ``labels``) that starts
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (the OWASP list),
+or with ``'``, is written with one ``'`` in front, so that a spreadsheet shows
+it as text instead of running it. ``load`` removes exactly one leading ``'``
+when the rest of the cell starts with one of those characters (``'`` included),
+so ``dump`` then ``load`` gives back the original text; any other ``'`` is
+kept. Numbers (``score``) are never prefixed, so ``-0.5`` stays a number.
+
 CSV cannot carry shapes (``dump`` refuses a label set with shapes rather than
 drop them), image sizes (``load`` takes them from ``image_sizes`` when given),
 class names containing ``;``, or a class list: ``load`` gives the classes in
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ._io import as_bytes, decode_text, fmt_num
 from .base import (
@@ -33,6 +41,21 @@ from .base import (
 NAME = "csv"
 COLUMNS = ("file_name", "labels", "provenance", "score")
 SEPARATOR = ";"
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a cell as a formula (OWASP)."""
+QUOTE = "'"
+
+
+def protect(cell: str) -> str:
+    """``cell`` with a ``'`` in front when it starts like a formula or with ``'``."""
+    return QUOTE + cell if cell.startswith((*FORMULA_STARTS, QUOTE)) else cell
+
+
+def unprotect(cell: str) -> str:
+    """The inverse of :func:`protect`: drop one ``'`` that protects a formula or a ``'``."""
+    if cell.startswith(QUOTE) and cell[1:].startswith((*FORMULA_STARTS, QUOTE)):
+        return cell[1:]
+    return cell
 
 
 class CsvFormat:
@@ -84,24 +107,33 @@ class CsvFormat:
         for name in labels.classes:
             if SEPARATOR in name or name != name.strip():
                 raise fail(NAME, "classes", f"class name {name!r} has a ';' or outer spaces")
-        buffer = io.StringIO(newline="")
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        lines = [_row(COLUMNS)]
         for image in labels.images:
             if image.shapes:
                 raise fail(NAME, f"image {image.file_name!r}",
                            "CSV is classification only and cannot carry boxes or polygons")
-            writer.writerow([image.file_name, SEPARATOR.join(image.labels),
-                             image.provenance or "",
-                             "" if image.score is None else fmt_num(image.score)])
-        return buffer.getvalue().encode("utf-8")
+            lines.append(_row([protect(image.file_name), protect(SEPARATOR.join(image.labels)),
+                               image.provenance or "",
+                               "" if image.score is None else fmt_num(image.score)]))
+        return "".join(lines).encode("utf-8")
+
+
+def _row(cells: Iterable[str]) -> str:
+    r"""One CSV line ending in ``\n``; a cell holding ``,``, ``"``, LF or CR is quoted.
+
+    ``csv.writer`` with a ``\n`` line terminator leaves a lone CR unquoted,
+    which splits the row for every reader (a file name ``"a\r=cmd()"`` would
+    start a row of its own), hence this writer.
+    """
+    return ",".join(f'"{cell.replace(chr(34), chr(34) * 2)}"'
+                    if any(ch in cell for ch in ',"\r\n') else cell for cell in cells) + "\n"
 
 
 def _load_row(row: list[str], col: dict[str, int], where: str) -> ImageLabels:
-    file_name = row[col["file_name"]].strip()
+    file_name = unprotect(row[col["file_name"]].strip())
     if not file_name:
         raise fail(NAME, where, "empty file_name")
-    cell = row[col["labels"]]
+    cell = unprotect(row[col["labels"]].strip())
     image = ImageLabels(file_name=file_name,
                         labels=dedupe(p.strip() for p in cell.split(SEPARATOR) if p.strip()))
     if "provenance" in col:
