@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = 16
 
     # learning
+    allow_code_models: bool = Field(default=False, description=(
+        "let admins register TorchScript models (code, run in a locked-down child process); "
+        "off: only ONNX graphs can be registered and stored TorchScript models do not run"))
     backbone: str = "tf_efficientnet_lite0"
     backbone_checkpoint: Path | None = None
     torch_threads: int = 2

@@ -1,6 +1,12 @@
 """External models (ONNX or TorchScript) for automatic annotation: load, check, predict.
 
-Nothing is unpickled: ONNX runs in onnxruntime, TorchScript through ``torch.jit.load``.
+Models arrive as bytes and are never loaded from a path, so no loader message names a server
+file. Nothing is unpickled. ONNX runs in onnxruntime in this process: an ONNX graph is data,
+and onnxruntime's default operators do no file I/O; files that keep weights in *external
+data* (file paths) are refused before onnxruntime sees them. TorchScript is code, so it
+never loads here: :class:`~learning.adapters.sandbox.TorchScriptSandbox` runs it in a
+locked-down child process that first checks its operations against an allowlist. Call
+:meth:`ExternalAdapter.close` (or use it as a context manager) to stop that child.
 
 *Input spec* (``InputSpec.from_dict``): ``size`` (``S`` or ``[H, W]``), ``mean`` and ``std``
 (3 values, applied after ``scale``), ``scale`` (default ``1/255``: pixels to [0, 1]),
@@ -22,16 +28,17 @@ not kept) and fed alone (batch of 1, float32).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from learning.adapters.base import Predictions, Task
+from learning.adapters.sandbox import SandboxError, TorchScriptSandbox, scrub_paths
 from learning.data import ImageSource, load_rgb
 from learning.polygons import mask_to_polygon
 
@@ -98,34 +105,56 @@ def check_labels(labels: Any) -> list[str]:
 
 
 class ExternalAdapter:
-    """An ONNX / TorchScript file with its task, label list and input spec (predict only)."""
+    """An ONNX / TorchScript model with its task, label list and input spec (predict only).
+
+    ``model`` is the file's bytes, or the path of a stored file (then ``sha256``, when given,
+    must match its content). A TorchScript adapter holds a sandbox child: :meth:`close` it.
+    """
 
     adapter_key = "external"
 
-    def __init__(self, path: Path | str, kind: str, task: Task, labels: Sequence[str], spec: InputSpec | dict,
-                 *, num_threads: int | None = None) -> None:
+    def __init__(self, model: bytes | Path | str, kind: str, task: Task, labels: Sequence[str],
+                 spec: InputSpec | dict, *, num_threads: int | None = None, sha256: str | None = None,
+                 timeout_s: float = 120.0) -> None:
         if kind not in KINDS:
             raise ExternalModelError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if task not in TASKS:
             raise ExternalModelError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-        self.path, self.kind, self.task = Path(path), kind, task
+        self.kind, self.task = kind, task
+        self.path = None if isinstance(model, bytes) else Path(model)
         self.classes = check_labels(list(labels))
         self.spec = spec if isinstance(spec, InputSpec) else InputSpec.from_dict(spec)
+        data = model if isinstance(model, bytes) else _read_stored(Path(model), sha256)
         threads = num_threads or 1
+        self._sandbox: TorchScriptSandbox | None = None
+        if kind == "torchscript":
+            try:
+                self._sandbox = TorchScriptSandbox(data, num_threads=threads, timeout_s=timeout_s)
+            except SandboxError as exc:
+                msg = str(exc) if exc.stage in ("check", "start") else f"not a loadable torchscript model: {exc}"
+                raise ExternalModelError(msg) from None
+            return
+        _refuse_onnx_external_data(data)
         try:
-            if kind == "onnx":
-                import onnxruntime as ort
+            import onnxruntime as ort
 
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-                self._session: Any = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-                self._check_onnx_input()
-            else:
-                self._module: Any = torch.jit.load(str(self.path), map_location="cpu").eval()
-        except ExternalModelError:
-            raise
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+            self._session: Any = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # any loader error means "not a model of this kind"
-            raise ExternalModelError(f"not a loadable {kind} model: {type(exc).__name__}: {str(exc)[:300]}") from exc
+            raise ExternalModelError(f"not a loadable onnx model: {_reason(exc)}") from exc
+        self._check_onnx_input()
+
+    def close(self) -> None:
+        """Stop the TorchScript sandbox child, if any (idempotent)."""
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+    def __enter__(self) -> ExternalAdapter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _check_onnx_input(self) -> None:
         inputs = self._session.get_inputs()
@@ -138,11 +167,10 @@ class ExternalAdapter:
             raise ExternalModelError(f"input mismatch: the model takes {shape}, the spec gives {want}")
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
-        if self.kind == "onnx":
-            name = self._session.get_inputs()[0].name
-            return [np.asarray(o) for o in self._session.run(None, {name: x})]
-        with torch.inference_mode():
-            return _flatten(self._module(torch.from_numpy(x)))
+        if self._sandbox is not None:
+            return self._sandbox.run(x)
+        name = self._session.get_inputs()[0].name
+        return [np.asarray(o) for o in self._session.run(None, {name: x})]
 
     def _classify(self, outs: list[np.ndarray]) -> np.ndarray:
         p = np.asarray(outs[0], dtype=np.float64).reshape(-1)
@@ -192,9 +220,9 @@ class ExternalAdapter:
             image = load_rgb(source)
             try:
                 outs = self._run(self.spec.tensor(image))
-            except Exception as exc:  # onnxruntime / TorchScript errors: wrong input for this model
+            except Exception as exc:  # onnxruntime / sandbox errors: wrong input for this model
                 raise ExternalModelError(f"the model failed on a {self.spec.height}x{self.spec.width} input: "
-                                         f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                                         f"{_reason(exc)}") from exc
             if self.task in ("multiclass", "multilabel"):
                 probs[i] = self._classify(outs)
                 continue
@@ -212,20 +240,46 @@ class ExternalAdapter:
         raise NotImplementedError("external models are not trained by labelloop")
 
 
-def _flatten(out: Any) -> list[np.ndarray]:
-    """TorchScript outputs (tensor, tuple/list, dict, torchvision ``(losses, [dict])``) -> arrays."""
-    if isinstance(out, torch.Tensor):
-        return [out.detach().numpy()]
-    if isinstance(out, dict):
-        keys = [k for k in ("boxes", "labels", "scores", "masks") if k in out] or list(out)
-        return [np.asarray(out[k].detach().numpy()) for k in keys]
-    if isinstance(out, list | tuple):
-        dicts = [o for o in out if isinstance(o, dict)] or [o[0] for o in out if isinstance(o, list) and o
-                                                             and isinstance(o[0], dict)]
-        if dicts:
-            return _flatten(dicts[0])
-        return [a for o in out for a in _flatten(o)]
-    raise ExternalModelError(f"unsupported model output type {type(out).__name__}")
+def _reason(exc: Exception) -> str:
+    """A loader's or runner's error as a short sentence without server paths."""
+    if isinstance(exc, SandboxError):
+        return scrub_paths(str(exc))
+    return f"{type(exc).__name__}: {scrub_paths(str(exc))}"
+
+
+def _read_stored(path: Path, sha256: str | None) -> bytes:
+    """A stored model file's bytes, checked against its recorded digest."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise ExternalModelError("the stored model file is missing or unreadable") from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise ExternalModelError("the stored model file does not match the digest recorded when it was "
+                                 "registered; register the model again")
+    return data
+
+
+def _onnx_tensors(msg: Any) -> Iterator[Any]:
+    """Every tensor proto inside an ONNX protobuf message, at any depth (subgraphs, functions...)."""
+    if type(msg).__name__ == "TensorProto":
+        yield msg
+    for field, value in msg.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            for item in [value] if hasattr(value, "ListFields") else value:
+                yield from _onnx_tensors(item)
+
+
+def _refuse_onnx_external_data(data: bytes) -> None:
+    """Refuse ONNX files whose tensors point at external data files (paths on the server)."""
+    import onnx
+
+    try:
+        tensors = list(_onnx_tensors(onnx.load_model_from_string(data)))
+    except Exception:  # noqa: BLE001  (protobuf decode errors, absurd nesting)
+        raise ExternalModelError("not a loadable onnx model: the file is not an ONNX protobuf") from None
+    if any(t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data) for t in tensors):
+        raise ExternalModelError("the model keeps tensors in external data files; labelloop takes self-contained "
+                                 "ONNX files only (save with save_as_external_data=False)")
 
 
 def _detection_parts(outs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
@@ -251,11 +305,14 @@ def _detection_parts(outs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
     return boxes, ints[0], floats[0], masks
 
 
-def validate_model(path: Path | str, kind: str, task: Task, labels: Sequence[str], spec: dict[str, Any],
-                   *, num_threads: int | None = None) -> ExternalAdapter:
-    """Load the file and run it on one sample image; raise ExternalModelError on any mismatch."""
-    adapter = ExternalAdapter(path, kind, task, labels, spec, num_threads=num_threads)
-    rng = np.random.default_rng(0)
-    sample = Image.fromarray(rng.integers(0, 256, (adapter.spec.height, adapter.spec.width, 3), dtype=np.uint8))
-    adapter.predict([sample])
-    return adapter
+def validate_model(model: bytes | Path | str, kind: str, task: Task, labels: Sequence[str],
+                   spec: dict[str, Any], *, num_threads: int | None = None) -> InputSpec:
+    """Load the model and run it on one sample image; the checked input spec.
+
+    Raises ExternalModelError on any mismatch; a TorchScript sandbox is stopped either way.
+    """
+    with ExternalAdapter(model, kind, task, labels, spec, num_threads=num_threads) as adapter:
+        rng = np.random.default_rng(0)
+        sample = Image.fromarray(rng.integers(0, 256, (adapter.spec.height, adapter.spec.width, 3), dtype=np.uint8))
+        adapter.predict([sample])
+        return adapter.spec

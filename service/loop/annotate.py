@@ -166,9 +166,13 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
             rm = s.get(RegisteredModel, p["model_id"])
             if rm is None:
                 raise ValueError("the registered model was deleted")
+            if rm.kind == "torchscript" and not ctx.settings.allow_code_models:
+                raise ValueError(f"{rm.name!r} is a TorchScript model (code) and this server does not run code "
+                                 "models (LABELLOOP_ALLOW_CODE_MODELS is off)")
             mv = _stamp(s, project.id, rm)  # type: ignore[arg-type]
+            # the stored file must still be the registered one; TorchScript runs in a sandbox child
             adapter: Any = ExternalAdapter(rm.path, rm.kind, rm.task, rm.labels, rm.input_spec,  # type: ignore[arg-type]
-                                           num_threads=ctx.settings.torch_threads)
+                                           num_threads=ctx.settings.torch_threads, sha256=rm.sha256)
         else:
             mv = s.get(ModelVersion, p["model_version_id"])  # type: ignore[assignment]
             assert mv is not None and mv.path is not None
@@ -221,6 +225,9 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
                 s.add(job)
                 s.commit()
         raise Cancelled(f"stopped after {done} of {len(ids)} items; {proposed} proposals kept") from None
+    finally:
+        if isinstance(adapter, ExternalAdapter):
+            adapter.close()  # stops a TorchScript sandbox child
     return {**result, "processed": done, "proposed": proposed, "cleaned": cleaned}
 
 

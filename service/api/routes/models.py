@@ -14,11 +14,13 @@ from pydantic import BaseModel
 from sqlmodel import col, func, select
 
 from learning.adapters.external import KINDS, TASKS, ExternalModelError, check_labels, validate_model
+from learning.adapters.sandbox import scrub_paths
 from service.api.deps import AUTH_ERRORS, TOO_LARGE, CurrentUser, SessionDep, SettingsDep, _err
 from service.config import Settings
 from service.models import ROLE_RANK, RegisteredModel, RegisteredModelPublic, Role
 
 router = APIRouter(tags=["models"])
+CODE_KINDS = ("torchscript",)  # formats that carry code: admins only, and only with allow_code_models
 
 
 ModelOut = RegisteredModelPublic
@@ -50,25 +52,19 @@ def _store(settings: Settings, data: bytes, kind: str) -> tuple[str, str]:
 
 
 def _check(settings: Settings, data: bytes, kind: str, task: str, labels: list[str], spec: dict) -> dict:
-    """Run the model on a sample image from a temporary file; the checked input spec."""
-    folder = settings.models_dir / "external"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".check-{uuid.uuid4().hex}"
+    """Run the model (from its bytes: no path to leak) on a sample image; the checked input spec."""
     try:
-        tmp.write_bytes(data)
-        adapter = validate_model(tmp, kind, task, labels, spec, num_threads=settings.torch_threads)  # type: ignore[arg-type]
-        return adapter.spec.to_dict()
+        checked = validate_model(data, kind, task, labels, spec, num_threads=settings.torch_threads)  # type: ignore[arg-type]
     except ExternalModelError as exc:
-        raise HTTPException(422, str(exc)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise HTTPException(422, scrub_paths(str(exc), limit=600)) from None
+    return checked.to_dict()
 
 
 @router.post("/models", response_model=ModelOut, status_code=201,
              responses={**AUTH_ERRORS, **TOO_LARGE, 409: _err("a model with this name exists"),
                         422: _err("not a model file, input mismatch, or a bad label list / input spec")})
 async def register_model(user: CurrentUser, session: SessionDep, settings: SettingsDep,
-                         file: UploadFile = File(..., description="ONNX or TorchScript file"),
+                         file: UploadFile = File(..., description="ONNX file (TorchScript: admins, if allowed)"),
                          name: str = Form(..., min_length=1, max_length=200),
                          kind: str = Form(..., description="onnx | torchscript"),
                          task: str = Form("detection", description="multiclass|multilabel|detection|segmentation"),
@@ -76,11 +72,15 @@ async def register_model(user: CurrentUser, session: SessionDep, settings: Setti
                          input_spec: str = Form(..., description='JSON {"size": 224, "mean": [...], "std": [...], '
                                                 '"layout": "NCHW"}'),
                          default_threshold: float = Form(0.5, ge=0.0, le=1.0)) -> ModelOut:
-    """Admins and managers: the file is run on a sample image before it is stored."""
+    """Admins and managers (ONNX); TorchScript: admins, when the server allows code models.
+    The file is run on a sample image (TorchScript: in a sandbox child) before it is stored."""
     if ROLE_RANK[user.role] < ROLE_RANK[Role.manager]:
         raise HTTPException(403, "registering models needs the manager or admin role")
     if kind not in KINDS or task not in TASKS:
         raise HTTPException(422, f"kind must be one of {list(KINDS)} and task one of {list(TASKS)}")
+    if kind in CODE_KINDS and not (settings.allow_code_models and user.role == Role.admin):
+        raise HTTPException(403, f"a {kind} model is code, not a graph: registering one needs the admin role and "
+                                 "LABELLOOP_ALLOW_CODE_MODELS=true on the server; export the model to ONNX instead")
     try:
         names = check_labels(_json(labels, "labels"))
     except ExternalModelError as exc:
