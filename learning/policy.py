@@ -25,7 +25,7 @@ from learning.query import STRATEGIES
 
 ALGORITHMS = ("fast", "precise")
 FEATURES = ("stages", "final")
-CALIBRATIONS = ("per_class", "pooled")
+CALIBRATIONS = ("auto", "per_class", "pooled")
 
 
 @dataclass
@@ -39,8 +39,11 @@ class Policy:
     proves little (0: plain ``holdout_share`` throughout); ``audit_share``: share
     of auto-accepted pre-labels sent back to people; ``batch_size``: items a query round selects;
     ``retrain_every_labels``/``retrain_every_minutes``: ``None`` switches a trigger off;
-    ``calibration``: ``per_class`` thresholds (each class proves its own precision) or
-    one ``pooled`` threshold (precision of all pre-labels together); ``epochs``,
+    ``calibration``: ``auto`` (default: a pooled statement as soon as the hold-out allows,
+    per-class statements as each class's evidence grows, a guard that stops a class shown
+    below the target: :mod:`learning.calibration_auto`), ``per_class`` thresholds (each class
+    proves its own precision) or one ``pooled`` threshold (precision of all pre-labels
+    together, no guard); ``epochs``,
     ``image_size`` (``None``: the backbone's default) tune the ``precise`` algorithm.
     ``semi_supervised``: learn from the unlabelled images too (:attr:`uses_unlabelled`):
     ``fast`` weights the labels to the class mix found among them and adds its confident
@@ -81,7 +84,7 @@ class Policy:
     auto_accept: bool = False
     audit_share: float = 0.02
     batch_size: int = 32
-    calibration: Literal["per_class", "pooled"] = "per_class"
+    calibration: Literal["auto", "per_class", "pooled"] = "auto"
     epochs: int = 12
     semi_supervised: bool | None = None
     image_size: int | None = None

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from learning.policy import CALIBRATIONS, Policy
+from service.cli_learning import policy_item
 from service.config import Settings
 
 KINDS = ("actions", "strategies", "label-errors", "audit")
@@ -47,7 +49,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--target", type=float, default=0.95)
     sp.add_argument("--delta", type=float, default=0.05)
     sp.add_argument("--holdout-share", type=float, default=0.2)
-    sp.add_argument("--calibration", choices=["pooled", "per_class"], default="pooled")
+    sp.add_argument("--calibration", choices=list(CALIBRATIONS), default=Policy.calibration,
+                    help="the policy's calibration (default: the product's)")
+    sp.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE", type=policy_item,
+                    help="any other policy knob (VALUE as JSON); repeatable")
     sp.add_argument("--image-size", type=int, default=64)
     sp.add_argument("--features", choices=["stages", "final"], default=None,
                     help="the project's features policy (default: the policy's default)")

@@ -4,11 +4,50 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
+from learning.policy import CALIBRATIONS, Policy
 from service.config import Settings
 
 SWITCH = {"auto": None, "on": True, "off": False}  # a policy setting that may be left to its default
+DEFAULT = Policy()
+
+
+def add_policy_arguments(sp: argparse.ArgumentParser) -> None:
+    """The policy knobs a simulation takes, each defaulting to the product's default policy."""
+    sp.add_argument("--retrain-every", type=int, default=DEFAULT.retrain_every_labels,
+                    help="the policy's retrain_every_labels")
+    sp.add_argument("--algorithm", choices=["fast", "precise"], default=DEFAULT.algorithm)
+    sp.add_argument("--strategy", default=DEFAULT.strategy)
+    sp.add_argument("--calibration", choices=list(CALIBRATIONS), default=DEFAULT.calibration)
+    sp.add_argument("--holdout-share", type=float, default=DEFAULT.holdout_share)
+    sp.add_argument("--holdout-min", type=int, default=DEFAULT.holdout_min,
+                    help="the policy's holdout_min: the first this many hold-out labels are drawn sooner "
+                         "(1.5x the share, then a pause until the share catches up; 0: plain share)")
+    sp.add_argument("--target", type=float, default=DEFAULT.target_precision)
+    sp.add_argument("--delta", type=float, default=DEFAULT.delta)
+    sp.add_argument("--image-size", type=int, default=DEFAULT.image_size,
+                    help="the policy's image_size (default: the image_size setting, as in the product)")
+    sp.add_argument("--epochs", type=int, default=DEFAULT.epochs)
+    sp.add_argument("--semi-supervised", choices=["auto", "on", "off"], default="auto",
+                    help="the policy's semi_supervised: auto (on for fast, off for precise), on or off")
+    sp.add_argument("--features", choices=["stages", "final"], default=DEFAULT.features,
+                    help="the policy's features: the backbone's top features and three stages below, or the top only")
+    sp.add_argument("--mirror", choices=["on", "off"], default="on" if DEFAULT.mirror else "off",
+                    help="the policy's mirror: average each image's features with its mirror image's")
+    sp.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE", type=policy_item,
+                    help="any other policy knob (VALUE as JSON, e.g. grid_purity=0.9); repeatable")
+
+
+def policy_item(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or key not in {f.name for f in fields(Policy)}:
+        raise argparse.ArgumentTypeError(f"{text!r}: want KEY=VALUE with KEY one of the policy's knobs")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,24 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--seeds", type=int, default=1, help="run seeds seed..seed+N-1")
     sp.add_argument("--budgets", default="1000,2000")
-    sp.add_argument("--retrain-every", type=int, default=200)
-    sp.add_argument("--algorithm", choices=["fast", "precise"], default="fast")
-    sp.add_argument("--strategy", default="margin")
-    sp.add_argument("--calibration", choices=["pooled", "per_class"], default="pooled")
-    sp.add_argument("--holdout-share", type=float, default=0.2)
-    sp.add_argument("--holdout-min", type=int, default=300,
-                    help="the policy's holdout_min: the first this many hold-out labels are drawn sooner "
-                         "(1.5x the share, then a pause until the share catches up; 0: plain share)")
-    sp.add_argument("--target", type=float, default=0.95)
-    sp.add_argument("--delta", type=float, default=0.05)
-    sp.add_argument("--image-size", type=int, default=64)
-    sp.add_argument("--epochs", type=int, default=12)
-    sp.add_argument("--semi-supervised", choices=["auto", "on", "off"], default="auto",
-                    help="the policy's semi_supervised: auto (on for fast, off for precise), on or off")
-    sp.add_argument("--features", choices=["stages", "final"], default="stages",
-                    help="the policy's features: the backbone's top features and three stages below, or the top only")
-    sp.add_argument("--mirror", choices=["on", "off"], default="on",
-                    help="the policy's mirror: average each image's features with its mirror image's")
+    add_policy_arguments(sp)
     sp.add_argument("--no-baseline", action="store_true")
     sp.add_argument("--dataset", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     sp.add_argument("--out", type=Path, default=Path("simulation"))
@@ -55,7 +77,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
                         delta=args.delta,
                         calibration=args.calibration, image_size=args.image_size, epochs=args.epochs,
                         semi_supervised=SWITCH[args.semi_supervised], features=args.features,
-                        mirror=args.mirror == "on", dataset=args.dataset, torch_threads=settings.torch_threads)
+                        mirror=args.mirror == "on", dataset=args.dataset, torch_threads=settings.torch_threads,
+                        extra_policy=dict(args.policy))
         out = args.out / f"seed{seed}"
         rep = simulate(cfg, out, baseline=not args.no_baseline, work=args.out / "work")
         row = {"seed": seed, "at_budgets": rep["at_budgets"], "label_efficiency": rep.get("label_efficiency"),

@@ -73,6 +73,7 @@ import numpy as np
 from sqlmodel import Session, col, func, select
 
 import service.jobs.tasks  # noqa: F401  (registers the jobs)
+from learning.policy import Policy
 from service.api.routes.grids import confirm_page, find_page, lease_pages, skip_page
 from service.config import Settings
 from service.crud.annotations import AnnotationIn, submit
@@ -105,7 +106,7 @@ class ReviewConfig:
     holdout_share: float = 0.2
     target: float = 0.95
     delta: float = 0.05
-    calibration: str = "pooled"
+    calibration: str = Policy.calibration  # the product's default
     image_size: int = 64
     min_labels_per_class: int = 5
     dataset: Path = FASHION_DIR
@@ -776,7 +777,8 @@ def from_args(args: argparse.Namespace, torch_threads: int = 2, command: str = "
                                      else {"grid_min_confidence": args.grid_min_confidence})
                        | ({} if args.grid_purity is False else {"grid_purity": args.grid_purity})
                        | ({} if args.epochs is None else {"epochs": args.epochs})
-                       | ({} if args.features is None else {"features": args.features}),
+                       | ({} if args.features is None else {"features": args.features})
+                       | dict(getattr(args, "policy", [])),
                        budget=args.budget or default_budget, noise=args.noise, pool_seed=args.pool_seed,
                        target=args.target, delta=args.delta)
     return experiment(kind, seeds=list(range(args.seed, args.seed + args.seeds)), out=args.out, cfg=cfg,

@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 
 import service.jobs.tasks  # noqa: F401  (registers the train and infer jobs)
 from learning import calibration
+from learning.calibration_auto import thresholds_by_mode, top_probs
 from learning.policy import Policy
 from service.config import Settings
 from service.crud.annotations import AnnotationIn, submit
@@ -45,6 +46,7 @@ from service.loop.state import maybe_train
 from service.models import Item, ItemStatus, Prediction, Project, ProjectCreate, Role
 
 log = logging.getLogger("labelloop.simulate")
+_DEFAULT = Policy()
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle-boot"]
@@ -55,20 +57,22 @@ class SimConfig:
     pool: int = 10_000
     seed: int = 0
     budgets: list[int] = field(default_factory=lambda: [1000, 2000])
-    retrain_every: int = 200
-    algorithm: str = "fast"
-    strategy: str = "margin"
-    holdout_share: float = 0.2
-    holdout_min: int = 300
-    target: float = 0.95
-    delta: float = 0.05
-    calibration: str = "pooled"
-    image_size: int = 64
-    semi_supervised: bool | None = None
-    epochs: int = 12
-    features: str = "stages"
-    mirror: bool = True
-    min_labels_per_class: int = 5
+    # policy knobs: the product's defaults (learning.policy.Policy), retrain_every included
+    retrain_every: int = _DEFAULT.retrain_every_labels or 100
+    algorithm: str = _DEFAULT.algorithm
+    strategy: str = _DEFAULT.strategy
+    holdout_share: float = _DEFAULT.holdout_share
+    holdout_min: int = _DEFAULT.holdout_min
+    target: float = _DEFAULT.target_precision
+    delta: float = _DEFAULT.delta
+    calibration: str = _DEFAULT.calibration
+    image_size: int | None = _DEFAULT.image_size  # None: the Settings' image_size, as in the product
+    semi_supervised: bool | None = _DEFAULT.semi_supervised
+    epochs: int = _DEFAULT.epochs
+    features: str = _DEFAULT.features
+    mirror: bool = _DEFAULT.mirror
+    min_labels_per_class: int = _DEFAULT.min_labels_per_class
+    extra_policy: dict[str, Any] = field(default_factory=dict)  # any other knob (``--policy KEY=VALUE``)
     dataset: Path = FASHION_DIR
     torch_threads: int = 2
 
@@ -103,8 +107,9 @@ def workspace(cfg: Any, work_dir: Path | None, prefix: str) -> tuple[Path, Setti
     project (``cfg``: a simulator config with ``image_size``, ``torch_threads`` and ``seed``);
     embeddings cached under ``work_dir`` are shared through a link."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=work_dir))
+    size = {"image_size": cfg.image_size} if getattr(cfg, "image_size", None) else {}
     settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'sim.db'}", secret_key="sim",
-                        scheduler_enabled=False, run_jobs_in_process=False, image_size=cfg.image_size,
+                        scheduler_enabled=False, run_jobs_in_process=False, **size,  # type: ignore[arg-type]
                         torch_threads=cfg.torch_threads, thumbnail_size=32, random_seed=cfg.seed)
     if work_dir is not None and (work_dir / "embeddings").exists():
         (tmp / "embeddings").symlink_to((work_dir / "embeddings").resolve())
@@ -125,7 +130,7 @@ def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = 
               "holdout_min": cfg.holdout_min,
               "target_precision": cfg.target, "delta": cfg.delta, "calibration": cfg.calibration,
               "image_size": cfg.image_size, "semi_supervised": cfg.semi_supervised, "epochs": cfg.epochs,
-              "features": cfg.features, "mirror": cfg.mirror}
+              "features": cfg.features, "mirror": cfg.mirror, **cfg.extra_policy}
     with Session(engine, expire_on_commit=False) as s:
         admin = create_user(s, name="oracle", role=Role.admin, password=None)
         project = create_project(s, data=ProjectCreate(name="sim", classes=FASHION_CLASSES, policy=policy),
@@ -199,9 +204,13 @@ def measure(engine: Any, project_id: int, truth: dict[int, str], labels: int) ->
         hindsight = _best_hindsight(scores, correct, 0.95)
         ths = mv.thresholds if mv else {}
         job_metrics = mv.metrics if mv else {}
-        n_holdout = (ths.get("pooled") or {}).get("n_total")
+        n_holdout = job_metrics.get("n_holdout") or (ths.get("pooled") or {}).get("n_total")
         policy = Policy.from_dict(mv.policy if mv else {})
-        fresh = fresh_holdouts(scores, correct, int(n_holdout), target=policy.target_precision, delta=policy.delta
+        index = {c: i for i, c in enumerate(FASHION_CLASSES)}
+        pred = np.array([index.get(t, 0) for t in top], dtype=np.int64)
+        true = np.array([index[truth[p.item_id]] for p in preds], dtype=np.int64)
+        fresh = fresh_holdouts(scores, correct, int(n_holdout), target=policy.target_precision, delta=policy.delta,
+                               mode=policy.calibration, pred=pred, truth=true, n_classes=len(FASHION_CLASSES)
                                ) if n_holdout and int(n_holdout) <= len(scores) else None
     return {"labels": labels, "model_version": mv.version if mv else None, "pool": len(pool),
             "proposed": len(proposed), "right": right,
@@ -209,39 +218,51 @@ def measure(engine: Any, project_id: int, truth: dict[int, str], labels: int) ->
             "coverage": len(proposed) / len(pool) if pool else 0.0,
             "pool_accuracy": acc, "hindsight_coverage": hindsight,
             "fresh_holdout_coverage": fresh["coverage"] if fresh else None,
-            "holdout": (ths.get("pooled") or {}).get("n_total"),
+            "holdout": n_holdout,
             "threshold": (ths.get("pooled") or {}).get("threshold"),
             "holdout_accuracy": job_metrics.get("holdout_accuracy"),
             "fit_seconds": job_metrics.get("fit_seconds")}
 
 
 def fresh_holdouts(scores: np.ndarray, correct: np.ndarray, n_holdout: int, *, draws: int = 200, seed: int = 0,
-                   target: float = 0.95, delta: float = 0.05, **options: Any) -> dict[str, float]:
+                   target: float = 0.95, delta: float = 0.05, mode: str = "pooled", pred: np.ndarray | None = None,
+                   truth: np.ndarray | None = None, n_classes: int | None = None,
+                   **options: Any) -> dict[str, float]:
     """What fresh random hold-outs of ``n_holdout`` items from the pool itself would certify.
 
     ``scores`` / ``correct``: ``[N]`` the model's top score on each pool item and whether its
-    top class is right. Each of ``draws`` seeded draws calibrates on ``n_holdout`` items
-    (:func:`learning.calibration.calibrate`, ``options`` passed on) and pre-labels the pool at
-    the threshold it proves. Returns the mean certified ``coverage`` of the pool, the share of
-    draws that certify ``none`` and the share whose pre-labels fall ``below_target``. A run's
-    own certificate is one such draw (its hold-out was drawn from the pool as it then was):
-    the mean over draws is the same expectation without that draw's luck, so it tells a weak
-    model from an unlucky hold-out and compares policies on far fewer seeds.
+    top class is right. Each of ``draws`` seeded draws calibrates on ``n_holdout`` items under
+    the policy's ``mode`` (``pooled``; ``auto`` and ``per_class`` also need each item's top
+    class ``pred [N]``, true class ``truth [N]`` and ``n_classes``; ``options`` go on to
+    :func:`learning.calibration.calibrate`) and pre-labels the pool at the thresholds it proves.
+    Returns the mean certified ``coverage`` of the pool, the share of draws that certify
+    ``none`` and the share whose pre-labels fall ``below_target``. A run's own certificate is
+    one such draw (its hold-out was drawn from the pool as it then was): the mean over draws is
+    the same expectation without that draw's luck, so it tells a weak model from an unlucky
+    hold-out and compares policies on far fewer seeds.
     """
     if not 0 < n_holdout <= len(scores):
         raise ValueError(f"need 0 < n_holdout <= {len(scores)} pool items, got {n_holdout}")
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=bool)
+    if mode != "pooled" and (pred is None or truth is None or not n_classes):
+        raise ValueError(f"calibration {mode!r} needs pred, truth and n_classes")
+    probs = top_probs(pred, scores, n_classes) if mode != "pooled" else None  # type: ignore[arg-type]
     rng = np.random.default_rng(seed)
     cov, none, low = np.zeros(draws), 0, 0
     for i in range(draws):
         idx = rng.choice(len(scores), n_holdout, replace=False)
-        t = calibration.calibrate(scores[idx], correct[idx], target=target, delta=delta, **options)
-        if t.threshold is None:
+        if probs is None:
+            t = calibration.calibrate(scores[idx], correct[idx], target=target, delta=delta, **options)
+            above = scores >= t.threshold if t.threshold is not None else np.zeros(len(scores), bool)
+        else:
+            ths = thresholds_by_mode(mode, probs[idx], np.asarray(truth)[idx], target=target, delta=delta, **options)
+            cut = np.array([np.inf if t is None else t for t in ths])
+            above = scores >= cut[np.asarray(pred, dtype=np.int64)]
+        if not above.any():
             none += 1
             continue
-        above = scores >= t.threshold
         cov[i] = float(above.mean())
         low += int(correct[above].mean() < target)
     return {"coverage": float(cov.mean()), "none": none / draws, "below_target": low / draws}

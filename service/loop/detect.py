@@ -74,6 +74,13 @@ CROSSFIT_FOLDS, CROSSFIT_MIN, CROSSFIT_MAX = 2, 10, 2000  # hard examples on tra
 TTA_MAX = 2000  # box proposals mirrored per scan (each once)
 
 
+def box_mode(calibration: str) -> str:
+    """Boxes' calibration mode for a policy's ``calibration``: ``auto`` is boxes' ``per_class``
+    (each class with enough hold-out boxes proves its own threshold, thin classes share the
+    pooled one: :mod:`learning.box_calibration`)."""
+    return "per_class" if calibration == "auto" else calibration
+
+
 def image_boxes(dets: list[dict[str, Any]], classes: list[str], *, scored: bool) -> ImageBoxes:
     """Annotation/prediction boxes (polygons count by their box) -> :class:`ImageBoxes` (known classes)."""
     rows = [d for d in dets if d["label"] in classes]
@@ -138,7 +145,7 @@ def train_detector_project(session: Session, *, project: Project, settings: Sett
         preds = [image_boxes(b, classes, scored=True) for b in hp]
         gts = [image_boxes(_shapes(d), classes, scored=False) for d in sets["holdout_data"]]
         cal = calibrate_boxes(preds, gts, len(classes), target=policy.target_precision, delta=policy.delta,
-                              mode=policy.calibration)
+                              mode=box_mode(policy.calibration))
         thresholds = {"kind": "boxes", "mode": policy.calibration, **cal.to_dict(classes),
                       "in_force": dict(zip(classes, cal.thresholds, strict=True))}
         metrics = {"n_holdout": len(gts), "holdout_map50": map50(preds, gts, len(classes)) if gts else None,

@@ -52,6 +52,9 @@ def model_to_run(session: Session, project_id: int, model_version_id: int | None
 def thresholds_for(mv: ModelVersion, classes: list[str]) -> list[float | None]:
     """Per class, the threshold in force (``None``: this class is not pre-labelled)."""
     ths = mv.thresholds or {}
+    if ths.get("mode") == "auto" and ths.get("auto"):
+        in_force = ths["auto"].get("thresholds") or {}
+        return [in_force.get(c) for c in classes]
     if ths.get("mode") == "pooled" and ths.get("pooled"):
         t = ths["pooled"].get("threshold")
         return [t for _ in classes]

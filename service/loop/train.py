@@ -9,6 +9,7 @@ previous current model stays in place.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlmodel import Session, col, func, select
 from learning import calibration
 from learning.adapters import create_adapter
 from learning.adapters.base import FitConfig, FitEmbeddings, LabelledImages
+from learning.calibration_auto import calibrate_auto
 from learning.policy import Policy
 from service.config import Settings
 from service.crud.items import blob_store
@@ -47,22 +49,46 @@ def calibrate_version(task_: Task, classes: list[str], probs: np.ndarray, y: np.
     metrics: dict[str, Any] = {"n_holdout": int(len(y))}
     if len(y) == 0:
         none: dict[str, Any] = {"mode": policy.calibration, "pooled": None, "per_class": {},
-                "reason": "no hold-out labels yet"}
+                "reason": "no hold-out labels yet",
+                "statement": "nothing is pre-labelled: no hold-out labels yet"}
         return none, metrics, {}
     if task_ == Task.multilabel:
         per = calibration.calibrate_multilabel(probs, y.astype(bool), target=target, delta=delta)
         metrics["holdout_f1_micro"] = _micro_f1(probs >= 0.5, y.astype(bool))
         ths = {"mode": "per_class", "pooled": None,
                "per_class": {c: t.to_dict() for c, t in zip(classes, per, strict=True)}}
+        ths["statement"] = statement(replace(policy, calibration="per_class"), classes, ths)
         return ths, metrics, {}
     pred = probs.argmax(1)
     metrics["holdout_accuracy"] = float((pred == y).mean())
+    curve = calibration.risk_coverage_curve(probs.max(1), pred == y, delta=delta)
+    if policy.calibration == "auto":
+        auto = calibrate_auto(probs, y, target=target, delta=delta)
+        decided = auto.to_dict(classes)
+        return {"mode": "auto", "pooled": auto.pooled.to_dict(),
+                "per_class": {c: t.to_dict() for c, t in zip(classes, auto.per_class, strict=True)},
+                "auto": decided, "statement": decided["statement"]}, metrics, curve
     per = calibration.calibrate_per_class(probs, y, target=target, delta=delta)
     pooled = calibration.calibrate_pooled(probs, y, target=target, delta=delta)
-    curve = calibration.risk_coverage_curve(probs.max(1), pred == y, delta=delta)
     ths = {"mode": policy.calibration, "pooled": pooled.to_dict(),
            "per_class": {c: t.to_dict() for c, t in zip(classes, per, strict=True)}}
+    ths["statement"] = statement(policy, classes, ths)
     return ths, metrics, curve
+
+
+def statement(policy: Policy, classes: list[str], ths: dict[str, Any]) -> str:
+    """``pooled`` / ``per_class`` thresholds' statement in words (``auto`` writes its own)."""
+    conf = f"with {1 - policy.delta:.0%} confidence"
+    if policy.calibration == "pooled":
+        pooled = ths.get("pooled") or {}
+        if pooled.get("threshold") is None:
+            return f"nothing is pre-labelled: {pooled.get('reason') or 'no threshold proven yet'}"
+        return f"pooled: proposals are right at least {policy.target_precision:.0%} of the time overall, {conf}"
+    on = [c for c in classes if ((ths.get("per_class") or {}).get(c) or {}).get("threshold") is not None]
+    if not on:
+        return "nothing is pre-labelled: no class has proven its own threshold yet"
+    return (f"per class: each of {', '.join(on)} is right at least {policy.target_precision:.0%} of the time, "
+            f"{conf} each")
 
 
 def _micro_f1(pred: np.ndarray, y: np.ndarray) -> float:

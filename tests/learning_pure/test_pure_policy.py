@@ -53,7 +53,7 @@ def test_policy_rejects_unknown_keys_by_name() -> None:
         ({"strategy": "psychic"}, r"strategy must be a known query strategy \(.*margin"),
         ({"auto_accept": "yes"}, "auto_accept must be true or false"),
         ({"batch_size": 0}, "batch_size must be an integer >= 1"),
-        ({"calibration": "vibes"}, "calibration must be one of per_class, pooled"),
+        ({"calibration": "vibes"}, "calibration must be one of auto, per_class, pooled"),
         ({"epochs": 0}, "epochs must be an integer >= 1"),
         ({"semi_supervised": 1}, "semi_supervised must be true, false or null"),
         ({"image_size": 8}, "image_size must be an integer >= 16 or None"),

@@ -49,8 +49,10 @@ def test_experiments_on_a_tiny_pool(tmp_path: Path) -> None:
     assert noisy["labels"] == 60 and noisy["corrupted"] > 0
     assert noisy["cut"] == 6 and noisy["hits_in_cut"] <= min(noisy["cut"], noisy["corrupted"])
 
-    # a low target, so that the tiny model's pre-labels are certified and auto-accepted
-    audit = audit_run(ReviewConfig(**{**cfg.__dict__, "target": 0.3, "delta": 0.3}), work_dir=w)
+    # a low target, so that the tiny model's pre-labels are certified and auto-accepted (pooled:
+    # auto's classes each need 10 hold-out images predicted as them, more than this pool holds)
+    audit = audit_run(ReviewConfig(**{**cfg.__dict__, "target": 0.3, "delta": 0.3, "calibration": "pooled"}),
+                      work_dir=w)
     assert 0 < audit["labels"] <= 60 and audit["auto_accepted"] > 0  # auto-accepted items leave the queue
     reasons = audit["queue_reasons"]
     assert reasons.get("audit", 0) + reasons.get("audit (answered on the item)", 0) == audit["audited"]
