@@ -25,10 +25,12 @@ gone had that route taken it:
   :mod:`service.loop.clusters`) is confirmed with the class it has, or confirmed with
   every exception given its own class and none left out (the person labels the whole
   page, so it would have been labelled whatever its class);
-* ``pending``: the current model would have proposed its class, rightly, and a person
-  decided a proposal of that model and class scored no higher (Pending lists a class's
-  proposals by score, highest first); a wrong proposal it would have got is never
-  counted as taken, which can only make the certificate more cautious;
+* ``pending``: the current model would have proposed its class, rightly, and people have
+  decided proposals of that model and class around its score: it is taken with the share
+  decided among its nearest proposals by score (by a fixed random number of its own, see
+  :func:`take_after_pending`), so whatever order people work Pending in, each score band
+  of the hold-out is thinned as that band of the pool was; a wrong proposal it would have
+  got is never counted as taken, which can only make the certificate more cautious;
 * ``auto``: with ``auto_accept`` the model would have proposed it (right or wrong).
 
 The hold-out items left are then, like the pool itself, the items no route took: each
@@ -37,16 +39,19 @@ a uniform draw from what is left of that pool (the routes decided on the same po
 hold-out items included, so being held out changed nothing about being taken).  That is
 the i.i.d. assumption behind :mod:`learning.calibration`.  What stays approximate: a
 person may decide a page or a proposal differently than a hold-out item's label says,
-and Pending is assumed to be worked through in its listed order.
+and Pending's thinning is matched band by band (its ``NEIGHBOURS`` nearest proposals), not
+item by item.
 
 Classification projects only; a detection project's hold-out is calibrated as drawn.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -54,6 +59,9 @@ from learning.policy import Policy
 from service.models import Annotation, Item, ItemStatus, Prediction, Provenance, Task
 
 STATE = "holdout"  # Prediction.state of a hold-out item's prediction
+DECIDED = ("confirmed", "corrected", "rejected")
+PROPOSAL_STATES = ("proposed", *DECIDED)
+NEIGHBOURS = 10  # proposals around a hold-out item's score whose decided share it is taken with
 CLASSIFICATION = (Task.multiclass, Task.multilabel)
 UNINFORMED = ("random",)  # strategies whose order does not depend on the images
 
@@ -118,21 +126,50 @@ def take_after_grid(session: Session, *, holdout_ids: Iterable[int], label: str,
 
 
 def take_after_pending(session: Session, decided: Iterable[Prediction]) -> int:
-    """People decided these proposals in Pending: the hold-out items the same model would
-    have proposed rightly, in the same class, at a score no lower, were decided before them.
-    (A hold-out prediction carries ``label`` only when it would be a right proposal.)"""
-    lowest: dict[tuple[int, str], float] = {}
-    for p in decided:
-        if p.label is None:
-            continue
-        key = (p.model_version_id, p.label)
-        lowest[key] = min(lowest.get(key, p.score), p.score)
+    """People decided these proposals in Pending: thin the hold-out as Pending thinned the pool.
+
+    For each (model, class) touched, a hold-out item the same model would have proposed
+    rightly in that class (a hold-out prediction carries ``label`` only then) is taken when
+    its own fixed random number (:func:`_unit`, from its id: never its label) falls below the
+    share decided among the ``NEIGHBOURS`` proposals of that model and class nearest to it in
+    score. Worked top-down, the proposals around a high score are all decided and the hold-out
+    items there all go; confirmed in any other order (at random, by class, skipping), each
+    score band loses the share of hold-out items that it lost of proposals. The share only
+    grows as people decide, so a taken item stays taken."""
+    touched = {(p.model_version_id, p.label) for p in decided if p.label is not None}
     n = 0
-    for (mv_id, label), score in lowest.items():
-        ghosts = select(Prediction.item_id).where(Prediction.model_version_id == mv_id, Prediction.state == STATE,
-                                                  Prediction.label == label, col(Prediction.score) >= score)
-        n += _take(session, [col(Item.id).in_(ghosts.scalar_subquery())], "pending")
+    for mv_id, label in touched:
+        rows = session.exec(select(Prediction.score, Prediction.state).where(
+            Prediction.model_version_id == mv_id, Prediction.label == label,
+            col(Prediction.state).in_(PROPOSAL_STATES))).all()
+        if not rows:
+            continue
+        scores = np.array([r[0] for r in rows], dtype=np.float64)
+        done = np.array([r[1] in DECIDED for r in rows], dtype=bool)
+        ghosts = session.exec(select(Prediction.item_id, Prediction.score).join(
+            Item, col(Item.id) == Prediction.item_id).where(
+            Prediction.model_version_id == mv_id, Prediction.state == STATE, Prediction.label == label,
+            col(Item.holdout_taken_by).is_(None))).all()
+        take = [int(i) for i, score in ghosts if _unit(int(i)) < decided_share(scores, done, float(score))]
+        if take:
+            n += _take(session, [col(Item.id).in_(take)], "pending")
     return n
+
+
+def decided_share(scores: np.ndarray, done: np.ndarray, at: float, k: int | None = None) -> float:
+    """Share decided among the ``k`` proposals (``scores [P]``, ``done [P]``) nearest to ``at``
+    in score (ties by rank), 0.0 when there are none."""
+    if scores.size == 0:
+        return 0.0
+    k = min(k or NEIGHBOURS, scores.size)
+    near = np.argsort(np.abs(scores - at), kind="stable")[:k]
+    return float(done[near].mean())
+
+
+def _unit(item_id: int) -> float:
+    """A fixed number in [0, 1) for an item, uniform over ids and unrelated to its label."""
+    digest = hashlib.blake2b(f"holdout-take:{item_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def take_after_auto(session: Session, item_ids: Iterable[int]) -> int:

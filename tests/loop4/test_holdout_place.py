@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+import pytest
 from sqlmodel import Session, col, select
 
 from service.ingest import BlobStore
 from service.loop.data import snapshot
+from service.loop.holdout import _unit, decided_share
 from service.models import Item, Prediction, Project
 from tests.conftest import Ctx
 from tests.loop.test_loop_e2e import colour_png, label_from_queue
@@ -131,25 +134,30 @@ def test_pending_decisions_take_holdout_items_the_model_would_have_proposed_righ
     with Session(ctx.engine) as s:
         assert all(s.get(Item, i).query_score is not None for i in ghosts)  # type: ignore[union-attr]
     pending = ctx.client.get(f"/api/v1/projects/{pid}/pending?class=red&limit=500", headers=admin).json()["data"]
-    assert pending
-    mid = pending[len(pending) // 2]  # a person works through red from the top down to here
-    r = ctx.client.post(f"/api/v1/projects/{pid}/pending/confirm", json={"ids": [mid["prediction_id"]]},
-                        headers=admin)
-    assert r.status_code == 200, r.text
-    expect = {i for i, p in ghosts.items() if p.label == "red" and p.score >= mid["score"]}
-    assert expect
-    taken = _taken(ctx, list(ghosts))
-    assert {i for i, by in taken.items() if by == "pending"} == expect
-    assert all(by is None for i, by in taken.items() if i not in expect)
-    # rejecting the lowest blue proposal: a person went through all of blue
-    blue = ctx.client.get(f"/api/v1/projects/{pid}/pending?class=blue&limit=500", headers=admin).json()["data"]
-    r = ctx.client.post(f"/api/v1/projects/{pid}/pending/reject", json={"ids": [blue[-1]["prediction_id"]]},
+    assert len(pending) >= 4
+    top = pending[: len(pending) // 2]  # a person works through red from the top down, half way
+    r = ctx.client.post(f"/api/v1/projects/{pid}/pending/confirm", json={"ids": [p["prediction_id"] for p in top]},
                         headers=admin)
     assert r.status_code == 200, r.text
     taken = _taken(ctx, list(ghosts))
-    assert {i for i, by in taken.items() if by == "pending"} == expect | {
-        i for i, p in ghosts.items() if p.label == "blue" and p.score >= blue[-1]["score"]}
+    by_pending = {i for i, by in taken.items() if by == "pending"}
+    red = {i: p for i, p in ghosts.items() if p.label == "red"}
+    scores = np.array([p["score"] for p in pending])
+    done = np.array([k < len(top) for k in range(len(pending))])
+    # each red ghost goes with the share decided among its nearest proposals (its own fixed draw)
+    assert by_pending == {i for i, p in red.items() if _unit(i) < decided_share(scores, done, p.score)}
+    assert {i for i, p in red.items() if p.score > scores.max()} <= by_pending  # above every proposal: all decided
+    assert not {i for i, p in red.items() if decided_share(scores, done, p.score) == 0.0} & by_pending
     assert all(by is None for i, by in taken.items() if ghosts[i].label is None)  # wrong or unsure: they stay
+    # rejecting every blue proposal: a person went through all of blue, its ghosts all go
+    blue = ctx.client.get(f"/api/v1/projects/{pid}/pending?class=blue&limit=500", headers=admin).json()["data"]
+    r = ctx.client.post(f"/api/v1/projects/{pid}/pending/reject", json={"ids": [b["prediction_id"] for b in blue]},
+                        headers=admin)
+    assert r.status_code == 200, r.text
+    taken = _taken(ctx, list(ghosts))
+    assert {i for i, by in taken.items() if by == "pending"} == by_pending | {
+        i for i, p in ghosts.items() if p.label == "blue"}
+    assert all(by is None for i, by in taken.items() if ghosts[i].label is None)
 
 
 def test_auto_accept_takes_every_holdout_item_the_model_would_propose(ctx: Ctx) -> None:
@@ -163,3 +171,33 @@ def test_auto_accept_takes_every_holdout_item_the_model_would_propose(ctx: Ctx) 
     assert any(by == "auto" for by in taken.values())
     for iid, p in ghosts.items():
         assert (taken[iid] == "auto") == (p.score >= threshold), (iid, p.score, taken[iid])
+
+
+def _thinning(order: str, rng: np.random.Generator) -> tuple[float, float, float]:
+    """(share of proposals decided, share of hold-out ghosts taken, share of ghosts above the
+    decided proposals' median score taken) when a person decides 50 of 1,000 proposals."""
+    scores = rng.beta(8, 1, 1000)
+    ghosts = rng.beta(8, 1, 200)
+    ghost_ids = rng.choice(10**9, 200, replace=False)
+    if order == "top-down":
+        pick = np.argsort(-scores)[:50]
+    elif order == "random":
+        pick = rng.choice(1000, 50, replace=False)
+    else:  # a band in the middle: a filter by score, then a page
+        pick = np.argsort(-scores)[400:450]
+    done = np.zeros(1000, bool)
+    done[pick] = True
+    taken = np.array([_unit(int(i)) < decided_share(scores, done, g) for i, g in zip(ghost_ids, ghosts, strict=True)])
+    return float(done.mean()), float(taken.mean()), float(np.median(scores[pick]))
+
+
+def test_pending_thins_the_holdout_as_it_thins_the_pool_in_any_order() -> None:
+    """Whatever order a person decides proposals in, the hold-out loses about the share the
+    pool lost (the old rule took every hold-out item above the lowest decided score: after
+    50 random confirmations, nearly the whole hold-out)."""
+    rng = np.random.default_rng(0)
+    for order in ("top-down", "random", "middle band"):
+        shares = [_thinning(order, rng) for _ in range(20)]
+        pool, holdout = np.mean([s[0] for s in shares]), np.mean([s[1] for s in shares])
+        assert pool == pytest.approx(0.05)
+        assert abs(holdout - pool) < 0.03, (order, holdout)

@@ -207,6 +207,8 @@ export async function render(root, { project }) {
         .slice(0, 4).map(([k, x]) => `${k.replace(/_/g, " ")} ${fmtNum(x)}`).join(" · ");
       const th = v.thresholds || {};
       const per = th.per_class || {};
+      // auto: the threshold in force per class (pooled, a class's own, or none), not each class's own walk
+      const force = (cls, t) => (th.auto && th.auto.thresholds ? th.auto.thresholds[cls] : t && t.threshold);
       tbody.append(h("tr", { testid: `version-${v.version}` },
         h("td", {}, h("strong", {}, `v${v.version}`), v.is_current ? h("span", { class: "badge model" }, " current") : null,
           h("br"), h("span", { class: "small muted" }, `${v.algorithm} · ${v.kind} · ${fmtTime(parseTime(v.created_at))}`)),
@@ -216,9 +218,10 @@ export async function render(root, { project }) {
         h("td", { class: "small" }, h("div", { class: "chips" },
           Object.entries(per).map(([cls, t]) => h("span", { class: "chip", title: t && t.reason ? t.reason :
             t ? `precision ≥ ${fmtPct(t.lower_bound)} (bound) on ${t.n_above} hold-out items, coverage ${fmtPct(t.coverage)}` : "" },
-          `${cls} `, t && t.threshold != null ? `≥ ${fmtNum(t.threshold, 2)}` : "none")),
+          `${cls} `, force(cls, t) != null ? `≥ ${fmtNum(force(cls, t), 2)}` : "none")),
           th.pooled && th.pooled.threshold != null ? h("span", { class: "chip" }, `pooled ≥ ${fmtNum(th.pooled.threshold, 2)}`) : null,
-          !Object.keys(per).length && th.reason ? h("span", { class: "muted" }, th.reason) : null))));
+          !Object.keys(per).length && th.reason ? h("span", { class: "muted" }, th.reason) : null),
+          th.statement ? h("div", { class: "muted", testid: `statement-${v.version}` }, th.statement) : null)));
     }
     card.append(h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Version"), h("th", {}, "Status"),
       h("th", { class: "num" }, "Train"), h("th", { class: "num" }, "Hold-out"), h("th", {}, "Hold-out metrics"),

@@ -25,15 +25,23 @@ export async function render(root, { project }) {
     onclick: () => confirmAll() }, "Confirm page ", h("kbd", {}, "Enter"));
   const list = h("ul", { class: "thumbs", testid: "pending-list", "aria-busy": "true" });
   const pager = h("div", { class: "actions" });
+  const statement = h("p", { class: "small", testid: "pending-statement", "aria-live": "polite" });
   root.append(
     h("h1", {}, "Pending pre-labels"),
     h("p", { class: "muted" }, "The model proposes these labels with a calibrated confidence. ",
       "Confirm what is right, correct or reject the rest. ", keys.button()),
+    statement,
     h("div", { class: "toolbar" },
       h("div", { class: "field" }, h("label", { for: "pending-class" }, "Class ", h("kbd", {}, "F")), classSel),
       h("div", { class: "field" }, h("label", { for: "pending-min-score" }, "Minimum score ", h("kbd", {}, "M")), scoreIn),
       confirmPage, summary),
     list, pager);
+
+  // what the current model's thresholds prove, in words (one line above the proposals)
+  get(`/projects/${project.id}/model-versions`).then((versions) => {
+    const current = (versions || []).find((v) => v.is_current && v.thresholds && v.thresholds.statement);
+    if (current) statement.textContent = `Model v${current.version}: ${current.thresholds.statement}.`;
+  }).catch(() => {});
 
   function busy(delta) {
     state.inFlight += delta;
