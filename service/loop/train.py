@@ -132,6 +132,7 @@ def train_project(session: Session, *, project: Project, settings: Settings, pro
     assert project.id is not None
     policy = Policy.from_dict(project.policy or {})
     store = blob_store(settings)
+    labels_at = label_counts(session, project.id)[2]  # what this training saw: later labels count for the next
     snap = snapshot(session, project=project, store=store, with_pool=policy.uses_unlabelled)
     version = (session.exec(select(func.max(ModelVersion.version))
                             .where(ModelVersion.project_id == project.id)).one() or 0) + 1
@@ -170,7 +171,8 @@ def train_project(session: Session, *, project: Project, settings: Settings, pro
     except BaseException as exc:
         fail_version(session, mv, path, exc)
         raise
-    publish_version(session, project, mv, path, thresholds=ths, metrics=metrics, risk_coverage=curve)
+    publish_version(session, project, mv, path, thresholds=ths, metrics=metrics, risk_coverage=curve,
+                    labels_at=labels_at)
     return mv
 
 
@@ -186,9 +188,11 @@ def fail_version(session: Session, mv: ModelVersion, path: Path, exc: BaseExcept
 
 
 def publish_version(session: Session, project: Project, mv: ModelVersion, path: Path, *, thresholds: dict[str, Any],
-                    metrics: dict[str, Any], risk_coverage: Any = None) -> None:
+                    metrics: dict[str, Any], risk_coverage: Any = None, labels_at: int | None = None) -> None:
     """Make a complete model version (files saved at ``path``) the project's current one,
-    in one transaction with the retraining bookkeeping."""
+    in one transaction with the retraining bookkeeping. ``labels_at``: the project's label
+    count when the training took its labels (labels that arrived while it trained count
+    towards the next retraining); ``None``: the count now."""
     assert project.id is not None
     for old in session.exec(select(ModelVersion).where(ModelVersion.project_id == project.id,
                                                        col(ModelVersion.is_current).is_(True))).all():
@@ -199,7 +203,7 @@ def publish_version(session: Session, project: Project, mv: ModelVersion, path: 
     if risk_coverage is not None:
         mv.risk_coverage = risk_coverage
     project.last_trained_at = utcnow()
-    project.labels_at_last_training = label_counts(session, project.id)[2]
+    project.labels_at_last_training = label_counts(session, project.id)[2] if labels_at is None else labels_at
     session.add(mv)
     session.add(project)
     session.commit()
