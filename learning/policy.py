@@ -276,14 +276,24 @@ def readiness(state: ProjectState, policy: Policy) -> Readiness:
     if reasons:
         return Readiness(False, reasons)
     notes = [s + "; it will not be pre-labelled yet" for s in short]
-    proof = min_evidence_for(policy.target_precision, policy.delta)
-    notes += [
-        f"class {c!r} has {state.holdout_counts.get(c, 0)} hold-out labels; proving "
-        f"{policy.target_precision:.0%} precision for its pre-labels needs at least {proof}"
-        for c in state.train_counts
-        if state.holdout_counts.get(c, 0) < proof
-    ]
-    return Readiness(True, [], notes)
+    return Readiness(True, [], notes + evidence_notes(state, policy))
+
+
+def evidence_notes(state: ProjectState, policy: Policy) -> list[str]:
+    """What the hold-out still lacks before pre-labels can be proven, in the policy's own
+    terms: per class under ``per_class``, all classes together under ``pooled`` and ``auto``."""
+    held = sum(state.holdout_counts.values())
+    if policy.calibration == "per_class":
+        proof = min_evidence_for(policy.target_precision, policy.delta)
+        return [f"class {c!r} has {state.holdout_counts.get(c, 0)} hold-out labels; proving "
+                f"{policy.target_precision:.0%} precision for its pre-labels needs at least {proof}"
+                for c in state.train_counts if state.holdout_counts.get(c, 0) < proof]
+    delta = policy.delta * (0.8 if policy.calibration == "auto" else 1.0)  # auto's pooled share
+    proof = min_evidence_for(policy.target_precision, delta)
+    if held >= proof:
+        return []
+    return [f"the hold-out has {held} labels; proving {policy.target_precision:.0%} precision for pre-labels "
+            f"needs at least {proof} (all classes together)"]
 
 
 def should_retrain(state: ProjectState, policy: Policy) -> Decision:

@@ -108,7 +108,13 @@ def test_ready_notes_short_classes_and_thin_holdout() -> None:
     assert "class 'bird' has 2 of 5 human labels for training; it will not be pre-labelled yet" in (
         r.notes
     )
+    # auto (the default) proves pooled first: the note counts the whole hold-out (delta 0.04: 63)
+    assert any("the hold-out has 0 labels" in n and "at least 63" in n for n in r.notes)
+    r = readiness(state(train_counts={"cat": 5, "dog": 9}), Policy(calibration="per_class"))
     assert any("'cat' has 0 hold-out labels" in n and "at least 59" in n for n in r.notes)
+    r = readiness(state(train_counts={"cat": 5, "dog": 9}, holdout_counts={"cat": 40, "dog": 40}),
+                  Policy(calibration="pooled"))
+    assert not any("hold-out" in n for n in r.notes)
 
 
 def test_min_labels_is_the_policys() -> None:
