@@ -42,7 +42,7 @@ from learning.calibration import Threshold, calibrate, calibrate_per_class, cali
 __all__ = ["AutoCalibration", "calibrate_auto", "clopper_pearson_upper", "describe", "thresholds_by_mode", "top_probs"]
 
 POOLED_SHARE, GUARD_SHARE, PER_CLASS_SHARE = 0.8, 0.1, 0.1
-MIN_CLASS_ITEMS = 10
+MIN_CLASS_ITEMS = 20
 
 
 @dataclass(frozen=True)
