@@ -3,13 +3,18 @@
 Each finder returns :class:`Flag` objects, highest ``score`` = most worth a
 reviewer's look first.  Inputs are arrays; nothing here calls a model.
 
-* :func:`find_label_issues` - confident learning (Northcutt, Jiang & Chuang 2021,
+* :func:`flag_label_errors` - the flags a reviewer sees: a human label whose
+  out-of-sample (cross-fitted) evidence says it is more likely wrong than right, at
+  most a few per run, with a stricter bar for class pairs reviewers kept rejecting
+  (:func:`pair_history`, :func:`pair_bars`).
+* :func:`find_label_issues` - plain confident learning (Northcutt, Jiang & Chuang 2021,
   the method behind cleanlab's ``find_label_issues``) over out-of-sample
-  probabilities (cross-validated, or from a model that never trained on the item).
+  probabilities: a ranking, too eager to show a reviewer (about a quarter of correct
+  labels at 1,000 labels with a 0.85-accurate model; ``tests/benchmarks/bench_flags.py``).
 * :func:`unstable_predictions` / :func:`flag_unstable` - disagreement between
   test-time-augmented views of the same image.
-* :func:`detection_flags` - ``false detection`` (a confident box no label matches)
-  and ``missed detection`` (a label no confident box matches).
+* :func:`detection_flags` - ``false detection`` (a very sure box no label overlaps)
+  and ``missed detection`` (a labelled box the model barely sees).
 """
 
 from __future__ import annotations
@@ -133,6 +138,181 @@ def _prune_by_noise_rate(
     return issue
 
 
+# -- classification label errors: the reviewer-facing rule ----------------------
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """When :func:`flag_label_errors` flags a human label, and when the flag is *likely right*.
+
+    ``min_labels``: no flag before this many checked labels; ``min_per_class``: nor for a
+    label whose given or suggested class has fewer (per-class thresholds need a sample).
+    ``min_prob``: the suggested class's out-of-sample probability must exceed it (0.5:
+    the label is more likely wrong than right). ``max_share`` / ``min_cap``: at most
+    ``max(min_cap, floor(max_share * N))`` flags open at once, new and old (5%: a
+    2% cap would miss three in five wrong labels of a project with 5% of them wrong;
+    the rule itself flags about 1% of clean labels, ``tests/benchmarks/bench_flags.py``). ``likely_right``: a flag
+    whose suggested probability reaches it (and whose pair reviewers have not mostly
+    rejected) may take its item out of training. ``window``: most recent verdicts per
+    (given, suggested) pair that count."""
+
+    min_labels: int = 50
+    min_per_class: int = 10
+    min_prob: float = 0.5
+    max_share: float = 0.05
+    min_cap: int = 5
+    likely_right: float = 0.9
+    window: int = 20
+
+
+def pair_history(
+    n_classes: int,
+    given: np.ndarray,
+    suggested: np.ndarray,
+    flag_right: np.ndarray,
+    *,
+    window: int = 20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reviewers' verdicts on past label-error flags, per (given, suggested) pair.
+
+    ``given`` / ``suggested``: ``[H]`` class ids of resolved flags, oldest first;
+    ``flag_right``: ``[H]`` bool, the reviewer fixed the label (the flag was right) or
+    kept it (confirmed or dismissed: the flag was wrong).  Only each pair's last
+    ``window`` verdicts count.  Returns ``(right [C, C], wrong [C, C])`` counts.
+    """
+    g, s = np.asarray(given, dtype=np.int64), np.asarray(suggested, dtype=np.int64)
+    ok = np.asarray(flag_right, dtype=bool)
+    if not g.shape == s.shape == ok.shape or g.ndim != 1:
+        raise ValueError("given, suggested and flag_right must all be [H]")
+    right, wrong = np.zeros((n_classes, n_classes)), np.zeros((n_classes, n_classes))
+    seen = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for i in range(g.size - 1, -1, -1):  # newest first
+        a, b = g[i], s[i]
+        if seen[a, b] >= window:
+            continue
+        seen[a, b] += 1
+        (right if ok[i] else wrong)[a, b] += 1
+    return right, wrong
+
+
+def pair_trust(right: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """``[C, C]`` in ``(0, 1]``: ``min(1, (right + 1) / (wrong + 1))``, 1 until reviewers
+    rejected more flags of the pair than they accepted.  Higher = trust the pair's flags more."""
+    return np.minimum(1.0, (np.asarray(right) + 1.0) / (np.asarray(wrong) + 1.0))
+
+
+def pair_bars(right: np.ndarray, wrong: np.ndarray, *, base: float = 0.5, ceiling: float = 0.99) -> np.ndarray:
+    """``[C, C]`` suggested-probability bar per (given, suggested) pair.
+
+    ``1 - (1 - base) * trust`` (:func:`pair_trust`), in ``[base, ceiling]``: ``base`` for a
+    pair without rejected flags; 3 rejected and none accepted give 0.875 (base 0.5), 10
+    give 0.955.  A pair's flag needs its suggested probability above the bar."""
+    return np.clip(1.0 - (1.0 - base) * pair_trust(right, wrong), base, ceiling)
+
+
+def flag_label_errors(
+    labels: np.ndarray,
+    fits: np.ndarray,
+    *,
+    rule: FlagRule = FlagRule(),  # noqa: B008  (frozen)
+    right: np.ndarray | None = None,
+    wrong: np.ndarray | None = None,
+    skip: np.ndarray | None = None,
+    open_flags: int = 0,
+    class_names: list[str] | None = None,
+) -> list[Flag]:
+    """Human labels the out-of-sample evidence says are more likely wrong than right.
+
+    ``labels``: ``[N]`` given classes; ``fits``: ``[R, N, C]`` (or ``[N, C]``)
+    out-of-sample probabilities from ``R`` cross-fittings with different seeds; their
+    mean ``p`` decides.  Item ``i`` with label ``y`` and most likely other class ``s`` is
+    flagged when all hold:
+
+    * ``N >= rule.min_labels`` and classes ``y`` and ``s`` have ``>= rule.min_per_class`` labels;
+    * ``p_s > p_y`` and ``p_s >= t_s``, ``t_s`` the mean self-confidence of class ``s``
+      (confident learning's per-class threshold, as in cleanlab);
+    * ``p_s >`` the pair's bar (:func:`pair_bars` of ``right`` / ``wrong`` ``[C, C]``
+      verdicts, :func:`pair_history`; ``rule.min_prob`` without history);
+    * more than half of the ``R`` fits put ``s`` first;
+    * it is not in ``skip`` (``[N]`` bool: an open flag, or a label a reviewer judged).
+
+    At most ``max(rule.min_cap, floor(rule.max_share * N)) - open_flags`` flags (the
+    flags still open count against the cap, so a reviewer's queue stays bounded),
+    highest ``score = 1 - p_y`` first (ties: lower index); a pair's share of that cap
+    shrinks by its :func:`pair_trust`.  ``detail``: ``given``, ``suggested``, ``self_confidence``,
+    ``suggested_prob``, ``votes`` of ``fits``, the class ``threshold``, the pair's ``bar``,
+    ``likely_right`` (``p_s >= max(rule.likely_right, bar)`` and reviewers did not reject
+    more of the pair's flags than they accepted) and ``reason``, a sentence for the
+    reviewer naming ``class_names`` (ids without).  Deterministic.
+    """
+    stack = np.asarray(fits, dtype=np.float64)
+    stack = stack[None] if stack.ndim == 2 else stack
+    if stack.ndim != 3 or stack.shape[0] < 1:
+        raise ValueError(f"fits must be [R, N, C] or [N, C], got shape {stack.shape}")
+    y, p = _check_labels(labels, stack.mean(axis=0))
+    n, c = p.shape
+    right = np.zeros((c, c)) if right is None else np.asarray(right, dtype=np.float64)
+    wrong = np.zeros((c, c)) if wrong is None else np.asarray(wrong, dtype=np.float64)
+    if right.shape != (c, c) or wrong.shape != (c, c):
+        raise ValueError(f"right and wrong must be [{c}, {c}]")
+    if n < rule.min_labels:
+        return []
+    counts = np.bincount(y, minlength=c)
+    thresholds = np.array([p[y == j, j].mean() if counts[j] else np.inf for j in range(c)])
+    rows = np.arange(n)
+    self_conf = p[rows, y]
+    other = p.copy()
+    other[rows, y] = -np.inf
+    s = other.argmax(axis=1)
+    ps = p[rows, s]
+    bars = np.maximum(pair_bars(right, wrong, base=rule.min_prob), rule.min_prob)[y, s]
+    votes = (stack.argmax(axis=2) == s[None]).sum(axis=0)
+    ok = (counts[y] >= rule.min_per_class) & (counts[s] >= rule.min_per_class)
+    ok &= (ps > self_conf) & (ps >= thresholds[s] - 1e-12) & (ps > bars) & (2 * votes > stack.shape[0])
+    if skip is not None:
+        ok &= ~np.asarray(skip, dtype=bool)
+    idx = np.flatnonzero(ok)
+    idx = idx[np.argsort(self_conf[idx], kind="stable")]
+    cap = max(rule.min_cap, int(np.floor(rule.max_share * n))) - open_flags
+    trust = pair_trust(right, wrong)
+    taken: dict[tuple[int, int], int] = {}
+    names = class_names or [f"class {j}" for j in range(c)]
+    flags: list[Flag] = []
+    for i in idx:
+        pair = (int(y[i]), int(s[i]))
+        if len(flags) >= cap or taken.get(pair, 0) >= max(1, int(cap * trust[pair])):
+            continue
+        taken[pair] = taken.get(pair, 0) + 1
+        likely = bool(ps[i] >= max(rule.likely_right, bars[i]) and wrong[pair] <= right[pair])
+        detail: dict[str, Any] = {
+            "given": pair[0],
+            "suggested": pair[1],
+            "self_confidence": float(self_conf[i]),
+            "suggested_prob": float(ps[i]),
+            "votes": int(votes[i]),
+            "fits": int(stack.shape[0]),
+            "threshold": float(thresholds[pair[1]]),
+            "bar": float(bars[i]),
+            "likely_right": likely,
+        }
+        detail["reason"] = label_reason(detail, names, right[pair], wrong[pair])
+        flags.append(Flag(int(i), LABEL_ISSUE, float(1.0 - self_conf[i]), detail))
+    return flags
+
+
+def label_reason(detail: dict[str, Any], names: list[str], right: float = 0, wrong: float = 0) -> str:
+    """The sentence a reviewer reads for a :func:`flag_label_errors` flag."""
+    said, given = names[detail["suggested"]], names[detail["given"]]
+    votes, fits, prob = detail["votes"], detail["fits"], detail["suggested_prob"]
+    who = (f"{votes} of {fits} out-of-sample models say" if fits > 1
+           else "a model that never saw this label says")
+    out = f"{who} {said} ({prob:.2f}); the label says {given} ({detail['self_confidence']:.2f})"
+    if wrong:
+        out += (f"; reviewers kept the label in {int(wrong)} of {int(right + wrong)} recent {given} -> {said}"
+                f" flags, so this pair needs {detail['bar']:.2f}")
+    return out
+
+
 # -- unstable predictions --------------------------------------------------------
 
 
@@ -244,70 +424,74 @@ def detection_flags(
     gt: np.ndarray,
     gt_labels: np.ndarray,
     *,
-    score_threshold: float,
+    score_threshold: float | None = None,
+    missed_below: float | None = None,
+    false_above: float | np.ndarray | None = None,
     iou: float = 0.5,
 ) -> list[Flag]:
-    """Mismatches between a model's boxes and the labelled boxes of one image.
+    """Boxes of one image where the model and the labels clearly disagree.
 
-    ``pred``: ``[P, 4]`` xywh with ``pred_scores`` ``[P]`` and ``pred_labels`` ``[P]``;
-    ``gt``: ``[G, 4]`` with ``gt_labels`` ``[G]``.  Predictions scoring
-    ``>= score_threshold`` are matched to labels (:func:`match_boxes`, COCO order).
+    ``pred``: ``[P, 4]`` xywh with ``pred_scores`` ``[P]`` and ``pred_labels`` ``[P]``
+    (class ids); ``gt``: ``[G, 4]`` with ``gt_labels`` ``[G]``.  Each side is judged at a
+    cut chosen for the flag's own precision, not at a pre-label threshold:
 
-    * ``false detection`` (``index`` = prediction): a confident box with no match -
-      a model error or an object the labels lack.  ``score`` = its confidence.
-    * ``missed detection`` (``index`` = labelled box): no confident box of its class
-      covers it.  ``score`` = ``1 - `` the best IoU any same-class box reaches.
+    * ``false detection`` (``index`` = prediction): the model is very sure, score
+      ``>= false_above`` (a float, or ``[C]`` per predicted class), and no labelled box of
+      any class overlaps it at IoU ``>= iou`` (an object the labels lack).
+      ``score`` = its confidence.
+    * ``missed detection`` (``index`` = labelled box): the best score among same-class
+      predictions overlapping it at IoU ``>= iou`` is ``< missed_below`` (0 with none):
+      the model barely sees that object.  ``score`` = ``1 -`` that best score.
 
-    ``detail`` names the best overlapping box on the other side (any class), which
-    shows a class confusion as a false/missed pair at the same place.
+    ``score_threshold`` stands for either cut not given (one cut for both, as before).
+    ``detail`` names the best overlapping box on the other side (any class), which shows
+    a class confusion: a labelled box flagged missed under a sure box of another class.
     """
     scores = np.asarray(pred_scores, dtype=np.float64)
     pb, gb = _boxes(pred, "pred"), _boxes(gt, "gt")
     pl, gl = np.asarray(pred_labels), np.asarray(gt_labels)
     if scores.shape != (pb.shape[0],):
         raise ValueError(f"pred_scores must be [{pb.shape[0]}], got {scores.shape}")
-    keep = np.flatnonzero(scores >= score_threshold)
-    mp, mg = match_boxes(pb[keep], pl[keep], gb, gl, iou=iou, pred_scores=scores[keep])
+    if pl.shape != (pb.shape[0],) or gl.shape != (gb.shape[0],):
+        raise ValueError("pred_labels must be [P] and gt_labels [G]")
+    low = score_threshold if missed_below is None else missed_below
+    high: Any = score_threshold if false_above is None else false_above
+    if low is None or high is None:
+        raise ValueError("give missed_below and false_above (or score_threshold for both)")
+    high_arr = np.asarray(high, dtype=np.float64)
+    sure = high_arr[pl.astype(np.int64)] if high_arr.ndim == 1 and pl.size else np.broadcast_to(high_arr, scores.shape)
     ious = iou_matrix(pb, gb)
     flags: list[Flag] = []
-    for pi in keep[np.setdiff1d(np.arange(keep.size), mp)]:
-        best = int(ious[pi].argmax()) if gb.shape[0] else -1
-        flags.append(
-            Flag(
-                int(pi),
-                FALSE_DETECTION,
-                float(scores[pi]),
-                {
-                    "box": pb[pi].tolist(),
-                    "label": _item(pl[pi]),
-                    "best_gt": best,
-                    "best_iou": float(ious[pi, best]) if best >= 0 else 0.0,
-                },
-            )
-        )
-    flags.sort(key=lambda f: -f.score)
-    matched_gt = set(mg.tolist())
-    for gi in range(gb.shape[0]):
-        if gi in matched_gt:
+    for pi in np.flatnonzero(scores >= sure):
+        if gb.shape[0] and ious[pi].max() >= iou:
             continue
-        same = np.flatnonzero(pl == gl[gi])
-        best_same = float(ious[same, gi].max()) if same.size else 0.0
+        best = int(ious[pi].argmax()) if gb.shape[0] else -1
+        flags.append(Flag(int(pi), FALSE_DETECTION, float(scores[pi]), {
+            "box": pb[pi].tolist(), "label": _item(pl[pi]), "best_gt": best,
+            "best_iou": float(ious[pi, best]) if best >= 0 else 0.0}))
+    flags.sort(key=lambda f: -f.score)
+    for gi in range(gb.shape[0]):
+        same = (pl == gl[gi]) & (ious[:, gi] >= iou)
+        seen = float(scores[same].max()) if same.any() else 0.0
+        if seen >= low:
+            continue
+        same_any = np.flatnonzero(pl == gl[gi])
         best = int(ious[:, gi].argmax()) if pb.shape[0] else -1
-        flags.append(
-            Flag(
-                gi,
-                MISSED_DETECTION,
-                1.0 - best_same,
-                {
-                    "box": gb[gi].tolist(),
-                    "label": _item(gl[gi]),
-                    "best_same_class_iou": best_same,
-                    "best_pred": best,
-                    "best_pred_score": float(scores[best]) if best >= 0 else 0.0,
-                },
-            )
-        )
+        flags.append(Flag(gi, MISSED_DETECTION, 1.0 - seen, {
+            "box": gb[gi].tolist(), "label": _item(gl[gi]), "best_same_class_score": seen,
+            "best_same_class_iou": float(ious[same_any, gi].max()) if same_any.size else 0.0,
+            "best_pred": best, "best_pred_score": float(scores[best]) if best >= 0 else 0.0}))
     return flags
+
+
+def detection_cuts(missed_below: float, false_above: float, trust: float) -> tuple[float, float]:
+    """Cuts of :func:`detection_flags` tightened by reviewers' verdicts on a kind of flag.
+
+    ``trust`` in ``(0, 1]`` (:func:`pair_trust` of the kind's fixed vs kept counts): 1
+    leaves the cuts; lower moves ``missed_below`` toward 0 and ``false_above`` toward 1,
+    e.g. trust 0.25 turns (0.3, 0.9) into (0.075, 0.975).  Returns ``(missed_below, false_above)``."""
+    t = float(np.clip(trust, 0.0, 1.0))
+    return missed_below * t, 1.0 - (1.0 - false_above) * t
 
 
 # -- helpers ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, col, select
 
+from learning.policy import Policy
 from service.crud.projects import class_names
 from service.ingest import BlobStore
 from service.loop.holdout import in_calibration
@@ -146,3 +147,51 @@ def judged_flags(session: Session, project_id: int, kind: str) -> tuple[set[int]
             done.add((f.item_id, f.detail.get("annotation_version")))
             done.add((f.item_id, (f.detail.get("resolution") or {}).get("annotation_version")))
     return open_, done
+
+
+def flag_verdicts(session: Session, project_id: int, kind: str) -> list[tuple[ReviewFlag, bool]]:
+    """Reviewers' verdicts on resolved flags of ``kind``, oldest first: ``(flag, right)``,
+    ``right`` when the reviewer fixed the label (to something else than it was), not when
+    they kept it (``confirmed``: the label is right; ``dismissed``). Flags closed because
+    the label changed meanwhile carry no verdict and are left out."""
+    rows = session.exec(select(ReviewFlag).where(
+        ReviewFlag.project_id == project_id, ReviewFlag.kind == kind,
+        col(ReviewFlag.state).in_(["fixed", "confirmed", "dismissed"]))
+        .order_by(col(ReviewFlag.resolved_at), col(ReviewFlag.id))).all()
+    out = []
+    for f in rows:
+        if "closed" in f.detail:
+            continue
+        fixed = (f.detail.get("resolution") or {}).get("labels")
+        out.append((f, f.state == "fixed" and fixed != [f.detail.get("given")]))
+    return out
+
+
+class TrainingGuard:
+    """Whether a flagged labelled item may leave training (status ``review``).
+
+    Flags do not starve training: an item leaves only when its flag is likely right
+    (the caller decides that) and every class it labels keeps at least
+    ``min_labels_per_class`` training labels without it, the count readiness needs
+    (:func:`label_counts`), so open flags never make a project not ready to train.
+    Every other flagged item keeps status ``labelled`` and trains as labelled."""
+
+    def __init__(self, session: Session, project: Project) -> None:
+        assert project.id is not None
+        self.counts = dict(label_counts(session, project.id)[0])
+        self.need = Policy.from_dict(project.policy or {}).min_labels_per_class
+
+    def withhold(self, item: Item, labels: list[str]) -> bool:
+        """Take ``item`` (labelling ``labels``, one entry per box) out of training if allowed;
+        hold-out items never leave (calibration keeps its unbiased sample)."""
+        if item.is_holdout or item.status != ItemStatus.labelled:
+            return False
+        drop: dict[str, int] = {}
+        for lab in labels:
+            drop[lab] = drop.get(lab, 0) + 1
+        if any(self.counts.get(c, 0) - k < self.need for c, k in drop.items()):
+            return False
+        for c, k in drop.items():
+            self.counts[c] = self.counts.get(c, 0) - k
+        item.status = ItemStatus.review
+        return True

@@ -66,8 +66,13 @@ def test_scan_flags_deleted_and_spurious_boxes_on_training_images(ctx: Ctx) -> N
         assert len(found_deleted) >= 2 and len(found_added) >= 2, (found_deleted, found_added, [
             (f.item_id, f.kind, f.detail["boxes"]) for f in flags])
         flagged = {f.item_id for f in flags}
-        # a flagged training image waits for a reviewer: out of training and of the queue
-        assert all(s.get(Item, i).status == "review" for i in flagged)  # type: ignore[union-attr]
+        # judged at their own cuts (missed below 0.3, false at 0.8 and up), not a pre-label threshold:
+        # little but the planted errors is flagged (this weak 12-epoch model scores an unlabelled
+        # clutter box 0.82 in some runs)
+        assert len(flagged - set(deleted) - set(added)) <= 2, [(f.item_id, f.detail["reason"]) for f in flags]
+        # a flag alone keeps its image in training: no reviewer has fixed a flag of its kind yet
+        assert all(s.get(Item, i).status == "labelled" for i in flagged)  # type: ignore[union-attr]
+        assert not any(f.detail["withheld"] or f.detail["likely_right"] for f in flags)
         first = next(f for f in flags if f.item_id == found_added[0])
     listed = ctx.client.get(f"/api/v1/projects/{pid}/review", headers=admin).json()
     assert {f["item_id"] for f in listed["data"]} == flagged
@@ -127,3 +132,83 @@ def test_unstable_box_flags_compare_a_proposal_with_its_mirrored_view() -> None:
     assert score["false detection"] == 1.0 and score["missed detection"] == 0.9  # the class-1 box has no class-1 twin
     assert unstable_box_flags(proposed, ImageBoxes(proposed.boxes, proposed.labels, proposed.scores),
                               possible=0.2, cut=0.5) == []
+
+
+def _detection_labels(ctx: Ctx, n: int, policy: dict) -> tuple[int, list[int], list[dict]]:
+    """A detection project whose ``n`` canvases carry their true boxes as people's labels."""
+    from service.crud.annotations import write_version
+    from service.models import Provenance
+
+    admin = ctx.user("root", "admin")
+    pid, truth = shapes_project(ctx, admin, policy, n=n, seed=5)
+    ids = sorted(truth)
+    with Session(ctx.engine) as s:
+        for i in ids:
+            item = s.get(Item, i)
+            assert item is not None
+            write_version(s, item=item, data=truth[i], provenance=Provenance.human, origin="queue", author=None)
+        s.commit()
+    return pid, ids, [truth[i] for i in ids]
+
+
+def _flag(ctx: Ctx, pid: int, ids: list[int], data: list[dict], scores: list[list[float]]) -> int:
+    """``flag_hard_examples`` on predictions that repeat each labelled box with the given score."""
+    from service.loop.detect import flag_hard_examples, image_boxes
+    from service.models import ModelVersion
+
+    with Session(ctx.engine) as s:
+        mv = s.exec(select(ModelVersion).where(ModelVersion.project_id == pid)).first()
+        if mv is None:  # certified pre-label thresholds near 0.9, as on the digit canvases
+            mv = ModelVersion(project_id=pid, version=1, status="ready", is_current=True, classes=CLASSES,
+                              thresholds={"kind": "boxes", "in_force": {"square": 0.9, "circle": 0.92}})
+            s.add(mv)
+            s.flush()
+        gts = [image_boxes([{"label": b["label"], "bbox": b["bbox"]} for b in d["boxes"]], CLASSES, scored=False)
+               for d in data]
+        preds = [image_boxes([{"label": b["label"], "bbox": b["bbox"], "score": sc}
+                              for b, sc in zip(d["boxes"], row, strict=True)], CLASSES, scored=True)
+                 for d, row in zip(data, scores, strict=True)]
+        versions = [s.get(Item, i).version for i in ids]  # type: ignore[union-attr]
+        n = flag_hard_examples(s, project_id=pid, mv=mv, item_ids=ids, versions=versions, preds=preds, gts=gts,
+                               classes=CLASSES, source="cross-fitted")
+        s.commit()
+        return n
+
+
+def test_correct_boxes_below_the_prelabel_threshold_are_not_flagged(ctx: Ctx) -> None:
+    """The digit-canvas finding: every correct box scored under a certified 0.9 threshold was a
+    ``missed detection`` and its canvas left training. Middling scores are no flag now."""
+    pid, ids, data = _detection_labels(ctx, 12, {"min_labels_per_class": 3})
+    scores = [[0.45 + 0.04 * ((k + j) % 10) for j in range(len(d["boxes"]))] for k, d in enumerate(data)]
+    assert _flag(ctx, pid, ids, data, scores) == 0
+    with Session(ctx.engine) as s:
+        assert all(s.get(Item, i).status == "labelled" for i in ids)  # type: ignore[union-attr]
+
+
+def test_a_detection_flag_withholds_its_image_only_once_reviewers_trust_the_kind(ctx: Ctx) -> None:
+    pid, ids, data = _detection_labels(ctx, 16, {"min_labels_per_class": 1})
+    scores = [[0.8] * len(d["boxes"]) for d in data]
+    scores[0][0] = 0.1  # the model barely sees the first labelled box of image 0
+    assert _flag(ctx, pid, ids, data, scores) == 1
+    with Session(ctx.engine) as s:
+        flag = s.exec(select(ReviewFlag)).one()
+        assert flag.kind == "missed detection" and flag.item_id == ids[0]
+        assert "barely sees a labelled" in flag.detail["reason"] and not flag.detail["withheld"]
+        assert s.get(Item, ids[0]).status == "labelled"  # type: ignore[union-attr]
+        # reviewers then dismiss three missed-detection flags: the kind's cuts tighten (0.3 -> 0.075)
+        for i in ids[1:4]:
+            s.add(ReviewFlag(project_id=pid, item_id=i, kind="missed detection", state="dismissed",
+                             detail={"annotation_version": 0}))
+        s.delete(flag)
+        s.commit()
+    assert _flag(ctx, pid, ids, data, scores) == 0
+    with Session(ctx.engine) as s:
+        for f in s.exec(select(ReviewFlag)).all():  # ... or fix more of them than they dismiss
+            f.state = "fixed"
+            s.add(f)
+        s.commit()
+    assert _flag(ctx, pid, ids, data, scores) == 1
+    with Session(ctx.engine) as s:
+        flag = s.exec(select(ReviewFlag).where(ReviewFlag.state == "open")).one()
+        assert flag.detail["likely_right"] and flag.detail["withheld"]
+        assert s.get(Item, ids[0]).status == "review"  # type: ignore[union-attr]

@@ -11,11 +11,17 @@ from learning.hard_examples import (
     MISSED_DETECTION,
     UNSTABLE,
     Flag,
+    FlagRule,
+    detection_cuts,
     detection_flags,
     find_label_issues,
+    flag_label_errors,
     flag_unstable,
     iou_matrix,
     match_boxes,
+    pair_bars,
+    pair_history,
+    pair_trust,
     unstable_predictions,
 )
 
@@ -76,6 +82,152 @@ def test_label_issue_validation() -> None:
         find_label_issues(np.array([0, 1]), np.eye(2), method="magic")  # type: ignore[arg-type]
 
 
+# -- flag_label_errors: the flags a reviewer sees -----------------------------------
+
+
+def confident(labels: np.ndarray, n_cls: int = 3, p: float = 0.9) -> np.ndarray:
+    """``[N, C]``: probability ``p`` on each given label, the rest spread evenly."""
+    out = np.full((labels.size, n_cls), (1 - p) / (n_cls - 1))
+    out[np.arange(labels.size), labels] = p
+    return out
+
+
+def balanced(n: int = 60, n_cls: int = 3) -> np.ndarray:
+    return np.arange(n) % n_cls
+
+
+def test_clean_well_separated_labels_get_no_flag() -> None:
+    labels = balanced()
+    probs = confident(labels)
+    probs[0] = [0.45, 0.55, 0.0]  # honestly ambiguous: 0.55 is far below class 1's self-confidence
+    assert flag_label_errors(labels, np.stack([probs] * 3)) == []
+    assert flag_label_errors(labels, probs) == []  # one fit [N, C] works too
+
+
+def test_an_obviously_swapped_label_is_flagged_with_a_reason() -> None:
+    labels = balanced()
+    probs = confident(labels)
+    probs[3] = [0.03, 0.95, 0.02]  # labelled 0 ("dog"), every model says 1 ("cat")
+    flags = flag_label_errors(labels, np.stack([probs] * 3), class_names=["dog", "cat", "owl"])
+    assert [f.index for f in flags] == [3]
+    d = flags[0].detail
+    assert (d["given"], d["suggested"], d["votes"], d["fits"]) == (0, 1, 3, 3)
+    assert d["suggested_prob"] == pytest.approx(0.95) and flags[0].score == pytest.approx(0.97)
+    assert d["likely_right"] and d["bar"] == 0.5
+    assert d["reason"] == "3 of 3 out-of-sample models say cat (0.95); the label says dog (0.03)"
+    one = flag_label_errors(labels, probs, class_names=["dog", "cat", "owl"])[0].detail["reason"]
+    assert one.startswith("a model that never saw this label says cat (0.95)")
+
+
+def test_a_label_is_flagged_only_when_more_likely_wrong_than_right() -> None:
+    labels = balanced()
+    probs = confident(labels, p=0.5)  # self-confidence 0.5 per class: the per-class thresholds
+    probs[0] = [0.5, 0.5, 0.0]  # a tie is not "more likely wrong"
+    probs[3] = [0.3, 0.5, 0.2]  # 0.5 is not above 0.5
+    probs[6] = [0.3, 0.55, 0.15]  # above 0.5 and above class 1's threshold: flagged
+    assert [f.index for f in flag_label_errors(labels, probs)] == [6]
+    probs[6] = [0.05, 0.55, 0.4]  # above 0.5 but ...
+    high = confident(labels, p=0.6)
+    high[6] = probs[6]  # ... below class 1's self-confidence 0.6: not flagged
+    assert flag_label_errors(labels, high) == []
+
+
+def test_no_flag_before_enough_labels_or_for_a_rare_class() -> None:
+    labels = balanced(48)
+    probs = confident(labels)
+    probs[3] = [0.03, 0.95, 0.02]
+    assert flag_label_errors(labels, probs) == []  # 48 < 50 labels
+    labels = np.array([0] * 30 + [1] * 25 + [2] * 8)
+    probs = confident(labels)
+    probs[0] = [0.03, 0.02, 0.95]  # suggests class 2, which has 8 < 10 labels
+    probs[1] = [0.03, 0.95, 0.02]
+    assert [f.index for f in flag_label_errors(labels, probs)] == [1]
+    assert flag_label_errors(labels, probs, rule=FlagRule(min_per_class=5))[0].index == 0
+
+
+def test_the_fits_must_agree() -> None:
+    labels = balanced()
+    base = confident(labels, p=0.55)  # class thresholds 0.55
+    sure, unsure = base.copy(), base.copy()
+    sure[3] = [0.0, 1.0, 0.0]
+    unsure[3] = [0.45, 0.4, 0.15]  # two of three fits keep the label
+    fits = np.stack([sure, unsure, unsure])
+    assert fits.mean(0)[3, 1] == pytest.approx(0.6)  # above 0.5 and the threshold, on one fit's say-so
+    assert flag_label_errors(labels, fits) == []
+    fits = np.stack([sure, sure, unsure])  # mean 0.8 for class 1, 2 of 3 fits agree
+    flags = flag_label_errors(labels, fits)
+    assert [f.index for f in flags] == [3] and flags[0].detail["votes"] == 2
+    assert not flags[0].detail["likely_right"]  # 0.8 < 0.9
+
+
+def test_the_cap_holds_and_open_flags_count_against_it() -> None:
+    labels = balanced(120)
+    probs = confident(labels)
+    swapped = np.arange(0, 60, 3)  # 20 labels of class 0 that every model calls class 1
+    probs[swapped] = [0.02, 0.97, 0.01]
+    probs[swapped[:4], 0] = [0.005, 0.01, 0.015, 0.0]  # the four most clearly wrong
+    probs[swapped[:4], 2] = 1 - 0.97 - probs[swapped[:4], 0]
+    flags = flag_label_errors(labels, probs)
+    assert len(flags) == max(5, int(0.05 * 120)) == 6
+    assert [f.index for f in flags[:4]] == [int(swapped[3]), int(swapped[0]), int(swapped[1]), int(swapped[2])]
+    assert len(flag_label_errors(labels, probs, open_flags=4)) == 2
+    assert flag_label_errors(labels, probs, open_flags=6) == []
+    skip = np.zeros(120, dtype=bool)
+    skip[swapped[:10]] = True  # open or judged already: never flagged again, not counted
+    again = flag_label_errors(labels, probs, skip=skip)
+    assert len(again) == 6 and not {f.index for f in again} & set(swapped[:10].tolist())
+
+
+def test_rejected_flags_raise_the_bar_for_their_pair_only() -> None:
+    labels = balanced(90)
+    probs = confident(labels, p=0.7)
+    probs[0] = [0.15, 0.8, 0.05]  # 0 -> 1, fairly sure
+    probs[3] = [0.02, 0.97, 0.01]  # 0 -> 1, very sure
+    probs[1] = [0.05, 0.15, 0.8]  # 1 -> 2
+    # reviewers kept the label on 3 earlier 0 -> 1 flags and fixed none
+    right, wrong = pair_history(3, np.array([0, 0, 0]), np.array([1, 1, 1]), np.array([False, False, False]))
+    assert wrong[0, 1] == 3 and right.sum() == 0 and wrong.sum() == 3
+    bars = pair_bars(right, wrong)
+    assert bars[0, 1] == pytest.approx(0.875) and bars[1, 2] == 0.5
+    plain = flag_label_errors(labels, probs)
+    assert sorted(f.index for f in plain) == [0, 1, 3]
+    flags = flag_label_errors(labels, probs, right=right, wrong=wrong, class_names=["a", "b", "c"])
+    assert sorted(f.index for f in flags) == [1, 3]  # 0.8 < 0.875; the 1 -> 2 pair is untouched
+    f3 = next(f for f in flags if f.index == 3)
+    assert not f3.detail["likely_right"]  # reviewers mostly rejected this pair: it stays in training
+    assert "reviewers kept the label in 3 of 3 recent a -> b flags, so this pair needs 0.88" in f3.detail["reason"]
+    # with as many fixes as rejections the pair is trusted again
+    right[0, 1] = 3
+    assert sorted(f.index for f in flag_label_errors(labels, probs, right=right, wrong=wrong)) == [0, 1, 3]
+
+
+def test_a_distrusted_pair_gets_a_smaller_share_of_the_cap() -> None:
+    labels = balanced(300)
+    probs = confident(labels)
+    probs[np.arange(0, 60, 3)] = [0.01, 0.98, 0.01]  # 20 labels of class 0 every model calls 1
+    assert len(flag_label_errors(labels, probs)) == 15  # the cap: 5% of 300
+    wrong = np.zeros((3, 3))
+    wrong[0, 1] = 3  # trust 1/4: a quarter of the cap for this pair
+    assert len(flag_label_errors(labels, probs, wrong=wrong)) == 3
+
+
+def test_pair_history_keeps_each_pairs_recent_verdicts() -> None:
+    given = np.array([0] * 25 + [1])
+    suggested = np.array([1] * 25 + [0])
+    right_flags = np.array([True] * 5 + [False] * 20 + [True])  # the 5 old fixes fall out of the window
+    right, wrong = pair_history(2, given, suggested, right_flags, window=20)
+    assert (right[0, 1], wrong[0, 1], right[1, 0]) == (0, 20, 1)
+    with pytest.raises(ValueError, match=r"\[H\]"):
+        pair_history(2, given, suggested[:3], right_flags)
+
+
+def test_flag_label_errors_validation() -> None:
+    with pytest.raises(ValueError, match="fits must be"):
+        flag_label_errors(np.zeros(3, int), np.zeros(3))
+    with pytest.raises(ValueError, match="right and wrong"):
+        flag_label_errors(balanced(), confident(balanced()), right=np.zeros((2, 2)))
+
+
 def test_unstable_predictions() -> None:
     views = np.array(
         [
@@ -129,9 +281,9 @@ def test_detection_flags() -> None:
     pred = np.array(
         [
             [0, 0, 10, 10],  # matches gt 0
-            [200, 200, 10, 10],  # confident, nothing there: false detection
+            [200, 200, 10, 10],  # sure, nothing labelled there: false detection
             [50, 50, 10, 10],  # right place, too unsure: gt 1 counts as missed
-            [80, 0, 10, 10],  # right place, wrong class: false + missed pair
+            [80, 0, 10, 10],  # right place, wrong class: gt 2 missed (a labelled box is there)
         ],
         float,
     )
@@ -140,15 +292,51 @@ def test_detection_flags() -> None:
     flags = detection_flags(pred, scores, labels, gt, gt_labels, score_threshold=0.5)
     assert all(isinstance(f, Flag) for f in flags)
     false = [(f.index, f.score) for f in flags if f.kind == FALSE_DETECTION]
-    assert false == [(1, pytest.approx(0.9)), (3, pytest.approx(0.8))]
+    assert false == [(1, pytest.approx(0.9))]
     missed = {f.index: f for f in flags if f.kind == MISSED_DETECTION}
     assert set(missed) == {1, 2}
-    assert missed[1].score == pytest.approx(0.0)  # a same-class box overlaps, only unsure
-    assert missed[1].detail["best_pred_score"] == pytest.approx(0.2)
+    assert missed[1].score == pytest.approx(0.8)  # 1 - the best same-class score over it
+    assert missed[1].detail["best_same_class_score"] == pytest.approx(0.2)
+    assert missed[1].detail["best_same_class_iou"] == pytest.approx(1.0)
     assert missed[2].score == pytest.approx(1.0)  # no class-1 box anywhere
-    assert missed[2].detail["best_pred"] == 3
-    wrong_class = next(f for f in flags if f.index == 3 and f.kind == FALSE_DETECTION)
-    assert wrong_class.detail["best_gt"] == 2 and wrong_class.detail["best_iou"] == 1.0
+    assert missed[2].detail["best_pred"] == 3 and missed[2].detail["best_pred_score"] == pytest.approx(0.8)
+    assert next(f for f in flags if f.index == 1 and f.kind == FALSE_DETECTION).detail["best_gt"] in (0, 1, 2)
+
+
+def test_detection_flags_judge_each_side_at_its_own_cut() -> None:
+    """The digit-canvas finding: with a certified pre-label threshold near 0.9, every true box
+    scored below it counted as missed. Judged at a low cut for missed (0.3) and a high one for
+    false (0.9), correct labels with middling scores give no flag."""
+    gt = np.array([[0, 0, 10, 10], [30, 0, 10, 10], [60, 0, 10, 10]], float)
+    gt_labels = np.array([0, 1, 2])
+    pred = gt + 1.0  # the model finds every object ...
+    scores = np.array([0.55, 0.7, 0.85])  # ... below a 0.9 pre-label threshold
+    old = detection_flags(pred, scores, gt_labels, gt, gt_labels, score_threshold=0.9)
+    assert [f.kind for f in old] == [MISSED_DETECTION] * 3
+    assert detection_flags(pred, scores, gt_labels, gt, gt_labels, missed_below=0.3, false_above=0.9) == []
+    # a box the model barely sees (0.1) is missed; a very sure box on empty ground is false
+    extra = np.vstack([pred, [[100, 100, 10, 10]]])
+    flags = detection_flags(extra, np.array([0.1, 0.7, 0.85, 0.97]), np.array([0, 1, 2, 2]), gt, gt_labels,
+                            missed_below=0.3, false_above=0.9)
+    assert [(f.kind, f.index) for f in flags] == [(FALSE_DETECTION, 3), (MISSED_DETECTION, 0)]
+    assert flags[1].score == pytest.approx(0.9)
+    # per-class sure cut [C]: class 2 needs 0.99, so its 0.97 box is no longer a flag
+    per_class = detection_flags(extra, np.array([0.1, 0.7, 0.85, 0.97]), np.array([0, 1, 2, 2]), gt, gt_labels,
+                                missed_below=0.3, false_above=np.array([0.9, 0.9, 0.99]))
+    assert [(f.kind, f.index) for f in per_class] == [(MISSED_DETECTION, 0)]
+    # a duplicate sure box on a labelled object is no false detection (it overlaps a label)
+    dup = detection_flags(np.vstack([gt, gt[:1]]), np.array([0.95, 0.95, 0.95, 0.93]), np.array([0, 1, 2, 0]),
+                          gt, gt_labels, missed_below=0.3, false_above=0.9)
+    assert dup == []
+    with pytest.raises(ValueError, match="missed_below"):
+        detection_flags(pred, scores, gt_labels, gt, gt_labels)
+
+
+def test_detection_cuts_tighten_with_rejected_flags() -> None:
+    assert detection_cuts(0.3, 0.9, 1.0) == (0.3, 0.9)
+    low, high = detection_cuts(0.3, 0.9, 0.25)
+    assert low == pytest.approx(0.075) and high == pytest.approx(0.975)
+    assert pair_trust(np.array(3.0), np.array(0.0)) == 1.0 and pair_trust(np.array(0.0), np.array(3.0)) == 0.25
 
 
 def test_detection_flags_empty_sides() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -13,9 +14,9 @@ from sqlmodel import Session, select
 from learning.adapters import Predictions
 from service.crud.annotations import write_version
 from service.loop import review
-from service.models import Item, ItemStatus, ModelVersion, Prediction, Provenance, ReviewFlag
+from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, Provenance, ReviewFlag
 from tests.conftest import Ctx
-from tests.loop4.helpers import colour_project, label, run_jobs, user_id
+from tests.loop4.helpers import COLOURS, colour_project, label, run_jobs, user_id
 
 OTHER = {"red": "green", "green": "blue", "blue": "red"}
 
@@ -36,7 +37,7 @@ def flags(ctx: Ctx, pid: int, headers: dict[str, str], query: str = "") -> list[
 
 def test_flipped_labels_are_flagged_and_resolved(ctx: Ctx) -> None:
     admin = ctx.user("root", "admin")
-    pid, truth = colour_project(ctx, admin, {"red": 15, "green": 15, "blue": 15}, image_size=64)
+    pid, truth = colour_project(ctx, admin, {"red": 20, "green": 20, "blue": 20}, image_size=64)
     ctx.user("rev")
     ctx.member(pid, "rev", "reviewer")
     rev = ctx.user("rev2")
@@ -57,7 +58,11 @@ def test_flipped_labels_are_flagged_and_resolved(ctx: Ctx) -> None:
         if f["item_id"] in flipped:
             given, suggested = f["detail"]["given"], f["detail"]["suggested"]
             assert given == OTHER[truth[f["item_id"]]] and suggested == truth[f["item_id"]]
-            assert f["labels"] == [f["detail"]["given"]] and f["state"] == "open" and f["item_status"] == "review"
+            assert f["labels"] == [f["detail"]["given"]] and f["state"] == "open"
+            assert f["detail"]["reason"].startswith(f"3 of 3 out-of-sample models say {suggested} (")
+        # only a likely-right flag takes its item out of training (status review)
+        assert f["item_status"] == ("review" if f["detail"]["withheld"] else "labelled")
+        assert f["detail"]["withheld"] <= f["detail"]["likely_right"]
     assert [f["score"] for f in found] == sorted((f["score"] for f in found), reverse=True)
     by_item = {f["item_id"]: f for f in found}
     fix, dismiss, confirm = (by_item[i] for i in [i for i in flipped if i in by_item][:3])
@@ -130,6 +135,7 @@ def test_unstable_prelabels_are_flagged_once(ctx: Ctx, monkeypatch: pytest.Monke
                           classes=["red", "blue"])
         s.add(mv)
         s.flush()
+        assert mv.id is not None
         for c in created:
             s.add(Prediction(item_id=c["id"], project_id=pid, model_version_id=mv.id, label="red", score=0.9,
                              state="proposed", data={"labels": ["red"], "top": [["red", 0.9], ["blue", 0.1]]}))
@@ -166,21 +172,112 @@ def test_unstable_prelabels_are_flagged_once(ctx: Ctx, monkeypatch: pytest.Monke
     assert flags(ctx, pid, admin) == []
 
 
-def test_label_error_flags_leave_holdout_items_in_calibration(ctx: Ctx) -> None:
-    admin = ctx.user("root", "admin")
-    pid, truth = colour_project(ctx, admin, {"red": 8, "blue": 8}, name="holdout")
-    wrong = min(i for i, c in truth.items() if c == "red")
+def _write_labels(ctx: Ctx, truth: dict[int, str], wrong: dict[int, str], holdout: Collection[int] = ()) -> None:
     with Session(ctx.engine) as s:
         for iid, colour in truth.items():
             item = s.get(Item, iid)
             assert item is not None
-            item.is_holdout = iid == wrong
-            write_version(s, item=item, data={"labels": ["blue" if iid == wrong else colour], "boxes": [],
-                                              "polygons": []}, provenance=Provenance.human, origin="queue",
-                          author=None)
+            item.is_holdout = iid in holdout
+            write_version(s, item=item, data={"labels": [wrong.get(iid, colour)], "boxes": [], "polygons": []},
+                          provenance=Provenance.human, origin="queue", author=None)
         s.commit()
+
+
+def test_label_error_flags_leave_holdout_items_in_calibration(ctx: Ctx) -> None:
+    admin = ctx.user("root", "admin")
+    pid, truth = colour_project(ctx, admin, {"red": 30, "blue": 30}, name="holdout")
+    wrong = min(i for i, c in truth.items() if c == "red")
+    _write_labels(ctx, truth, {wrong: "blue"}, holdout={wrong})
     scan(ctx, pid, admin)
     with Session(ctx.engine) as s:
         flag = s.exec(select(ReviewFlag).where(ReviewFlag.item_id == wrong)).one()
         item = s.get(Item, wrong)
         assert flag.state == "open" and item is not None and item.status == ItemStatus.labelled
+        assert not flag.detail["withheld"]
+
+
+def _train_ids(ctx: Ctx, pid: int) -> set[int]:
+    from service.crud.items import blob_store
+    from service.loop.data import snapshot
+
+    with Session(ctx.engine) as s:
+        project = s.get(Project, pid)
+        assert project is not None
+        return set(snapshot(s, project=project, store=blob_store(ctx.settings), with_pool=False).train_ids)
+
+
+def test_flagged_labels_keep_training_unless_likely_right(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flag alone takes no label out of training: the item stays ``labelled``, the training
+    snapshot keeps it and the project stays ready. Only a likely-right flag withholds it, and
+    never below the labels per class readiness needs."""
+    from learning.hard_examples import FlagRule
+
+    admin = ctx.user("root", "admin")
+    pid, everything = colour_project(ctx, admin, {"red": 21, "green": 21, "blue": 21}, name="keep",
+                                     policy={"min_labels_per_class": 5})
+    pool = {max(i for i, c in everything.items() if c == colour) for colour in COLOURS}  # left unlabelled
+    truth = {i: c for i, c in everything.items() if i not in pool}
+    wrong = {sorted(i for i, c in truth.items() if c == colour)[0]: OTHER[colour] for colour in ("red", "blue")}
+    _write_labels(ctx, truth, wrong)
+    before = _train_ids(ctx, pid)
+    assert before == set(truth)
+    monkeypatch.setattr(review, "RULE", FlagRule(likely_right=1.01))  # no flag counts as likely right
+    scan(ctx, pid, admin)
+    found = flags(ctx, pid, admin, "?kind=label%20error")
+    assert found and {f["item_id"] for f in found} <= set(wrong), found
+    assert all(f["item_status"] == "labelled" and not f["detail"]["withheld"] for f in found)
+    assert _train_ids(ctx, pid) == before  # flagged labels still train
+    ready = ctx.client.get(f"/api/v1/projects/{pid}/readiness", headers=admin)
+    assert ready.status_code == 200 and ready.json()["ready"], ready.text
+    assert ready.json()["human_labels"] == {"red": 20, "green": 21, "blue": 19}  # every label counts
+
+    # likely right: withheld, unless that takes a class below min_labels_per_class
+    with Session(ctx.engine) as s:
+        for f in s.exec(select(ReviewFlag).where(ReviewFlag.project_id == pid)):
+            s.delete(f)
+        project = s.get(Project, pid)
+        assert project is not None
+        project.policy = {**project.policy, "min_labels_per_class": 21}  # red 20, green 21, blue 19 labels
+        s.add(project)
+        s.commit()
+    monkeypatch.setattr(review, "RULE", FlagRule())
+    scan(ctx, pid, admin)
+    found = flags(ctx, pid, admin, "?kind=label%20error")
+    likely = [f for f in found if f["detail"]["likely_right"]]
+    assert likely, found
+    assert all(f["item_status"] == "labelled" and not f["detail"]["withheld"] for f in found)
+    with Session(ctx.engine) as s:
+        for f in s.exec(select(ReviewFlag).where(ReviewFlag.project_id == pid)):
+            s.delete(f)
+        project = s.get(Project, pid)
+        assert project is not None
+        project.policy = {**project.policy, "min_labels_per_class": 5}
+        s.add(project)
+        s.commit()
+    scan(ctx, pid, admin)
+    found = flags(ctx, pid, admin, "?kind=label%20error")
+    held = {f["item_id"] for f in found if f["detail"]["withheld"]}
+    assert held and held <= {f["item_id"] for f in found if f["detail"]["likely_right"]}
+    assert all(f["item_status"] == ("review" if f["item_id"] in held else "labelled") for f in found)
+    assert _train_ids(ctx, pid) == before - held
+
+
+def test_items_held_by_older_flags_go_back_to_training(ctx: Ctx) -> None:
+    """Flags written before flags withheld only when likely right left their items in ``review``;
+    the next scan returns them to training (the flag stays open for a reviewer)."""
+    admin = ctx.user("root", "admin")
+    pid, truth = colour_project(ctx, admin, {"red": 6, "blue": 6}, name="legacy")
+    _write_labels(ctx, truth, {})
+    old = min(truth)
+    with Session(ctx.engine) as s:
+        item = s.get(Item, old)
+        assert item is not None
+        item.status = ItemStatus.review
+        s.add(item)
+        s.add(ReviewFlag(project_id=pid, item_id=old, kind="label error", score=0.6, detail={
+            "given": truth[old], "suggested": OTHER[truth[old]], "annotation_version": item.version}))
+        s.commit()
+    assert old not in _train_ids(ctx, pid)
+    scan(ctx, pid, admin)  # 12 labels: too few to flag anything new
+    assert old in _train_ids(ctx, pid)
+    assert [f["state"] for f in flags(ctx, pid, admin)] == ["open"]
