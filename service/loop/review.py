@@ -83,6 +83,7 @@ FOLDS, C_REG, MAX_LABELS = 5, 10.0, 50_000  # cross-fitting 50k labels: minutes 
 REPEATS, REPEAT_MAX = 3, 5_000  # cross-fittings with different fold seeds ("3 of 3 models say ...")
 RULE = FlagRule()
 TTA_BATCH, TTA_MAX = 128, 2000  # proposals checked per run (each once)
+ZOOM = 0.8  # the second view of a mirror-averaging model: the central 80% of the image
 
 
 def out_of_sample_probs(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int = FOLDS, seed: int = 0,
@@ -221,14 +222,26 @@ def find_label_errors(session: Session, *, project: Project, settings: Settings,
 
 
 def tta_views(adapter: Any, paths: list[Any]) -> np.ndarray:
-    """``[2, N, C]``: probabilities of each image and of its horizontal mirror."""
+    """``[2, N, C]``: probabilities of each image and of a second view of it: its horizontal
+    mirror, or, for a model that already averages each image with its mirror (``mirror``
+    on, the default: the flip would change nothing), the image zoomed in to its central
+    ``ZOOM`` share and scaled back."""
+    mirrored = bool(getattr(adapter, "mirrored", False))
     views: list[list[np.ndarray]] = [[], []]
     for start in range(0, len(paths), TTA_BATCH):
         images = [load_rgb(p) for p in paths[start:start + TTA_BATCH]]
         views[0].append(np.asarray(adapter.predict(images).probs))
-        views[1].append(np.asarray(adapter.predict([im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-                                                    for im in images]).probs))
+        views[1].append(np.asarray(adapter.predict([second_view(im, mirrored) for im in images]).probs))
     return np.stack([np.concatenate(v) for v in views])
+
+
+def second_view(image: Image.Image, mirrored: bool) -> Image.Image:
+    """The view an unstable prediction is checked on (see :func:`tta_views`)."""
+    if not mirrored:
+        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    w, h = image.size
+    dx, dy = round(w * (1 - ZOOM) / 2), round(h * (1 - ZOOM) / 2)
+    return image.crop((dx, dy, w - dx, h - dy)).resize((w, h), Image.Resampling.BILINEAR)
 
 
 def find_unstable(session: Session, *, project: Project, settings: Settings, progress: Any) -> dict[str, Any]:

@@ -98,6 +98,7 @@ export async function render(root, { project }) {
         suggested ? h("div", { class: "row small" }, unstable ? "proposal: " : "model says: ", h("strong", {}, String(suggested)),
           d.self_confidence != null ? h("span", { class: "muted" }, ` · confidence in the label ${fmtNum(d.self_confidence, 2)}`) : null,
           f.proposal && f.proposal.score != null ? h("span", { class: "muted" }, ` · score ${fmtNum(f.proposal.score, 2)}`) : null) : null,
+        d.reason ? h("div", { class: "small", testid: `flag-reason-${f.id}` }, d.reason) : null,
         h("div", { class: "small muted", title: f.file_name }, f.file_name),
         h("div", { class: "actions" },
           h("button", { type: "button", testid: `review-confirm-${f.id}`, onclick: () => resolve(f, { action: "confirm" }) },
