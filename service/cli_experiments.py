@@ -24,11 +24,11 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--seeds", type=int, default=1, help="run seeds seed..seed+N-1")
     sp.add_argument("--pool-seed", type=int, default=None,
                     help="draw the pool with this seed for every run (default: each run's seed; not strategies)")
-    sp.add_argument("--algorithm", choices=["fast", "precise"], default="fast")
-    sp.add_argument("--strategy", default="margin", help="the queue's strategy (actions, label-errors, audit)")
+    sp.add_argument("--algorithm", choices=["fast", "precise"], default=Policy.algorithm)
+    sp.add_argument("--strategy", default=Policy.strategy, help="the queue's strategy (actions, label-errors, audit)")
     sp.add_argument("--strategies", default="random,margin,entropy,margin_diverse", help="strategies experiment")
     sp.add_argument("--retrain-every", type=int, default=None,
-                    help="labels between trainings (default 200; strategies: 100)")
+                    help="labels between trainings (default: the policy's retrain_every_labels)")
     sp.add_argument("--budget", type=int, default=None,
                     help="human labels (label-errors, audit: 2000; strategies: 3000)")
     sp.add_argument("--warmup", type=int, default=300, help="actions: single labels before grids and Pending")
@@ -48,12 +48,13 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--noise", type=float, default=0.05)
     sp.add_argument("--target", type=float, default=0.95)
     sp.add_argument("--delta", type=float, default=0.05)
-    sp.add_argument("--holdout-share", type=float, default=0.2)
+    sp.add_argument("--holdout-share", type=float, default=Policy.holdout_share)
     sp.add_argument("--calibration", choices=list(CALIBRATIONS), default=Policy.calibration,
                     help="the policy's calibration (default: the product's)")
     sp.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE", type=policy_item,
                     help="any other policy knob (VALUE as JSON); repeatable")
-    sp.add_argument("--image-size", type=int, default=64)
+    sp.add_argument("--image-size", type=int, default=Policy.image_size,
+                    help="the policy's image_size (default: the image_size setting, as in the product)")
     sp.add_argument("--features", choices=["stages", "final"], default=None,
                     help="the project's features policy (default: the policy's default)")
     sp.add_argument("--dataset", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))

@@ -100,15 +100,16 @@ class ReviewConfig:
     pool: int = 10_000
     seed: int = 0
     pool_seed: int | None = None  # the pool's draw (default: ``seed``); the loop's randomness follows ``seed``
-    algorithm: str = "fast"
-    strategy: str = "margin"
-    retrain_every: int = 200
-    holdout_share: float = 0.2
+    # policy knobs: the product's defaults (learning.policy.Policy)
+    algorithm: str = Policy.algorithm
+    strategy: str = Policy.strategy
+    retrain_every: int = Policy.retrain_every_labels or 100
+    holdout_share: float = Policy.holdout_share
     target: float = 0.95
     delta: float = 0.05
     calibration: str = Policy.calibration  # the product's default
-    image_size: int = 64
-    min_labels_per_class: int = 5
+    image_size: int | None = Policy.image_size  # None: the image_size setting, as in the product
+    min_labels_per_class: int = Policy.min_labels_per_class
     dataset: Path = FASHION_DIR
     torch_threads: int = 2
     # actions (1)
@@ -768,7 +769,7 @@ def from_args(args: argparse.Namespace, torch_threads: int = 2, command: str = "
     kind = args.experiment
     default_budget = 3000 if kind == "strategies" else 2000
     cfg = ReviewConfig(pool=args.pool, algorithm=args.algorithm, strategy=args.strategy,
-                       retrain_every=args.retrain_every or (100 if kind == "strategies" else 200),
+                       retrain_every=args.retrain_every or ReviewConfig.retrain_every,
                        holdout_share=args.holdout_share, calibration=args.calibration, image_size=args.image_size,
                        dataset=args.dataset, torch_threads=torch_threads, warmup=args.warmup,
                        page_size=args.page_size, min_share=args.min_share, relabel_pages=not args.no_relabel,
