@@ -73,3 +73,24 @@ def test_each_checkpoint_reports_fresh_hold_outs_next_to_its_own(tmp_path: Path)
     for p in points:
         assert 0.0 <= p["fresh_holdout_coverage"] <= 1.0
     assert any(p["fresh_holdout_coverage"] > 0 for p in points)
+
+
+def test_fresh_holdouts_calibrate_under_the_runs_own_policy() -> None:
+    """``auto`` and ``per_class`` need each item's class; ``per_class`` asks far more of a
+    300-item hold-out than ``pooled`` (about 59 right items per class), and ``auto`` keeps
+    out a class the hold-out barely sees predicted."""
+    rng = np.random.default_rng(1)
+    n, c = 6000, 10
+    pred = rng.integers(0, c, n)
+    pred[rng.random(n) < 0.5] = 0  # class 0 is half of the predictions, the others about 5% each
+    truth = pred.copy()
+    scores = rng.random(n)
+    correct = truth == pred
+    pooled = fresh_holdouts(scores, correct, 300, draws=20)
+    per = fresh_holdouts(scores, correct, 300, draws=20, mode="per_class", pred=pred, truth=truth, n_classes=c)
+    auto = fresh_holdouts(scores, correct, 300, draws=20, mode="auto", pred=pred, truth=truth, n_classes=c)
+    assert pooled["coverage"] > 0.95
+    assert per["coverage"] < 0.6  # only class 0 has 59 hold-out items predicted as it
+    assert 0.4 < auto["coverage"] < pooled["coverage"]  # classes seen fewer than 20 times take no part
+    with pytest.raises(ValueError, match="needs pred, truth and n_classes"):
+        fresh_holdouts(scores, correct, 300, mode="auto")
