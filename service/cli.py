@@ -248,16 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands of later parts (simulate, simulate-review, annotate, backup) when present."""
-    import importlib
+    """Commands with their own modules: simulate, simulate-review, annotate, backup."""
+    from service import backup, cli_experiments, cli_learning
+    from service.loop import annotate
 
-    for name in ("service.cli_learning", "service.cli_experiments", "service.loop.annotate", "service.backup"):
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for mod in (cli_learning, cli_experiments, annotate, backup):
         mod.register(sub)
 
 

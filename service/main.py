@@ -28,7 +28,21 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import service.jobs.tasks  # noqa: F401  (registers job functions and periodic checks)
-from service.api.routes import auth, health, items, jobs, projects, queue, transfer
+from service.api.routes import (
+    annotate,
+    auth,
+    grids,
+    health,
+    items,
+    jobs,
+    learning,
+    models,
+    projects,
+    queue,
+    review,
+    stats,
+    transfer,
+)
 from service.config import Settings, get_settings
 from service.db import engine_from_settings, upgrade_schema
 from service.ingest import StorageError
@@ -60,27 +74,10 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'u
 def api_router() -> APIRouter:
     r = APIRouter(prefix="/api/v1")
     # the labelers' hot path first: FastAPI tries routes in order (about 20 µs each)
-    for mod in (queue, items, health, auth, projects, jobs, transfer):
+    for mod in (queue, items, health, auth, projects, jobs, transfer, learning, grids, review, stats, models,
+                annotate):
         r.include_router(mod.router)
-    for extra in _optional_routers():
-        r.include_router(extra)
     return r
-
-
-def _optional_routers() -> list[APIRouter]:
-    """Routers of later parts (learning loop, review) when present."""
-    out = []
-    import importlib
-
-    for name in ("learning", "grids", "review", "stats", "models", "annotate"):
-        try:
-            mod = importlib.import_module(f"service.api.routes.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"service.api.routes.{name}":
-                raise
-            continue
-        out.append(mod.router)
-    return out
 
 
 ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from sqlmodel import Session
 
 import service.crud.folders  # noqa: F401  (registers the watched-folder check)
 import service.jobs.checks  # noqa: F401  (registers recovery and lease expiry)
+import service.loop.annotate
+import service.loop.audit  # noqa: F401  (registers the audit job)
+import service.loop.clusters  # noqa: F401  (registers the cluster job and check)
+import service.loop.detect  # noqa: F401  (registers train_detector / infer_detector)
 import service.loop.infer  # noqa: F401  (registers the infer job)
+import service.loop.review  # noqa: F401  (registers the hard-example scan)
 import service.loop.state  # noqa: F401  (registers the retraining check)
 import service.loop.train  # noqa: F401  (registers the train job)
 from service.crud.folders import scan
@@ -43,11 +47,5 @@ def sleep_task(ctx: JobContext) -> dict[str, Any]:
     return {"steps": steps}
 
 
-# Job modules of later parts register themselves when present.
-for _name in ("service.loop.clusters", "service.loop.review", "service.loop.audit", "service.loop.annotate",
-              "service.loop.detect"):
-    try:
-        importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _name:
-            raise
+# the job layer's other modules (each registers its jobs and periodic checks on import)
+service.loop.annotate.register_job()  # annotate, and through service.loop.detect the detection jobs
