@@ -26,6 +26,13 @@ from learning.query import STRATEGIES
 ALGORITHMS = ("fast", "precise")
 FEATURES = ("stages", "final")
 CALIBRATIONS = ("auto", "per_class", "pooled")
+# upper bounds: far above any sensible setting, low enough that no job runs for ever or
+# allocates without end (epochs, image_size) on a value typed or sent by mistake
+MAX_LABELS_SETTING = 1_000_000  # min_labels_per_class, retrain_every_labels, holdout_min
+MAX_MINUTES = 525_600  # retrain_every_minutes: a year
+MAX_BATCH = 10_000  # items a query round selects
+MAX_EPOCHS = 1_000
+MAX_IMAGE_SIZE = 2_048  # pixels a side the ``precise`` algorithm trains at
 
 
 @dataclass
@@ -108,25 +115,26 @@ class Policy:
 
         n_labels, minutes = self.retrain_every_labels, self.retrain_every_minutes
         check(
-            _is_int(self.min_labels_per_class) and self.min_labels_per_class >= 1,
+            _is_int(self.min_labels_per_class) and 1 <= self.min_labels_per_class <= MAX_LABELS_SETTING,
             "min_labels_per_class",
-            "an integer >= 1",
+            f"an integer >= 1 and at most {MAX_LABELS_SETTING:,}",
         )
         check(
-            n_labels is None or (_is_int(n_labels) and n_labels >= 1),
+            n_labels is None or (_is_int(n_labels) and 1 <= n_labels <= MAX_LABELS_SETTING),
             "retrain_every_labels",
-            "an integer >= 1 or None",
+            f"an integer >= 1 or None (at most {MAX_LABELS_SETTING:,})",
         )
         check(
-            minutes is None or (_is_number(minutes) and minutes > 0),
+            minutes is None or (_is_number(minutes) and 0 < minutes <= MAX_MINUTES),
             "retrain_every_minutes",
-            "a number > 0 or None",
+            f"a number > 0 or None (at most {MAX_MINUTES:,}: a year)",
         )
         check(self.algorithm in ALGORITHMS, "algorithm", "one of " + ", ".join(ALGORITHMS))
         for name in ("target_precision", "delta", "holdout_share"):
             value = getattr(self, name)
             check(_is_number(value) and 0.0 < value < 1.0, name, "strictly between 0 and 1")
-        check(_is_int(self.holdout_min) and self.holdout_min >= 0, "holdout_min", "an integer >= 0")
+        check(_is_int(self.holdout_min) and 0 <= self.holdout_min <= MAX_LABELS_SETTING, "holdout_min",
+              f"an integer >= 0 and at most {MAX_LABELS_SETTING:,}")
         check(
             _is_number(self.audit_share) and 0.0 <= self.audit_share <= 1.0,
             "audit_share",
@@ -138,9 +146,11 @@ class Policy:
             "a known query strategy (" + ", ".join(sorted(STRATEGIES)) + ")",
         )
         check(isinstance(self.auto_accept, bool), "auto_accept", "true or false")
-        check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
+        check(_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH, "batch_size",
+              f"an integer >= 1 and at most {MAX_BATCH:,}")
         check(self.calibration in CALIBRATIONS, "calibration", "one of " + ", ".join(CALIBRATIONS))
-        check(_is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1")
+        check(_is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS, "epochs",
+              f"an integer >= 1 and at most {MAX_EPOCHS:,}")
         check(self.semi_supervised is None or isinstance(self.semi_supervised, bool), "semi_supervised",
               "true, false or null")
         check(self.features in FEATURES, "features", "one of " + ", ".join(FEATURES))
@@ -158,7 +168,9 @@ class Policy:
         )
         size = self.image_size
         check(
-            size is None or (_is_int(size) and size >= 16), "image_size", "an integer >= 16 or None"
+            size is None or (_is_int(size) and 16 <= size <= MAX_IMAGE_SIZE),
+            "image_size",
+            f"an integer >= 16 or None (at most {MAX_IMAGE_SIZE:,})",
         )
         return out
 
@@ -364,4 +376,7 @@ def _is_int(x: object) -> bool:
 
 
 def _is_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+    """A real number: not a bool, not NaN or infinite (JSON bodies may carry ``NaN``/``Infinity``)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    return isinstance(x, int) or math.isfinite(x)

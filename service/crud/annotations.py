@@ -12,6 +12,7 @@ from sqlalchemy import and_, bindparam, or_
 from sqlmodel import Session, col, select
 
 from service.crud.projects import class_names
+from service.formats.base import GeometryError, fit_box, fit_points
 from service.loop.audit import record_audit
 from service.models import (
     Annotation,
@@ -76,6 +77,13 @@ def is_empty(data: dict[str, Any]) -> bool:
 
 
 def validate_for_project(session: Session, project: Project, item: Item, data: dict[str, Any]) -> None:
+    """422 unless ``data`` (:func:`canonical`) suits the project; fits its shapes to the image in place.
+
+    Shapes follow the rule imports follow (:func:`service.formats.base.fit_box` /
+    :func:`~service.formats.base.fit_points`): one that overlaps the ``width x height``
+    image is clipped to it; one that lies wholly outside, is empty after clipping or
+    holds a non-finite number is a 422 naming the shape and the reason.
+    """
     assert project.id is not None
     known = set(class_names(session, project.id))
     used = list(data["labels"]) + [b["label"] for b in data["boxes"]] + [p["label"] for p in data["polygons"]]
@@ -88,10 +96,12 @@ def validate_for_project(session: Session, project: Project, item: Item, data: d
         raise HTTPException(422, "labels repeat")
     if project.task in (Task.multiclass, Task.multilabel) and (data["boxes"] or data["polygons"]):
         raise HTTPException(422, "boxes and polygons belong to detection/segmentation projects")
-    for b in data["boxes"]:
-        x, y, w, h = b["bbox"]
-        if x < -0.5 or y < -0.5 or x + w > item.width + 0.5 or y + h > item.height + 0.5:
-            raise HTTPException(422, f"box {b['bbox']} lies outside the {item.width}x{item.height} image")
+    for kind, key, fit in (("boxes", "bbox", fit_box), ("polygons", "points", fit_points)):
+        for index, shape in enumerate(data[kind]):
+            try:
+                shape[key] = fit(shape[key], item.width, item.height)
+            except GeometryError as exc:
+                raise HTTPException(422, f"{kind}[{index}]: {exc}") from None
 
 
 def etag(item: Item) -> str:
@@ -213,11 +223,21 @@ def undo(session: Session, *, item: Item, user: User, if_match: str | None) -> A
     return ann
 
 
+# C0 and C1 control characters but tab, newline and carriage return
+_CONTROLS = dict.fromkeys([*(c for c in range(32) if c not in (9, 10, 13)), *range(127, 160)])
+
+
+def plain_text(text: str, limit: int) -> str:
+    """Free text as stored: control characters dropped (NUL among them, which PostgreSQL
+    cannot store and SQLite would keep), at most ``limit`` characters."""
+    return text.translate(_CONTROLS)[:limit]
+
+
 def skip(session: Session, *, item: Item, user: User, reason: str = "") -> None:
     _release_lease(session, item=item, user=user, lease_id=None)
     if not session.exec(select(Skip).where(Skip.item_id == item.id, Skip.user_id == user.id)).first():
         assert item.id is not None and user.id is not None
-        session.add(Skip(item_id=item.id, user_id=user.id, reason=reason[:500]))
+        session.add(Skip(item_id=item.id, user_id=user.id, reason=plain_text(reason, 500)))
     if item.status == ItemStatus.unlabelled:
         item.status = ItemStatus.skipped
         session.add(item)

@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 
 from service.config import Settings
 from service.crud.items import BatchResult, ingest
-from service.ingest import scan_folder
+from service.ingest import Rejected, scan_folder
 from service.jobs.scheduler import periodic
 from service.models import ImportedFile, Project, WatchedFolder, utcnow
 
@@ -49,18 +49,26 @@ def scan(session: Session, *, folder: WatchedFolder, project: Project, settings:
     return total
 
 
+def _read(path: Path, cap: int) -> bytes | Rejected:
+    """The file's bytes, or ``too_large`` without reading it when it is over ``cap`` bytes
+    (ingest reads one file at a time: a batch never holds more than one file)."""
+    try:
+        size = path.stat().st_size
+        if size > cap:
+            return Rejected("too_large", f"The file is {size:,} bytes; the cap is {cap:,} bytes.")
+        with path.open("rb") as fh:
+            return fh.read(cap + 1)  # grown since the stat: ingest still sees it over the cap
+    except OSError:
+        return b""
+
+
 def _one_batch(session: Session, folder: WatchedFolder, project: Project, settings: Settings, root: Path,
                paths: list[Path], total: BatchResult) -> None:
     assert folder.id is not None
-    files = []
-    for p in paths:
-        rel = p.relative_to(root).as_posix() if p.is_absolute() else p.as_posix()
-        try:
-            files.append((rel, (root / rel).read_bytes()))
-        except OSError:
-            files.append((rel, b""))
+    rels = [p.relative_to(root).as_posix() if p.is_absolute() else p.as_posix() for p in paths]
+    files = ((rel, _read(root / rel, settings.max_upload_bytes)) for rel in rels)
     res = ingest(session, project=project, files=files, settings=settings)
-    for rel, _ in files:
+    for rel in rels:
         session.add(ImportedFile(folder_id=folder.id, rel_path=rel))
     total.created += res.created
     total.duplicates += res.duplicates

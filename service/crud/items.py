@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,18 +52,23 @@ def blob_store(settings: Settings) -> BlobStore:
     return BlobStore(settings.storage_dir)
 
 
-def _expand(name: str, data: bytes, limits: Limits) -> list[tuple[str, bytes | Rejected]]:
-    if is_zip(data):
-        try:
-            return list(iter_zip(data, limits=limits))
-        except Rejected as exc:
-            return [(name, exc)]
-    return [(name, data)]
+def _expand(name: str, data: bytes | Rejected, limits: Limits) -> Iterator[tuple[str, bytes | Rejected]]:
+    """The upload itself, or a zip's members one at a time: one member's bytes in memory at
+    once, never the whole unpacked archive (up to ``max_zip_total_bytes``)."""
+    if isinstance(data, Rejected) or not is_zip(data):
+        yield name, data
+        return
+    try:
+        yield from iter_zip(data, limits=limits)
+    except Rejected as exc:  # the whole archive: raised before its first member
+        yield name, exc
 
 
-def ingest(session: Session, *, project: Project, files: list[tuple[str, bytes]], settings: Settings,
-           thumbnails: bool = True) -> BatchResult:
-    """Add a batch of files (zips are expanded) to ``project``; see module doc."""
+def ingest(session: Session, *, project: Project, files: Iterable[tuple[str, bytes | Rejected]],
+           settings: Settings, thumbnails: bool = True) -> BatchResult:
+    """Add a batch of files (zips are expanded) to ``project``; see module doc. ``files`` is
+    read one at a time (a generator keeps one file in memory); a file its reader already
+    refused comes as its :class:`Rejected` and is listed with it."""
     assert project.id is not None
     limits = limits_from(settings)
     store = blob_store(settings)

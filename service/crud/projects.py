@@ -29,7 +29,8 @@ def validate_policy(data: dict[str, Any]) -> dict[str, Any]:
     try:
         return Policy.from_dict(data).to_dict()
     except (ValueError, TypeError) as exc:
-        raise HTTPException(422, f"invalid policy: {exc}") from exc
+        msg = str(exc)
+        raise HTTPException(422, msg if msg.startswith("invalid policy") else f"invalid policy: {msg}") from exc
 
 
 def classes_of(session: Session, project_id: int) -> list[LabelClass]:

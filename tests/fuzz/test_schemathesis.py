@@ -7,18 +7,28 @@ a finished job exist; ids in paths point at those rows most of the time, so
 routes get past their 404. Checks: no 5xx, and status code, content type,
 headers and body as documented; invalid input is refused with a 4xx.
 
+A second pass per operation sends the same kind of valid requests with hostile
+text spliced into their strings: lone surrogates (``"\\ud800"``, which UTF-8 cannot
+carry) and NUL, in JSON bodies and their keys; NUL and the UTF-8-looking bytes of a
+surrogate (``%ED%A0%80``, not valid UTF-8) in query strings; NUL in string path
+parameters. Its one check: no 5xx and no exception out of the app.
+
 Budget: ``LABELLOOP_FUZZ_EXAMPLES`` examples per operation (default 40, about a
-minute in all on 2 cores). ``LABELLOOP_FUZZ_DATABASE_URL`` runs it on that
+minute in all on 2 cores) and ``LABELLOOP_FUZZ_HOSTILE_EXAMPLES`` for the hostile
+pass (default 12, about 20 seconds). ``LABELLOOP_FUZZ_DATABASE_URL`` runs it on that
 PostgreSQL database instead of SQLite (its ``public`` schema is recreated).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 import schemathesis
@@ -27,7 +37,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core import NotSet
 from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.core.result import Ok
 from schemathesis.openapi.checks import JsonSchemaError, UndefinedStatusCode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -45,6 +57,7 @@ from service.main import create_app
 from tests.conftest import Ctx, make_project, make_settings, png_bytes, reset_postgres
 
 EXAMPLES = int(os.environ.get("LABELLOOP_FUZZ_EXAMPLES", "40"))
+HOSTILE_EXAMPLES = int(os.environ.get("LABELLOOP_FUZZ_HOSTILE_EXAMPLES", "12"))
 # optional: fuzz on PostgreSQL too (a database of its own: its schema is dropped)
 FUZZ_PG_URL = os.environ.get("LABELLOOP_FUZZ_DATABASE_URL", "")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
@@ -63,7 +76,7 @@ def _spec() -> dict[str, Any]:
 
 
 SCHEMA = schemathesis.openapi.from_dict(_spec())
-LABELS = [r.ok().label for r in SCHEMA.get_all_operations()]
+LABELS = [r.ok().label for r in SCHEMA.get_all_operations() if isinstance(r, Ok)]
 
 
 def _known_failure(failure: BaseException, response: Any) -> bool:
@@ -127,7 +140,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "token_id": [spare["id"], 999_999],
         }
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-        yield {"schema": schema, "headers": admin, "ids": ids, "own_token": tokens[0]["id"], "settings": s}
+        yield {"schema": schema, "headers": admin, "ids": ids, "own_token": tokens[0]["id"], "settings": s,
+               "client": client}
 
 
 def _fix_ids(case: Any, ids: dict[str, list[int]], pick: int, world: dict[str, Any]) -> None:
@@ -176,5 +190,88 @@ def test_operation_conforms(world: dict[str, Any], label: str) -> None:
         except Failure as failure:
             if not _known_failure(failure, response):
                 raise
+
+    run()
+
+
+# -- hostile text: lone surrogates and NUL ------------------------------------------------------
+
+HOSTILE_TEXT = ("\ud800", "\x00", "\udfff", "a\x00b", "\ud83d", "\x00\ud800\x00")
+NOT_UTF8 = "\ud800".encode("utf-8", "surrogatepass")  # b"\xed\xa0\x80": sent as %ED%A0%80
+HOSTILE_QUERY = ("\x00", NOT_UTF8, b"x" + NOT_UTF8, "a\x00b")
+MAX_SPLICES = 50  # strings changed per request (each costs draws)
+
+
+def _splice(value: Any, spoil: Callable[[Any], Any]) -> Any:
+    """``value`` (JSON) with ``spoil`` applied to its strings, dict keys included."""
+    if isinstance(value, str):
+        return spoil(value)
+    if isinstance(value, dict):
+        return {(spoil(k) if isinstance(k, str) else k): _splice(v, spoil) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_splice(v, spoil) for v in value]
+    return value
+
+
+def _spoiler(data: st.DataObject, choices: tuple[Any, ...]) -> Callable[[Any], Any]:
+    """A function that keeps a string, or puts a hostile piece before, after or instead of it."""
+    budget = [MAX_SPLICES]
+
+    def spoil(text: Any) -> Any:
+        if budget[0] <= 0:
+            return text
+        budget[0] -= 1
+        how = data.draw(st.sampled_from(["keep", "before", "after", "instead"]))
+        if how == "keep":
+            return text
+        bad = data.draw(st.sampled_from(choices))
+        if isinstance(bad, bytes):
+            raw = text.encode() if isinstance(text, str) else text
+            return {"before": bad + raw, "after": raw + bad, "instead": bad}[how]
+        return {"before": bad + text, "after": text + bad, "instead": bad}[how]
+
+    return spoil
+
+
+def _hostile_request(case: Any, data: st.DataObject) -> dict[str, Any]:
+    """``case`` as keyword arguments for ``TestClient.request``, hostile text spliced into its JSON
+    body (keys too), query values and string path parameters. Sent by the test client itself:
+    schemathesis' own client validates a case again and cannot encode a lone surrogate."""
+    spoil_path = _spoiler(data, ("\x00", "a\x00b"))
+    params = {k: quote(str(spoil_path(v) if isinstance(v, str) else v), safe="")
+              for k, v in (case.path_parameters or {}).items()}
+    url = re.sub(r"{(\w+)}", lambda m: params[m.group(1)], case.path)
+    if case.query:  # values only: a changed name is just an unknown parameter
+        spoil = _spoiler(data, HOSTILE_QUERY)
+        url += "?" + urlencode({k: _splice(v, spoil) for k, v in case.query.items()}, doseq=True)
+    out: dict[str, Any] = {"method": case.method, "url": url}
+    if not isinstance(case.body, NotSet):
+        body = _splice(case.body, _spoiler(data, HOSTILE_TEXT))
+        out["content"] = json.dumps(body)  # ASCII: a lone surrogate travels as its \u escape
+        out["headers"] = {"Content-Type": "application/json"}
+    return out
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_hostile_text_never_makes_a_server_error(world: dict[str, Any], label: str) -> None:
+    op = world["schema"].find_operation_by_label(label)
+    assert op is not None, label
+    if any(b.media_type != "application/json" for b in op.body):
+        pytest.skip("multipart bodies carry files (hostile file names: tests/security/test_hardening.py)")
+
+    @given(case=op.as_strategy(GenerationMode.POSITIVE), pick=st.integers(0, 11), data=st.data())
+    @settings(max_examples=HOSTILE_EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    def run(case: Any, pick: int, data: st.DataObject) -> None:
+        _fix_ids(case, world["ids"], pick, world)
+        request = _hostile_request(case, data)
+        request["headers"] = {**request.get("headers", {}), **world["headers"]}
+        try:
+            response = world["client"].request(**request)
+        except Exception as exc:  # noqa: BLE001  (the app raised: a 500 for a real client)
+            if _known_crash(exc):
+                return
+            raise AssertionError(f"server error {type(exc).__name__}: {str(exc)[:300]}\n{request!r:.600}") from None
+        assert response.status_code < 500, (response.status_code, response.text[:300], f"{request!r:.600}")
 
     run()
