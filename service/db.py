@@ -24,6 +24,39 @@ from service.config import Settings
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
+class NulInText(ValueError):
+    """A row to be written holds a NUL character in its text (PostgreSQL cannot store one,
+    SQLite can): refused alike on every database."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"{where}: text cannot hold NUL characters")
+
+
+def _find_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 32:
+        return False
+    if isinstance(value, dict):
+        return any(_find_nul(k, depth + 1) or _find_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_find_nul(v, depth + 1) for v in value)
+    return False
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_nul(session: Session, _ctx: Any, _instances: Any) -> None:
+    """Every row written through a session: a NUL in a text or JSON column is a
+    :class:`NulInText` (the API answers 422) on SQLite as on PostgreSQL."""
+    for obj in (*session.new, *session.dirty):
+        table = getattr(obj, "__table__", None)
+        if table is None:
+            continue
+        for column in table.columns:
+            if _find_nul(getattr(obj, column.key, None)):
+                raise NulInText(f"{table.name}.{column.key}")
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """Create an engine for ``url`` with the pragmas/pool labelloop relies on."""
     kwargs: dict[str, Any] = {"echo": echo}

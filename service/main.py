@@ -44,7 +44,7 @@ from service.api.routes import (
     transfer,
 )
 from service.config import Settings, get_settings
-from service.db import engine_from_settings, upgrade_schema
+from service.db import NulInText, engine_from_settings, upgrade_schema
 from service.ingest import StorageError
 from service.jobs.runner import ThreadExecutor, recover_stale
 from service.jobs.scheduler import start_scheduler
@@ -321,9 +321,16 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     @app.exception_handler(DataError)
     async def out_of_range(request: Request, exc: Exception) -> JSONResponse:
         # a number the database cannot hold (an id over 2**63 on SQLite, 2**31 on
-        # PostgreSQL) or a string it refuses (NUL on PostgreSQL) reached the driver
+        # PostgreSQL) or a string it refuses (NUL on PostgreSQL, in a look-up before any
+        # write: writes are refused alike on every database by service.db.NulInText)
+        if "NUL" in str(getattr(exc, "orig", None) or exc):
+            return JSONResponse({"detail": "text cannot hold NUL characters"}, status_code=422)
         return JSONResponse({"detail": "a value in the request is out of range for the database"},
                             status_code=422)
+
+    @app.exception_handler(NulInText)
+    async def nul_in_text(request: Request, exc: NulInText) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(StorageError)
     async def storage_refused(request: Request, exc: StorageError) -> JSONResponse:

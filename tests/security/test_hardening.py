@@ -146,3 +146,17 @@ def test_a_name_with_nul_never_fails_the_batch(ctx: Ctx, backend: str) -> None:
 @pytest.fixture(params=DB_PARAMS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def test_nul_in_names_is_refused_alike_on_every_database(ctx: Ctx) -> None:
+    """SQLite stored a NUL in a project, class or user name, PostgreSQL answered a generic
+    'out of range' 422: now both refuse it, naming the field."""
+    admin = ctx.user("root", "admin")
+    r = _post_escaped(ctx, "/api/v1/projects", {"name": "a\x00b", "task": "multiclass", "classes": ["x", "y"]}, admin)
+    assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+    r = _post_escaped(ctx, "/api/v1/projects", {"name": "p", "task": "multiclass", "classes": ["x\x00", "y"]}, admin)
+    assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+    r = _post_escaped(ctx, "/api/v1/users", {"name": "u\x00", "role": "labeler", "password": "longenough-pw"}, admin)
+    assert r.status_code == 422, r.text
+    projects = ctx.client.get("/api/v1/projects", headers=admin).json()
+    assert not any("\x00" in p["name"] for p in projects.get("data", projects) if isinstance(p, dict))
