@@ -138,6 +138,13 @@ def write_version(session: Session, *, item: Item, data: dict[str, Any], provena
                      provenance=provenance, origin=origin, author_id=author.id if author else None,
                      model_version_id=model_version_id, score=score)
     item.status = ItemStatus.unlabelled if is_empty(data) else ItemStatus.labelled
+    if item.status == ItemStatus.labelled and provenance != Provenance.model:
+        # a labelled image keeps no open proposal (Pending would offer it again); the caller
+        # settles the proposal it acts on (confirmed, corrected) after or before this
+        for p in session.exec(select(Prediction).where(Prediction.item_id == item.id,
+                                                       Prediction.state == "proposed")).all():
+            p.state, p.decided_at = "superseded", utcnow()
+            session.add(p)
     session.add(ann)
     session.add(item)
     session.flush()

@@ -7,11 +7,17 @@ version row named after it (version 0, never current). ``label_map`` maps model 
 project classes; model labels left out are dropped and listed in the job result.
 
 Items whose current label came from people (human, import, model-confirmed) are never
-touched. Without ``clean_old`` earlier proposals of *other* models stay beside the new
-ones; with it every open proposal on the item is superseded and a ``model`` annotation
-(auto-accepted) is replaced by an empty version (history keeps it). Work goes in batches,
-each committed in one transaction, so a cancel keeps whole batches and never half of one;
-the job's result and message say how far it got.
+touched, nor one a person labels while the model runs (checked again under a row lock, as
+:func:`service.loop.infer.begin_publish` does). An item keeps at most one open proposal:
+a new one supersedes every older open proposal of the item, whichever model wrote it.
+Without ``clean_old`` only items waiting for a label (unlabelled, skipped, proposed) are
+annotated, and an item the model now has no proposal for loses only this model version's
+old one; with it the item's open proposals all go, and a ``model`` annotation
+(auto-accepted) is replaced by an empty version (history keeps it) so the item waits
+again. Either way an item is ``proposed`` exactly when it has an open proposal, so the
+dashboard's pending count and Pending agree. Work goes in batches, each committed in one
+transaction, so a cancel keeps whole batches and never half of one; the job's result and
+message say how far it got.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from service.config import Settings
-from service.crud.annotations import current_annotation, write_version
+from service.crud.annotations import current_annotation, is_empty, write_version
 from service.crud.items import blob_store
 from service.crud.projects import class_names
 from service.loop.data import HUMAN
@@ -135,19 +141,51 @@ def _data(dets: list[dict[str, Any]] | None, probs: Any, labels: list[str], p: d
     return data, min(scores, default=0.0)
 
 
-def _clean(session: Session, item: Item, mv_id: int, clean_old: bool) -> int:
+OPEN = (ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed)  # waiting for a label
+
+
+def _annotatable(session: Session, item: Item, clean_old: bool) -> bool:
+    """Whether the job may write to ``item``: never over a person's label; without ``clean_old``
+    only an item still waiting for a label (an auto-accepted ``model`` label is kept as it is)."""
+    ann = current_annotation(session, item)
+    if ann is not None and ann.provenance in HUMAN:
+        return False
+    return clean_old or item.status in OPEN
+
+
+def _supersede(session: Session, item: Item, mv_id: int | None = None) -> None:
+    """Close the item's open proposals (only model version ``mv_id``'s when given)."""
     q = select(Prediction).where(Prediction.item_id == item.id, Prediction.state == "proposed")
-    if not clean_old:
+    if mv_id is not None:
         q = q.where(Prediction.model_version_id == mv_id)
     for old in session.exec(q).all():
         old.state, old.decided_at = "superseded", utcnow()
         session.add(old)
+
+
+def _has_open(session: Session, item: Item) -> bool:
+    return session.exec(select(Prediction.id).where(Prediction.item_id == item.id,
+                                                    Prediction.state == "proposed")).first() is not None
+
+
+def _clean(session: Session, item: Item) -> int:
+    """``clean_old``: an auto-accepted ``model`` annotation becomes an empty version (1 when it did)."""
     ann = current_annotation(session, item)
-    if clean_old and ann is not None and ann.provenance == Provenance.model:
+    if ann is not None and ann.provenance == Provenance.model and not is_empty(ann.data):
         write_version(session, item=item, data={"labels": [], "boxes": [], "polygons": []},
                       provenance=Provenance.model, origin="annotate-clean", author=None)
         return 1
     return 0
+
+
+def _settle_status(session: Session, item: Item, has_open: bool) -> None:
+    """``proposed`` exactly when the item has an open proposal (an item that lost its last one
+    waits in the queue again)."""
+    if has_open and item.status in (ItemStatus.unlabelled, ItemStatus.skipped):
+        item.status = ItemStatus.proposed
+    elif not has_open and item.status == ItemStatus.proposed:
+        item.status = ItemStatus.unlabelled
+    session.add(item)
 
 
 def annotate_task(ctx: JobContext) -> dict[str, Any]:
@@ -180,14 +218,14 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
         q = select(Item).where(Item.project_id == project.id)
         if p.get("filter", {}).get("status"):
             q = q.where(col(Item.status).in_(p["filter"]["status"]))
-        items = [i for i in s.exec(q.order_by(col(Item.id))).all()
-                 if (a := current_annotation(s, i)) is None or a.provenance not in HUMAN]
+        items = [i for i in s.exec(q.order_by(col(Item.id))).all() if _annotatable(s, i, bool(p["clean_old"]))]
         ids = [int(i.id) for i in items if i.id is not None]
         paths = [store.path(i.sha256) for i in items]
         s.commit()  # no transaction stays open while the model runs (SQLite would block writers)
     labels, task_ = list(adapter.classes), str(adapter.task)
     kw = {"polygons": bool(p["masks_as_polygons"])} if task_ in ("detection", "segmentation") else {}
     done = proposed = cleaned = 0
+    clean_old = bool(p["clean_old"])
     result: dict[str, Any] = {"model": p["model_name"], "model_version_id": mv.id, "items": len(ids),
                               "dropped_labels": p["dropped_labels"], "threshold": p["threshold"]}
     try:
@@ -195,25 +233,34 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
         for start in range(0, len(ids), BATCH):
             preds = adapter.predict(paths[start:start + BATCH], **kw)
             with Session(ctx.engine, expire_on_commit=False) as s:
-                batch = [s.get(Item, i) for i in ids[start:start + BATCH]]
-                for k, item in enumerate(batch):
-                    if item is None:  # deleted meanwhile
+                chunk = ids[start:start + BATCH]
+                # people label while the model runs: re-read the batch under a row lock (PostgreSQL;
+                # SQLite writes one at a time) and leave alone what is no longer ours to annotate
+                fresh = {i.id: i for i in s.exec(select(Item).where(col(Item.id).in_(chunk)).with_for_update()).all()}
+                for k, item_id in enumerate(chunk):
+                    item = fresh.get(item_id)
+                    if item is None or not _annotatable(s, item, clean_old):  # deleted or labelled meanwhile
                         continue
-                    cleaned += _clean(s, item, int(mv.id), bool(p["clean_old"]))  # type: ignore[arg-type]
+                    if clean_old:
+                        _supersede(s, item)
+                        cleaned += _clean(s, item)
                     data, score = _data(preds.boxes[k] if preds.boxes is not None else None, preds.probs[k],
                                         labels, p, task_)
                     if not (data["labels"] or data["boxes"] or data["polygons"]):
+                        if not clean_old:  # this model's old proposal goes; another model's stays
+                            _supersede(s, item, int(mv.id))  # type: ignore[arg-type]
+                        s.flush()
+                        _settle_status(s, item, _has_open(s, item))
                         continue
+                    _supersede(s, item)  # one open proposal per item: the newest
                     only = {x["label"] for x in data["boxes"] + data["polygons"]} | set(data["labels"])
                     s.add(Prediction(item_id=item.id, project_id=project.id, model_version_id=mv.id,  # type: ignore[arg-type]
                                      label=next(iter(only)) if len(only) == 1 else None, score=score,
                                      state="proposed", data={**data, "model": p["model_name"]}))
-                    if item.status in (ItemStatus.unlabelled, ItemStatus.skipped):
-                        item.status = ItemStatus.proposed
-                        s.add(item)
+                    _settle_status(s, item, True)
                     proposed += 1
                 s.commit()
-            done += len(batch)
+            done += len(chunk)
             result.update(processed=done, proposed=proposed, cleaned=cleaned)
             ctx.progress(done / max(1, len(ids)), f"{done} of {len(ids)} items, {proposed} proposals")
     except Cancelled:

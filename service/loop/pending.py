@@ -68,6 +68,8 @@ def confirm(session: Session, *, project: Project, ids: list[int], user: User) -
     """Proposals become labels with provenance ``model-confirmed``."""
     decided: list[Prediction] = []
     for p, item in _open(session, project, ids):
+        if p.state != "proposed":  # superseded by the label an earlier id of this call gave its image
+            continue
         data = canonical({"labels": p.data.get("labels") or ([p.label] if p.label and not p.data.get("boxes")
                                                             and not p.data.get("polygons") else []),
                           "boxes": [{"label": b["label"], "bbox": b["bbox"]} for b in p.data.get("boxes", [])],
@@ -97,11 +99,14 @@ def correct(session: Session, *, project: Project, prediction_id: int, labels: l
 def reject(session: Session, *, project: Project, ids: list[int], user: User) -> int:
     """Back to the queue; the same model version never proposes that label for the item again."""
     rows = _open(session, project, ids)
-    for p, item in rows:
+    for p, _ in rows:
         p.state, p.decided_at, p.decided_by = "rejected", utcnow(), user.id
-        if item.status == ItemStatus.proposed:
-            item.status = ItemStatus.unlabelled
         session.add(p)
-        session.add(item)
+    session.flush()
+    for _, item in rows:  # an image with another open proposal stays in Pending
+        if item.status == ItemStatus.proposed and session.exec(select(Prediction.id).where(
+                Prediction.item_id == item.id, Prediction.state == "proposed")).first() is None:
+            item.status = ItemStatus.unlabelled
+            session.add(item)
     take_after_pending(session, [p for p, _ in rows])
     return len(ids)

@@ -48,6 +48,7 @@ def test_grid_review_leave_out_two_fix_one_and_confirm(live: Live, new_page: Any
     page.get_by_test_id("grid-fix-6").select_option("square")
     assert page.get_by_test_id("grid-selected-count").inner_text() == "4 selected, 1 with their own class"
     shot(page, "grids")
+    page.locator("[data-testid=grid-page][aria-busy=false]").wait_for()  # every image shown: confirm is on
     page.keyboard.press("Enter")  # one key confirms the page
     page.get_by_test_id("grid-suggested").filter(has_text="square").wait_for()
     page.get_by_test_id("toast-ok").filter(has_text="1 with their own class").wait_for()

@@ -77,7 +77,8 @@ def test_settings_classes_policy_members(live: Live, new_page: Any) -> None:
     page.get_by_test_id("policy-status").filter(has_text="Saved").wait_for()
     page.get_by_test_id("policy-holdout_share").fill("3")
     page.get_by_test_id("policy-save").click()
-    page.get_by_test_id("policy-status").filter(has_text="holdout_share").wait_for()  # the server's reason
+    # the server's reason, under the field it is about
+    page.get_by_test_id("policy-error-holdout_share").filter(has_text="strictly between 0 and 1").wait_for()
     page.get_by_test_id("policy-holdout_share").fill("0.2")
 
     page.get_by_test_id("member-name").fill("rev")

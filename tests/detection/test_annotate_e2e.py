@@ -1,5 +1,6 @@
 """Automatic annotation end to end: a tiny ONNX model made here, registered over HTTP, label
-matching, progress, a cancelled run that leaves whole batches only, clean_old, and 422s."""
+matching, progress, a cancelled run that leaves whole batches only, clean_old (without it an
+auto-accepted label is left alone), and 422s."""
 
 from __future__ import annotations
 
@@ -149,10 +150,11 @@ def test_annotate_progress_cancel_and_clean_old(ctx: Ctx, model_files: dict[str,
     job = ctx.client.get(f"/api/v1/jobs/{r.json()['id']}", headers=admin).json()
     assert job["state"] == "succeeded", job
     res = job["result"]
-    assert res["items"] == 9 and res["proposed"] == 9 and res["dropped_labels"] == ["green"]
+    # without clean_old only images waiting for a label: the auto-accepted one keeps its label
+    assert res["items"] == 8 and res["proposed"] == 8 and res["dropped_labels"] == ["green"]
     assert seen == sorted(seen) and len(seen) >= 5 and seen[-1] == 1.0  # per-batch progress
     first = open_proposals(ctx)
-    assert set(first) == set(ids) - {human_item} and all(len(v) == 1 for v in first.values())
+    assert set(first) == set(ids) - {human_item, model_item} and all(len(v) == 1 for v in first.values())
     red = first[ids[3]][0]  # odd index: a red image
     assert red.data["model"] == "tiny" and red.data["boxes"][0]["label"] == "apple"
     assert red.data["boxes"][0]["bbox"] == pytest.approx([2.5, 1.875, 15.0, 11.25])  # 32 px -> 40x30
@@ -183,9 +185,10 @@ def test_annotate_progress_cancel_and_clean_old(ctx: Ctx, model_files: dict[str,
     assert job["result"]["processed"] == 4 and job["result"]["cancelled"] is True
     assert "4 of 9" in job["message"]
     after = open_proposals(ctx)
-    done = [i for i in ids if i != human_item][:4]
-    assert all(len(v) == 1 for v in after.values()) and set(after) == set(first)  # one open proposal each
-    assert all(after[i][0].id != first[i][0].id for i in done)  # whole batches replaced
+    done = [i for i in ids if i != human_item][:4]  # clean_old takes the auto-accepted image too
+    assert model_item in done and all(len(v) == 1 for v in after.values())  # one open proposal each
+    assert set(after) == set(first) | {model_item}  # its model label cleaned, it waits in Pending
+    assert all(after[i][0].id != first[i][0].id for i in set(done) - {model_item})  # whole batches replaced
     assert all(after[i][0].id == first[i][0].id for i in set(after) - set(done))  # the rest untouched
 
     monkeypatch.setattr(ExternalAdapter, "predict", real_predict)

@@ -1,5 +1,6 @@
 // Automatic annotation dialog: model, label matching, threshold, clean old,
-// masks as polygons; progress bar and cancel while the job runs.
+// masks as polygons; progress bar and cancel while the job runs. The project's current
+// model comes first and is chosen, then its other versions (newest first), then external models.
 
 import { get, post, rows, watchJob } from "./api.js";
 import { clear, h, notAvailable, progressBar, showError } from "./ui.js";
@@ -28,11 +29,11 @@ export async function openAnnotateDialog(project, { onDone = () => {} } = {}) {
     if (!err.missingRoute) showError(err);
   }
   try {
-    for (const v of rows(await get(`/projects/${project.id}/model-versions`))) {
-      if (v.status !== "ready" || v.kind === "external") continue;
-      models.unshift({ key: `version:${v.id}`, body: { model_version_id: v.id },
-        name: `this project's model v${v.version}${v.is_current ? " (current)" : ""}`, labels: v.classes || [] });
-    }
+    const versions = rows(await get(`/projects/${project.id}/model-versions`))
+      .filter((v) => v.status === "ready" && v.kind !== "external")
+      .sort((a, b) => Number(!!b.is_current) - Number(!!a.is_current) || b.version - a.version);
+    models.unshift(...versions.map((v) => ({ key: `version:${v.id}`, body: { model_version_id: v.id },
+      name: `this project's model v${v.version}${v.is_current ? " (current)" : ""}`, labels: v.classes || [] })));
   } catch (err) { if (!err.missingRoute) showError(err); }
 
   const closeBtn = h("button", { type: "button", testid: "annotate-close", onclick: () => dlg.close() }, "Close");
@@ -47,12 +48,14 @@ export async function openAnnotateDialog(project, { onDone = () => {} } = {}) {
   }
 
   const modelSel = h("select", { id: "ann-model", testid: "annotate-model" }, models.map((m) => h("option", { value: m.key }, m.name)));
+  modelSel.value = models[0].key; // the current model (or the newest version) when the project has one
   const mapBody = h("tbody");
   const threshold = h("input", { id: "ann-threshold", type: "number", min: "0", max: "1", step: "0.05", value: "0.5", testid: "annotate-threshold" });
   const cleanOld = h("input", { id: "ann-clean", type: "checkbox", testid: "annotate-clean-old" });
   const masks = h("input", { id: "ann-masks", type: "checkbox", checked: project.task === "segmentation", testid: "annotate-masks" });
   const start = h("button", { type: "submit", class: "primary", testid: "annotate-start" }, "Annotate");
-  const cancel = h("button", { type: "button", class: "danger", testid: "annotate-cancel", hidden: true }, "Cancel job");
+  // in the DOM only while a job runs (buttons are display: inline-flex, which beats the hidden attribute)
+  const cancel = h("button", { type: "button", class: "danger", testid: "annotate-cancel" }, "Cancel job");
   const bar = progressBar("annotate-progress");
   const status = h("p", { class: "small", role: "status", "aria-live": "polite", testid: "annotate-status" });
   const progressBox = h("div", { hidden: true }, bar.el, status);
@@ -78,7 +81,7 @@ export async function openAnnotateDialog(project, { onDone = () => {} } = {}) {
     h("label", { for: "ann-clean" }, "Clean old annotations"), h("div", {}, cleanOld),
     h("label", { for: "ann-masks" }, "Masks as polygons"), h("div", {}, masks),
     h("div", { class: "full" }, progressBox),
-    h("div", { class: "actions" }, start, cancel, closeBtn));
+    h("div", { class: "actions" }, start, closeBtn));
   clear(content, form);
 
   form.addEventListener("submit", async (ev) => {
@@ -98,7 +101,7 @@ export async function openAnnotateDialog(project, { onDone = () => {} } = {}) {
     start.disabled = true;
     for (const el of form.querySelectorAll("input, select")) el.disabled = true;
     progressBox.hidden = false;
-    cancel.hidden = false;
+    start.after(cancel);
     bar.set(0, "queued");
     status.textContent = `Job ${job.id} queued…`;
     cancel.onclick = async () => {
@@ -112,7 +115,7 @@ export async function openAnnotateDialog(project, { onDone = () => {} } = {}) {
       status.dataset.state = j.state;
     });
     const end = await watcher.done;
-    cancel.hidden = true;
+    cancel.remove();
     if (end) {
       status.dataset.state = end.state;
       status.textContent = end.state === "succeeded" ? `Done. ${summarise(end.result)}`
@@ -123,7 +126,13 @@ export async function openAnnotateDialog(project, { onDone = () => {} } = {}) {
   return dlg;
 }
 
+/** The job's result in words (no internal ids). */
 function summarise(result) {
   if (!result || typeof result !== "object") return "";
-  return Object.entries(result).filter(([, v]) => typeof v !== "object").map(([k, v]) => `${k.replace(/_/g, " ")}: ${v}`).join(" · ");
+  const n = (x) => Number(x || 0);
+  const parts = [`${n(result.processed ?? result.items)} of ${n(result.items)} images annotated`,
+    `${n(result.proposed)} proposals waiting in Pending`];
+  if (n(result.cleaned)) parts.push(`${n(result.cleaned)} old automatic labels cleared`);
+  if ((result.dropped_labels || []).length) parts.push(`model labels left out: ${result.dropped_labels.join(", ")}`);
+  return parts.join(" · ");
 }

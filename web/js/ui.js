@@ -68,6 +68,24 @@ export function showError(err, prefix = "") {
   toast(prefix ? `${prefix}: ${msg}` : msg, "error");
 }
 
+/**
+ * Follow the <img> elements under `root` until each one is shown: loaded, or failed (a
+ * broken image shows its alt text). Calls onChange(shown, total) now and after each image
+ * settles; returns a function that stops the calls (for a redraw that replaced the images).
+ */
+export function watchImages(root, onChange) {
+  const imgs = [...root.querySelectorAll("img")];
+  let live = true;
+  const report = () => { if (live) onChange(imgs.filter((img) => img.complete).length, imgs.length); };
+  for (const img of imgs) {
+    if (img.complete) continue;
+    img.addEventListener("load", report, { once: true });
+    img.addEventListener("error", report, { once: true });
+  }
+  report();
+  return () => { live = false; };
+}
+
 /** A block that says a feature's server route is not there yet. */
 export function notAvailable(what) {
   return h("div", { class: "notice", testid: "not-available" },

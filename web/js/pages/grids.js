@@ -2,22 +2,26 @@
 // Click a cell (or press its number) to leave it out; a left-out image can be given its own
 // class (the list under the page, or X for the image left out last) so it needs no second
 // look; Enter confirms the page; → skips it.
+// The page's class starts on the model's suggestion; with none (no model yet) the labeller
+// picks it, and confirm stays off until a class is chosen and every image on the page is shown.
 // Every action has a key (press `?`). [data-testid=grid-page] has aria-busy="true" while a
-// page is loading or being confirmed/skipped.
+// page is loading (its images included) or being confirmed/skipped.
 
 import { get, post, qs, rows, thumbUrl } from "../api.js";
 import { atLeast } from "../app.js";
 import { Keymap } from "../keys.js";
-import { clear, fmtNum, h, notAvailable, showError, toast } from "../ui.js";
+import { clear, fmtNum, h, notAvailable, showError, toast, watchImages } from "../ui.js";
 
 const SIZES = [4, 6, 9];
 
 export async function render(root, { project, role }) {
   const classes = [...project.classes].sort((a, b) => a.position - b.position);
   const state = { size: Number(sessionStorage.getItem("labelloop.gridSize")) || 9, page: null, excluded: new Set(),
-    fixes: new Map(), lastOut: null, busy: false };
+    fixes: new Map(), lastOut: null, busy: false, images: { shown: 0, total: 0 } };
   const sizeBox = h("div", { class: "chips", role: "radiogroup", "aria-label": "Images per page" });
-  const labelSel = h("select", { id: "grid-label", testid: "grid-label" }, classes.map((c) => h("option", { value: c.name }, c.name)));
+  const labelSel = h("select", { id: "grid-label", testid: "grid-label" },
+    h("option", { value: "" }, "choose a class"), classes.map((c) => h("option", { value: c.name }, c.name)));
+  labelSel.addEventListener("change", () => settle());
   const head = h("div", { class: "grid-head" });
   const cells = h("div", { class: "grid-page", testid: "grid-page", "aria-busy": "true" });
   const fixBox = h("div", { class: "grid-fixes", testid: "grid-fixes" });
@@ -33,8 +37,32 @@ export async function render(root, { project, role }) {
   let inFlight = 0;
   function busy(delta) {
     inFlight += delta;
-    cells.setAttribute("aria-busy", String(inFlight > 0));
+    settle();
   }
+
+  const imagesShown = () => state.images.shown >= state.images.total;
+
+  /** Why the page cannot be confirmed now ("" when it can). */
+  function blocker() {
+    if (!state.page) return "no page";
+    if (!labelSel.value) return "Choose the class for these images first (L, or the list above).";
+    if (!imagesShown()) {
+      return `Images are still loading (${state.images.shown} of ${state.images.total} shown): confirm once you can see them all.`;
+    }
+    return "";
+  }
+
+  /** aria-busy and the confirm button from what is in flight, shown and chosen. */
+  function settle() {
+    cells.setAttribute("aria-busy", String(inFlight > 0 || !imagesShown()));
+    const btn = footer.querySelector("[data-testid=grid-confirm]");
+    if (!btn) return;
+    const why = blocker();
+    btn.disabled = !!why;
+    btn.title = why || "Label the selected images with the chosen class (Enter)";
+  }
+
+  let stopImages = () => {};
 
   function renderSizes() {
     clear(sizeBox, SIZES.map((n) => h("button", { type: "button", role: "radio", "aria-checked": String(state.size === n),
@@ -64,6 +92,8 @@ export async function render(root, { project, role }) {
       if (mine !== loads) return;
       if (err.missingRoute) { clear(root, h("h1", {}, "Grid review"), notAvailable("Grid review")); return; }
       clear(head); clear(footer);
+      stopImages();
+      state.images = { shown: 0, total: 0 };
       clear(cells, h("div", { class: "notice", testid: "grid-error" }, err.message));
       return;
     }
@@ -77,6 +107,8 @@ export async function render(root, { project, role }) {
     state.fixes = new Map();
     state.lastOut = null;
     clear(fixBox);
+    stopImages();
+    state.images = { shown: 0, total: 0 };
     if (!page) {
       clear(head);
       clear(cells, h("p", { class: "muted", testid: "grid-empty" },
@@ -86,7 +118,8 @@ export async function render(root, { project, role }) {
       return;
     }
     const suggested = page.suggested_class || "";
-    if (suggested && classes.some((c) => c.name === suggested)) labelSel.value = suggested;
+    // no suggestion: no class either (a preset first class would label a page of squares as circles)
+    labelSel.value = suggested && classes.some((c) => c.name === suggested) ? suggested : "";
     clear(head,
       h("span", { class: "suggested" }, "Suggested: ", h("strong", { testid: "grid-suggested" }, suggested || "no model yet")),
       page.confidence != null ? h("span", { class: "muted", title: "mean probability of the suggested class" }, `confidence ${fmtNum(page.confidence, 2)}`) : null,
@@ -103,6 +136,7 @@ export async function render(root, { project, role }) {
       h("button", { type: "button", class: "primary", testid: "grid-confirm", onclick: () => confirm() }, "Confirm page ", h("kbd", {}, "Enter")),
       h("button", { type: "button", testid: "grid-skip", onclick: () => skip() }, "Skip page ", h("kbd", {}, "→")),
       h("span", { class: "muted small", testid: "grid-selected-count" }, `${n} selected`));
+    stopImages = watchImages(cells, (shown, total) => { state.images = { shown, total }; settle(); });
   }
 
   function toggle(i) {
@@ -181,7 +215,9 @@ export async function render(root, { project, role }) {
   function stepLabel(step) {
     if (!classes.length) return false;
     const i = classes.findIndex((c) => c.name === labelSel.value);
-    labelSel.value = classes[(Math.max(0, i) + step + classes.length) % classes.length].name;
+    const to = i < 0 ? (step > 0 ? 0 : classes.length - 1) : (i + step + classes.length) % classes.length;
+    labelSel.value = classes[to].name;
+    settle();
     return true;
   }
 
@@ -193,7 +229,16 @@ export async function render(root, { project, role }) {
     return true;
   }
 
-  const confirm = () => act(async (page) => {
+  /** Enter / the button: confirm, or say what is missing (the class, or images still loading). */
+  function confirmKey() {
+    if (!state.page) return false;
+    const why = blocker();
+    if (why) { toast(why); return true; }
+    confirm();
+    return true;
+  }
+
+  const confirm = () => blocker() ? false : act(async (page) => {
     const corrections = Object.fromEntries(state.fixes);
     const exclude = [...state.excluded].filter((id) => !state.fixes.has(id));
     const out = await post(`/grids/${encodeURIComponent(page.id)}/confirm`, { label: labelSel.value, exclude, corrections });
@@ -217,7 +262,7 @@ export async function render(root, { project, role }) {
     .add({ id: "invert", keys: ["i"], text: "invert the selection (leave out what is in, include what is out)",
       run: () => setAll(null) })
     .add({ id: "confirm", keys: ["Enter"], text: "confirm the page: label the selected images",
-      run: () => (state.page ? confirm() : false) })
+      run: () => confirmKey() })
     .add({ id: "skip", keys: ["ArrowRight", "s"], text: "skip this page (it goes back for later)",
       run: () => (state.page ? skip() : false) })
     .add({ id: "label", keys: ["l", "Shift+l"], text: "next / previous label for the selected images",

@@ -1,15 +1,19 @@
 // Label page: the next leased item, labelled with keys 1-9 / class buttons, boxes
 // or polygons; skip, undo, submit; lease heartbeat; saves go through the outbox.
 
-import { ApiError, imageUrl, parseTime, post, request } from "../api.js";
+import { ApiError, get, imageUrl, parseTime, post, request } from "../api.js";
 import { conflictView } from "../conflict.js";
 import { Editor } from "../editor.js";
 import { Keymap } from "../keys.js";
 import { Outbox } from "../outbox.js";
 import { classColor, clear, h, showError, toast } from "../ui.js";
 
+// why the queue served an item (the lease's reason), in words; "strategy" before any model is a
+// cold-start pick (service/loop/clusters.py): the model cannot be unsure of anything yet
 const REASONS = {
   strategy: ["Model asked", "The query strategy picked this image: the model is unsure about it."],
+  coldStart: ["Cold start", "Picked to cover the kinds of images in the project before the first model is trained."],
+  picked: ["Picked", "The query strategy picked this image."],
   holdout: ["Hold-out", "A random draw for the hold-out set: label it carefully, it checks the model honestly."],
   audit: ["Audit", "An automatically accepted pre-label drawn for a human check."],
   random: ["Random", "Drawn at random (no model yet, or the random stream)."],
@@ -33,6 +37,7 @@ class LabelPage {
     this.saving = null; // outbox key of the save that blocks this item
     this.undoStack = []; // landed saves of this visit: {itemId, fileName, etag, labels}
     this.heartbeatTimer = null;
+    this.hasModel = null; // whether the project has a current model (null: not known yet)
     this.stopped = false;
     this.outbox = new Outbox(user.id);
     this.build();
@@ -127,9 +132,30 @@ class LabelPage {
     if (this.stopped) return;
     if (res.status === 204 || !res.data) { this.showEmpty("Nothing left to label right now.", false); return; }
     this.lease = res.data;
+    if (this.lease.reason === "strategy") await this.checkModel();
+    if (this.stopped) return;
     this.show(this.lease.item, this.lease.item.annotation);
     this.setBusy(false);
     this.startHeartbeat();
+  }
+
+  /** Whether the project has a current model (asked again until it has one; null: unknown). */
+  async checkModel() {
+    if (this.hasModel) return true;
+    try {
+      const versions = await get(`/projects/${this.project.id}/model-versions`);
+      this.hasModel = (versions || []).some((v) => v.is_current && v.status === "ready");
+    } catch {
+      this.hasModel = null;
+    }
+    return this.hasModel;
+  }
+
+  /** [title, why] for the current lease's reason. */
+  reason() {
+    const r = this.lease.reason;
+    const key = r !== "strategy" ? r : this.hasModel ? "strategy" : this.hasModel === false ? "coldStart" : "picked";
+    return REASONS[key] || [r, ""];
   }
 
   showEmpty(message, isError) {
@@ -149,7 +175,7 @@ class LabelPage {
 
   show(item, annotation) {
     this.restoreMain();
-    const [title, why] = REASONS[this.lease.reason] || [this.lease.reason, ""];
+    const [title, why] = this.reason();
     clear(this.itemInfo,
       h("div", { class: "item-title" },
         h("span", { class: `reason reason-${this.lease.reason}`, title: why, testid: "reason" }, title),
@@ -432,16 +458,16 @@ class LabelPage {
     if (!last) { toast("Nothing to undo in this visit."); return; }
     this.undoing = true;
     try {
-      const res = await request("POST", `/items/${last.itemId}/undo`, { headers: { "If-Match": last.etag } });
+      await request("POST", `/items/${last.itemId}/undo`, { headers: { "If-Match": last.etag } });
       this.undoStack.pop();
       this.undoBtn.disabled = !this.undoStack.length;
       const li = this.recent.querySelector(`li[data-item-id="${last.itemId}"]`);
       if (li) li.classList.add("undone");
       this.setStatus(`Undid the label on ${last.fileName}; it goes back to the queue.`, "ok");
-      toast(`Undone: ${last.fileName} (now ${res.headers.get("ETag") || "updated"})`, "ok");
+      toast(`Undone: your label on ${last.fileName}.`, "ok");
     } catch (err) {
       if (err instanceof ApiError && err.status === 412) {
-        showError(err, `Cannot undo ${last.fileName}: it changed since your save`);
+        toast(`Cannot undo ${last.fileName}: someone changed it since your save.`, "error");
         this.undoStack.pop();
         this.undoBtn.disabled = !this.undoStack.length;
       } else showError(err, "Undo failed");

@@ -3,17 +3,20 @@
 // J/K move through the proposals, C confirms, X rejects, 1-9 correct, Enter confirms the page.
 //
 // The list says when it is settled: aria-busy="true" on [data-testid=pending-list] while a
-// reload or an action is in flight, "false" once what it shows is the server's answer.
+// reload or an action is in flight or the page's images are still loading, "false" once what
+// it shows is the server's answer, every image in sight. "Confirm page" (and Enter) stays
+// off until then: nobody confirms images they have not seen.
 
 import { get, post, qs, thumbUrl } from "../api.js";
 import { Keymap, reveal } from "../keys.js";
-import { clear, h, notAvailable, showError, toast } from "../ui.js";
+import { clear, h, notAvailable, showError, toast, watchImages } from "../ui.js";
 
 const PAGE = 24;
 
 export async function render(root, { project }) {
   const classes = [...project.classes].sort((a, b) => a.position - b.position);
-  const state = { label: "", minScore: "", offset: 0, rows: [], count: 0, cursor: 0, inFlight: 0 };
+  const state = { label: "", minScore: "", offset: 0, rows: [], count: 0, cursor: 0, inFlight: 0,
+    images: { shown: 0, total: 0 } };
   const working = new Set(); // prediction ids with an action in flight
   const keys = new Keymap("Pending");
   const classSel = h("select", { id: "pending-class", testid: "pending-class" },
@@ -21,6 +24,7 @@ export async function render(root, { project }) {
   const scoreIn = h("input", { id: "pending-min-score", type: "number", min: "0", max: "1", step: "0.05",
     placeholder: "0.00", testid: "pending-min-score" });
   const summary = h("span", { class: "muted", testid: "pending-count", "aria-live": "polite" });
+  const imagesNote = h("span", { class: "muted small", testid: "pending-images" });
   const confirmPage = h("button", { type: "button", class: "primary", testid: "pending-confirm-page",
     onclick: () => confirmAll() }, "Confirm page ", h("kbd", {}, "Enter"));
   const list = h("ul", { class: "thumbs", testid: "pending-list", "aria-busy": "true" });
@@ -34,7 +38,7 @@ export async function render(root, { project }) {
     h("div", { class: "toolbar" },
       h("div", { class: "field" }, h("label", { for: "pending-class" }, "Class ", h("kbd", {}, "F")), classSel),
       h("div", { class: "field" }, h("label", { for: "pending-min-score" }, "Minimum score ", h("kbd", {}, "M")), scoreIn),
-      confirmPage, summary),
+      confirmPage, summary, imagesNote),
     list, pager);
 
   // what the current model's thresholds prove, in words (one line above the proposals)
@@ -43,10 +47,24 @@ export async function render(root, { project }) {
     if (current) statement.textContent = `Model v${current.version}: ${current.thresholds.statement}.`;
   }).catch(() => {});
 
+  const imagesShown = () => state.images.shown >= state.images.total;
+
   function busy(delta) {
     state.inFlight += delta;
-    list.setAttribute("aria-busy", String(state.inFlight > 0));
+    settle();
   }
+
+  /** aria-busy, "Confirm page" and the images note from what is in flight and what is shown. */
+  function settle() {
+    const { shown, total } = state.images;
+    list.setAttribute("aria-busy", String(state.inFlight > 0 || !imagesShown()));
+    confirmPage.disabled = !state.rows.length || !imagesShown();
+    confirmPage.title = imagesShown() ? "Confirm every proposal on this page (Enter)"
+      : "Wait until every image on the page is shown";
+    imagesNote.textContent = imagesShown() ? "" : `Loading images: ${shown} of ${total} shown`;
+  }
+
+  let stopImages = () => {};
 
   let loads = 0;  // only the newest reload may draw (filters can fire several at once)
   async function load() {
@@ -75,16 +93,23 @@ export async function render(root, { project }) {
     }
     state.cursor = Math.max(0, Math.min(state.cursor, state.rows.length - 1));
     summary.textContent = state.count ? `${state.count} proposals` : "";
-    confirmPage.disabled = !state.rows.length;
     clear(list, state.rows.length ? state.rows.map(card)
       : h("li", { class: "muted", testid: "pending-empty" }, "Nothing pending" +
         (state.label || state.minScore ? " for this filter." : ": the model has not proposed anything yet.")));
+    stopImages();
+    stopImages = watchImages(list, (shown, total) => { state.images = { shown, total }; settle(); });
     clear(pager,
       state.offset > 0 ? h("button", { type: "button", testid: "pending-prev", onclick: () => prevPage() },
         "← Previous ", h("kbd", {}, "P")) : null,
       state.offset + PAGE < state.count ? h("button", { type: "button", testid: "pending-next", onclick: () => nextPage() },
         "Next → ", h("kbd", {}, "N")) : null);
     markCursor(false);
+  }
+
+  function describe(p) {
+    const labels = p.labels && p.labels.length ? p.labels : p.label ? [p.label] : [];
+    const shapes = (p.boxes || []).length + (p.polygons || []).length;
+    return labels.length ? labels.join(", ") : shapes ? `${shapes} shapes` : "the proposal";
   }
 
   function card(p, i) {
@@ -98,7 +123,7 @@ export async function render(root, { project }) {
     });
     return h("li", { class: "thumb", testid: `pending-${p.prediction_id}`, dataset: { itemId: String(p.item_id) },
       onclick: () => { state.cursor = i; markCursor(false); } },
-    h("div", { class: "pic" }, h("img", { src: thumbUrl(p.item_id), alt: p.file_name || `item ${p.item_id}`, loading: "lazy" })),
+    h("div", { class: "pic" }, h("img", { src: thumbUrl(p.item_id), alt: p.file_name || `item ${p.item_id}` })),
     h("div", { class: "meta" },
       h("div", { class: "row" },
         h("strong", { testid: "pending-label" }, labels.join(", ")),
@@ -153,15 +178,26 @@ export async function render(root, { project }) {
       try {
         if (kind === "correct") await post(`/projects/${project.id}/pending/correct`, { id: p.prediction_id, labels });
         else await post(`/projects/${project.id}/pending/${kind}`, { ids: [p.prediction_id] });
-        toast(kind === "confirm" ? `Confirmed ${p.label}` : kind === "reject" ? "Rejected: back to the queue"
+        toast(kind === "confirm" ? `Confirmed ${describe(p)}` : kind === "reject" ? "Rejected: back to the queue"
           : `Corrected to ${labels.join(", ")}`, "ok", 2000);
       } catch (err) { showError(err); } finally { working.delete(p.prediction_id); }
       await load();
     } finally { busy(-1); }
   }
 
+  /** Enter / "Confirm page": only once every image on the page is shown. */
+  function confirmPageKey() {
+    if (!state.rows.length) return false;
+    if (!imagesShown()) {
+      toast(`Images are still loading (${state.images.shown} of ${state.images.total} shown): confirm the page once you can see them all.`);
+      return true;
+    }
+    confirmAll();
+    return true;
+  }
+
   async function confirmAll() {
-    if (!state.rows.length) return;
+    if (!state.rows.length || !imagesShown()) return;
     const ids = state.rows.map((p) => p.prediction_id);
     busy(1);
     try {
@@ -229,7 +265,8 @@ export async function render(root, { project }) {
       sel.focus();
       return true;
     } })
-    .add({ id: "confirm-page", keys: ["Enter"], text: "confirm every proposal on this page", run: () => (state.rows.length ? confirmAll() : false) })
+    .add({ id: "confirm-page", keys: ["Enter"], text: "confirm every proposal on this page (once its images are shown)",
+      run: () => confirmPageKey() })
     .add({ id: "next-page", keys: ["n"], text: "next page", run: () => nextPage() })
     .add({ id: "previous-page", keys: ["p"], text: "previous page", run: () => prevPage() })
     .add({ id: "filter-class", keys: ["f"], text: "filter by class (arrows choose, Esc returns)",

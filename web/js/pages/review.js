@@ -114,7 +114,10 @@ export async function render(root, { project }) {
       const headers = body.action === "fix" && f.etag ? { "If-Match": f.etag } : {};
       await request("POST", `/review/${f.id}/resolve`, { json: body, headers });
       toast(body.action === "fix" ? fixed || `Fixed: ${body.labels.join(", ")}` : body.action === "confirm" ? "Confirmed" : "Dismissed", "ok", 2000);
-    } catch (err) { showError(err); }
+    } catch (err) {
+      if (err.status === 412) toast("Someone changed this image's label since the flag was raised: look again.", "error");
+      else showError(err);
+    }
     await load();
   }
 

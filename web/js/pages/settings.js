@@ -135,9 +135,35 @@ async function policyCard(project) {
       input = h("input", { id, value: typeof value === "object" && value !== null ? JSON.stringify(value) : value ?? "" });
     }
     input.dataset.testid = `policy-${key}`;
-    inputs[key] = [input, type, value];
-    form.append(h("label", { for: id, title: help }, label), input);
+    const error = h("p", { id: `${id}-error`, class: "small form-error", role: "alert", testid: `policy-error-${key}`,
+      style: { gridColumn: "1 / -1", display: "none" } });
+    inputs[key] = [input, type, value, error];
+    form.append(h("label", { for: id, title: help }, label), input, error);
   }
+  /** The server's "invalid policy: NAME must be ..." sentences, each under its field. */
+  const showProblems = (message) => {
+    const text = String(message).replace(/^(invalid policy:\s*)+/i, "");
+    const left = [];
+    for (const problem of text.split("; ")) {
+      const key = (problem.match(/^(\w+) /) || [])[1];
+      const field = inputs[key];
+      if (!field) { left.push(problem); continue; }
+      const [input, , , error] = field;
+      error.textContent = problem.replace(/_/g, " ");
+      error.style.display = "";
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", error.id);
+    }
+    return left;
+  };
+  const clearProblems = () => {
+    for (const [input, , , error] of Object.values(inputs)) {
+      error.textContent = "";
+      error.style.display = "none";
+      input.removeAttribute("aria-invalid");
+      input.removeAttribute("aria-describedby");
+    }
+  };
   form.append(h("datalist", { id: "pol-strategies" }, STRATEGIES.map((s) => h("option", { value: s }))));
   const status = h("p", { class: "small", role: "status", testid: "policy-status" });
   form.append(h("div", { class: "actions", style: { gridColumn: "1 / -1" } },
@@ -156,7 +182,8 @@ async function policyCard(project) {
       } else v = input.value;
       if (JSON.stringify(v) !== JSON.stringify(old)) changes[key] = v;
     }
-    if (!Object.keys(changes).length) { status.textContent = "Nothing changed."; return; }
+    clearProblems();
+    if (!Object.keys(changes).length) { status.textContent = "Nothing changed."; status.className = "small"; return; }
     try {
       const out = await put(`/projects/${project.id}/policy`, changes);
       for (const [key, [, , ]] of Object.entries(inputs)) inputs[key][2] = out[key];
@@ -164,7 +191,8 @@ async function policyCard(project) {
       status.className = "small ok";
       toast("Policy saved", "ok");
     } catch (err) {
-      status.textContent = err.message;
+      const left = err.status === 422 ? showProblems(err.message) : [err.message];
+      status.textContent = left.length ? `Not saved: ${left.join("; ")}` : "Not saved: see the note under the field.";
       status.className = "small form-error";
     }
   });
