@@ -111,10 +111,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
-    from fastapi import HTTPException
-
     from service.crud.projects import set_member
     from service.crud.users import create_user
+    from service.errors import LabelloopError
     from service.models import Project, Role
     from service.security import issue_token
 
@@ -129,7 +128,7 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
                     return 2
                 set_member(s, project=project, user_name=user.name,
                            role=Role(args.role) if args.role != "admin" else Role.manager, by=user)
-        except HTTPException as exc:
+        except LabelloopError as exc:
             print(f"error: {exc.detail}", file=sys.stderr)
             return 2
         _, token, _ = issue_token(s, user, kind="api", name="cli")
@@ -160,11 +159,10 @@ def _admin(s: Session):  # type: ignore[no-untyped-def]
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    from fastapi import HTTPException
-
     from service.crud.folders import import_folder
     from service.crud.items import ingest
     from service.crud.transfer import import_labels
+    from service.errors import LabelloopError
 
     engine = _engine(settings)
     path = Path(args.path)
@@ -182,7 +180,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 res = ingest(s, project=project, files=[(path.name, path.read_bytes())], settings=settings)
                 print({k: len(v) for k, v in res.as_dict().items()})
-        except HTTPException as exc:
+        except LabelloopError as exc:
             print(f"error: {exc.detail}", file=sys.stderr)
             return 2
         s.commit()

@@ -45,6 +45,7 @@ from service.api.routes import (
 )
 from service.config import Settings, get_settings
 from service.db import NulInText, engine_from_settings, upgrade_schema
+from service.errors import LabelloopError
 from service.ingest import StorageError
 from service.jobs.runner import ThreadExecutor, recover_stale
 from service.jobs.scheduler import start_scheduler
@@ -327,6 +328,11 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             return JSONResponse({"detail": "text cannot hold NUL characters"}, status_code=422)
         return JSONResponse({"detail": "a value in the request is out of range for the database"},
                             status_code=422)
+
+    @app.exception_handler(LabelloopError)
+    async def refused(request: Request, exc: LabelloopError) -> Response:
+        # the domain layers' refusals (service.errors), each with its status
+        return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     @app.exception_handler(NulInText)
     async def nul_in_text(request: Request, exc: NulInText) -> JSONResponse:

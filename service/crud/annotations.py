@@ -6,12 +6,12 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import HTTPException
 from pydantic import BaseModel, Field, FiniteFloat, field_validator
 from sqlalchemy import and_, bindparam, or_
 from sqlmodel import Session, col, select
 
 from service.crud.projects import class_names
+from service.errors import Conflict, Invalid, PreconditionFailed, PreconditionRequired
 from service.formats.base import GeometryError, fit_box, fit_points
 from service.loop.audit import record_audit
 from service.models import (
@@ -89,19 +89,19 @@ def validate_for_project(session: Session, project: Project, item: Item, data: d
     used = list(data["labels"]) + [b["label"] for b in data["boxes"]] + [p["label"] for p in data["polygons"]]
     unknown = sorted({u for u in used if u not in known})
     if unknown:
-        raise HTTPException(422, f"unknown classes {unknown}; project classes: {sorted(known)}")
+        raise Invalid(f"unknown classes {unknown}; project classes: {sorted(known)}")
     if project.task == Task.multiclass and len(data["labels"]) != 1:
-        raise HTTPException(422, "a multiclass item takes exactly one label")
+        raise Invalid("a multiclass item takes exactly one label")
     if project.task == Task.multilabel and len(set(data["labels"])) != len(data["labels"]):
-        raise HTTPException(422, "labels repeat")
+        raise Invalid("labels repeat")
     if project.task in (Task.multiclass, Task.multilabel) and (data["boxes"] or data["polygons"]):
-        raise HTTPException(422, "boxes and polygons belong to detection/segmentation projects")
+        raise Invalid("boxes and polygons belong to detection/segmentation projects")
     for kind, key, fit in (("boxes", "bbox", fit_box), ("polygons", "points", fit_points)):
         for index, shape in enumerate(data[kind]):
             try:
                 shape[key] = fit(shape[key], item.width, item.height)
             except GeometryError as exc:
-                raise HTTPException(422, f"{kind}[{index}]: {exc}") from None
+                raise Invalid(f"{kind}[{index}]: {exc}") from None
 
 
 def etag(item: Item) -> str:
@@ -112,13 +112,13 @@ def check_if_match(item: Item, if_match: str | None) -> None:
     """412 for a stale version, 428 when an update carries no If-Match."""
     if if_match is None:
         if item.version > 0:
-            raise HTTPException(428, f"item has labels (version {item.version}); send If-Match: {etag(item)}")
+            raise PreconditionRequired(f"item has labels (version {item.version}); send If-Match: {etag(item)}")
         return
     tags = {t.strip().removeprefix("W/") for t in if_match.split(",")}
     if "*" in tags:
         return
     if etag(item) not in tags and str(item.version) not in tags:
-        raise HTTPException(412, f"stale version: item is at {etag(item)}, you sent {if_match}")
+        raise PreconditionFailed(f"stale version: item is at {etag(item)}, you sent {if_match}")
 
 
 def current_annotation(session: Session, item: Item) -> Annotation | None:
@@ -157,9 +157,9 @@ def _release_lease(session: Session, *, item: Item, user: User, lease_id: int | 
         return None
     active = lease.expires_at > utcnow()
     if active and lease.user_id != user.id:
-        raise HTTPException(409, "another labeler holds this item right now")
+        raise Conflict("another labeler holds this item right now")
     if lease_id is not None and lease.id != lease_id:
-        raise HTTPException(409, "that lease is no longer yours (it expired and the item moved on)")
+        raise Conflict("that lease is no longer yours (it expired and the item moved on)")
     session.delete(lease)
     return lease
 
@@ -216,7 +216,7 @@ def undo(session: Session, *, item: Item, user: User, if_match: str | None) -> A
     """Restore the previous version as a new version (history stays intact)."""
     lock(session, item)
     if item.version == 0:
-        raise HTTPException(409, "nothing to undo: the item has no labels")
+        raise Conflict("nothing to undo: the item has no labels")
     check_if_match(item, if_match)
     prev = session.exec(select(Annotation).where(Annotation.item_id == item.id,
                                                  Annotation.version == item.version - 1)).first()

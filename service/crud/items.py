@@ -15,10 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import HTTPException
 from sqlmodel import Session, col, func, select
 
 from service.config import Settings
+from service.errors import Forbidden, Invalid, StorageFailed
 from service.ingest import BlobStore, Limits, Rejected, StorageError, inspect_image, is_zip, iter_zip
 from service.ingest.base import display_name
 from service.models import Item, ItemStatus, Project
@@ -96,7 +96,7 @@ def ingest(session: Session, *, project: Project, files: Iterable[tuple[str, byt
                 if thumbnails:
                     store.thumbnail(info.sha256, size=settings.thumbnail_size)
             except StorageError as exc:
-                raise HTTPException(507, f"storage failed: {exc}") from exc
+                raise StorageFailed(f"storage failed: {exc}") from exc
             except Rejected as exc:
                 result.rejected.append({"file": name, "reason": exc.reason, "message": exc.message})
                 continue
@@ -123,7 +123,7 @@ def decode_cursor(cursor: str) -> int:
             raise ValueError
         return int(raw[1:])
     except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPException(422, "invalid cursor") from exc
+        raise Invalid("invalid cursor") from exc
 
 
 def list_items(session: Session, *, project: Project, status: ItemStatus | None, cursor: str | None,
@@ -162,10 +162,10 @@ def check_server_root(settings: Settings, path: Path) -> Path:
         p = path.expanduser().resolve()
         is_dir = p.is_dir()
     except (ValueError, OSError, RuntimeError) as exc:  # NUL byte, unknown ~user, symlink loop
-        raise HTTPException(422, f"not a usable server path: {exc}") from exc
+        raise Invalid(f"not a usable server path: {exc}") from exc
     if not is_dir:
-        raise HTTPException(422, f"not a folder on the server: {path}")
+        raise Invalid(f"not a folder on the server: {path}")
     roots = [r.expanduser().resolve() for r in settings.allow_server_import_roots]
     if roots and not any(p == r or r in p.parents for r in roots):
-        raise HTTPException(403, "folder is outside LABELLOOP_ALLOW_SERVER_IMPORT_ROOTS")
+        raise Forbidden("folder is outside LABELLOOP_ALLOW_SERVER_IMPORT_ROOTS")
     return p

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import HTTPException
 from sqlmodel import Session, col, func, select
 
 from learning.policy import Policy
+from service.errors import Conflict, Invalid, NotFound
 from service.models import (
     LabelClass,
     LabelClassCreate,
@@ -30,7 +30,7 @@ def validate_policy(data: dict[str, Any]) -> dict[str, Any]:
         return Policy.from_dict(data).to_dict()
     except (ValueError, TypeError) as exc:
         msg = str(exc)
-        raise HTTPException(422, msg if msg.startswith("invalid policy") else f"invalid policy: {msg}") from exc
+        raise Invalid(msg if msg.startswith("invalid policy") else f"invalid policy: {msg}") from exc
 
 
 def classes_of(session: Session, project_id: int) -> list[LabelClass]:
@@ -57,10 +57,10 @@ def project_public(session: Session, project: Project, role: Role | None = None)
 
 def create_project(session: Session, *, data: ProjectCreate, user: User) -> Project:
     if session.exec(select(Project).where(Project.name == data.name)).first():
-        raise HTTPException(409, f"a project named {data.name!r} exists")
+        raise Conflict(f"a project named {data.name!r} exists")
     names = [n.strip() for n in data.classes]
     if any(not n for n in names) or len(set(names)) != len(names):
-        raise HTTPException(422, "class names must be non-empty and unique")
+        raise Invalid("class names must be non-empty and unique")
     project = Project(name=data.name, task=data.task, instructions=data.instructions,
                       policy=validate_policy(data.policy or {}), created_by=user.id)
     session.add(project)
@@ -90,7 +90,7 @@ def update_project(session: Session, *, project: Project, data: ProjectUpdate, u
     changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
     if "name" in changes and changes["name"] != project.name:
         if session.exec(select(Project).where(Project.name == changes["name"])).first():
-            raise HTTPException(409, f"a project named {changes['name']!r} exists")
+            raise Conflict(f"a project named {changes['name']!r} exists")
     for k, v in changes.items():
         setattr(project, k, v)
     session.add(project)
@@ -112,10 +112,10 @@ def add_class(session: Session, *, project: Project, data: LabelClassCreate, use
     assert project.id is not None
     name = data.name.strip()
     if not name:
-        raise HTTPException(422, "class name must not be empty")
+        raise Invalid("class name must not be empty")
     if session.exec(select(LabelClass).where(LabelClass.project_id == project.id,
                                              LabelClass.name == name)).first():
-        raise HTTPException(409, f"class {name!r} exists")
+        raise Conflict(f"class {name!r} exists")
     n = session.exec(select(func.count()).select_from(LabelClass)
                      .where(LabelClass.project_id == project.id)).one()
     pos = n if data.position is None else data.position
@@ -151,15 +151,15 @@ def update_class(session: Session, *, project: Project, class_id: int, data: Lab
     assert project.id is not None
     cls = session.get(LabelClass, class_id)
     if cls is None or cls.project_id != project.id:
-        raise HTTPException(404, "class not found")
+        raise NotFound("class not found")
     changes = data.model_dump(exclude_unset=True)
     if changes.get("name") is not None and changes["name"] != cls.name:
         new = changes["name"].strip()
         if not new:
-            raise HTTPException(422, "class name must not be empty")
+            raise Invalid("class name must not be empty")
         if session.exec(select(LabelClass).where(LabelClass.project_id == project.id,
                                                  LabelClass.name == new)).first():
-            raise HTTPException(409, f"class {new!r} exists")
+            raise Conflict(f"class {new!r} exists")
         from service.crud.annotations import rename_label
 
         rename_label(session, project_id=project.id, old=cls.name, new=new)
@@ -181,9 +181,9 @@ def set_member(session: Session, *, project: Project, user_name: str, role: Role
                by: User | None) -> Membership:
     target = session.exec(select(User).where(User.name == user_name)).first()
     if target is None:
-        raise HTTPException(404, f"no user named {user_name!r}")
+        raise NotFound(f"no user named {user_name!r}")
     if role == Role.admin:
-        raise HTTPException(422, "admin is a global role, not a project role")
+        raise Invalid("admin is a global role, not a project role")
     m = session.exec(select(Membership).where(Membership.project_id == project.id,
                                               Membership.user_id == target.id)).first()
     if m is None:

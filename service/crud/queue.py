@@ -36,6 +36,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from learning.policy import Policy, front_load_labels, holdout_draw_share
+from service.errors import Gone, NotFound
 from service.loop.holdout import CLASSIFICATION, strategy_takes, take_after_strategy
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
 
@@ -264,12 +265,11 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
 
 
 def heartbeat(session: Session, *, lease: Lease, user: User, ttl_seconds: int) -> Lease:
-    from fastapi import HTTPException
 
     if lease.user_id != user.id:
-        raise HTTPException(404, "lease not found")
+        raise NotFound("lease not found")
     if lease.expires_at <= utcnow():
-        raise HTTPException(410, "lease expired; ask the queue for the next item")
+        raise Gone("lease expired; ask the queue for the next item")
     lease.expires_at = utcnow() + timedelta(seconds=ttl_seconds)
     session.add(lease)
     return lease

@@ -6,11 +6,11 @@ import logging
 import math
 from dataclasses import asdict
 
-from fastapi import HTTPException
 from sqlmodel import Session, col, select
 
 from service.crud.annotations import canonical, current_annotation, is_empty, write_version
 from service.crud.projects import class_names
+from service.errors import Invalid
 from service.formats import FormatError, get_format
 from service.formats.base import ImageLabels, LabelSet, Rejected, Shape, fit_image
 from service.models import Item, LabelClass, Project, Provenance, Task, User
@@ -46,7 +46,7 @@ def import_labels(session: Session, *, project: Project, fmt: str, data: bytes, 
     try:
         f = get_format(fmt)
     except FormatError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise Invalid(str(exc)) from exc
     items = session.exec(select(Item).where(Item.project_id == project.id)).all()
     by_name: dict[str, Item] = {}
     for it in items:
@@ -55,7 +55,7 @@ def import_labels(session: Session, *, project: Project, fmt: str, data: bytes, 
     try:
         labels = f.load(data, image_sizes=sizes)
     except FormatError as exc:
-        raise HTTPException(422, f"{fmt}: {exc}") from exc
+        raise Invalid(f"{fmt}: {exc}") from exc
     known = class_names(session, project.id)
     added = [c for c in labels.classes if c not in known]
     used = {lab for img in labels.images for lab in img.labels} | {
@@ -75,7 +75,7 @@ def import_labels(session: Session, *, project: Project, fmt: str, data: bytes, 
         rejected += refused
         new = _to_data(img)
         if project.task == Task.multiclass and len(new["labels"]) > 1:
-            raise HTTPException(422, f"{img.file_name}: several labels in a multiclass project")
+            raise Invalid(f"{img.file_name}: several labels in a multiclass project")
         cur = current_annotation(session, item)
         if (cur is not None and cur.data == new) or (cur is None and is_empty(new)):
             unchanged += 1
@@ -131,13 +131,13 @@ def export(session: Session, *, project: Project, fmt: str, user: User) -> tuple
     try:
         f = get_format(fmt)
     except FormatError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise Invalid(str(exc)) from exc
     skipped: list[Rejected] = []
     labels = build_labelset(session, project=project, skipped=skipped)
     try:
         body = f.dump(labels)
     except FormatError as exc:
-        raise HTTPException(422, f"cannot export this project as {fmt}: {exc}") from exc
+        raise Invalid(f"cannot export this project as {fmt}: {exc}") from exc
     detail: dict = {"format": fmt, "images": len(labels.images)}
     if skipped:
         detail["skipped"] = len(skipped)

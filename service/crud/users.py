@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException
 from sqlmodel import Session, select
 
+from service.errors import Conflict
 from service.models import Role, User
 from service.security import audit, hash_password
 
@@ -12,7 +12,7 @@ from service.security import audit, hash_password
 def create_user(session: Session, *, name: str, role: Role, password: str | None,
                 by: User | None = None) -> User:
     if session.exec(select(User).where(User.name == name)).first():
-        raise HTTPException(409, f"a user named {name!r} exists")
+        raise Conflict(f"a user named {name!r} exists")
     user = User(name=name, role=role, password_hash=hash_password(password) if password else None)
     session.add(user)
     session.flush()

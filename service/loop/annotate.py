@@ -26,7 +26,6 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from fastapi import HTTPException
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
@@ -34,6 +33,7 @@ from service.config import Settings
 from service.crud.annotations import current_annotation, is_empty, write_version
 from service.crud.items import blob_store
 from service.crud.projects import class_names
+from service.errors import Invalid, LabelloopError, NotFound
 from service.loop.data import HUMAN
 from service.models import Item, ItemStatus, Job, ModelVersion, Prediction, Project, Provenance, RegisteredModel, utcnow
 
@@ -58,18 +58,18 @@ class AnnotateIn(BaseModel):
 def _model(session: Session, project: Project, body: AnnotateIn) -> tuple[str, str, list[str], float]:
     """(name, task, labels, default threshold) of the chosen model; 404/422 when unusable."""
     if (body.model_id is None) == (body.model_version_id is None):
-        raise HTTPException(422, "give exactly one of model_id or model_version_id")
+        raise Invalid("give exactly one of model_id or model_version_id")
     if body.model_id is not None:
         rm = session.get(RegisteredModel, body.model_id)
         if rm is None:
-            raise HTTPException(404, f"no registered model {body.model_id}")
+            raise NotFound(f"no registered model {body.model_id}")
         return rm.name, rm.task, list(rm.labels), rm.default_threshold
     mv = session.get(ModelVersion, body.model_version_id)
     if mv is not None and mv.kind == "external" and mv.project_id == project.id:  # stands for a registered model
         body.model_id, body.model_version_id = (mv.metrics or {}).get("registered_model_id", -1), None
         return _model(session, project, body)
     if mv is None or mv.project_id != project.id or mv.status != "ready" or not mv.path:
-        raise HTTPException(404, f"no ready model version {body.model_version_id} in this project")
+        raise NotFound(f"no ready model version {body.model_version_id} in this project")
     return mv.name or f"v{mv.version}", str(project.task.value), list(mv.classes), 0.5
 
 
@@ -78,7 +78,7 @@ def start_annotation(session: Session, *, project: Project, body: AnnotateIn, us
     assert project.id is not None
     name, model_task, labels, default = _model(session, project, body)
     if (model_task in CLASSIFY) != (project.task.value in CLASSIFY):
-        raise HTTPException(422, f"a {model_task} model cannot annotate a {project.task.value} project")
+        raise Invalid(f"a {model_task} model cannot annotate a {project.task.value} project")
     classes = class_names(session, project.id)
     label_map = dict(body.label_map) or {lab: lab for lab in labels if lab in classes}
     bad_keys = sorted(k for k in label_map if k not in labels)
@@ -86,13 +86,13 @@ def start_annotation(session: Session, *, project: Project, body: AnnotateIn, us
     if bad_keys or bad_values:
         parts = [f"not labels of the model: {bad_keys}"] * bool(bad_keys)
         parts += [f"not classes of the project: {bad_values}"] * bool(bad_values)
-        raise HTTPException(422, "unknown labels in label_map: " + "; ".join(parts))
+        raise Invalid("unknown labels in label_map: " + "; ".join(parts))
     if not label_map:
-        raise HTTPException(422, f"no model label maps to a project class; give label_map (model labels: {labels})")
+        raise Invalid(f"no model label maps to a project class; give label_map (model labels: {labels})")
     statuses = body.filter.get("status") or []
     wrong = sorted(set(statuses) - {s.value for s in ItemStatus})
     if wrong or set(body.filter) - {"status"}:
-        raise HTTPException(422, f"filter takes status in {[s.value for s in ItemStatus]}; got {body.filter}")
+        raise Invalid(f"filter takes status in {[s.value for s in ItemStatus]}; got {body.filter}")
     from service.jobs.runner import enqueue
 
     register_job()
@@ -328,7 +328,7 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
             body.model_version_id = mv.id if mv is not None else -1
         try:
             job = start_annotation(s, project=project, body=body, user_id=None)
-        except HTTPException as exc:
+        except LabelloopError as exc:
             print(f"error: {exc.detail}")  # noqa: T201 (CLI output)
             return 2
         if not args.no_wait:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import HTTPException
 from sqlmodel import Session, col, func, select
 
 from service.crud.annotations import canonical, validate_for_project, write_version
+from service.errors import Conflict, Invalid, NotFound
 from service.loop.holdout import take_after_pending
 from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, Provenance, ReviewFlag, User, utcnow
 
@@ -51,16 +51,16 @@ def list_pending(session: Session, *, project: Project, label: str | None = None
 
 def _open(session: Session, project: Project, ids: list[int]) -> list[tuple[Prediction, Item]]:
     if not ids:
-        raise HTTPException(422, "no prediction ids given")
+        raise Invalid("no prediction ids given")
     rows = session.exec(select(Prediction, Item).join(Item, col(Item.id) == Prediction.item_id)
                         .where(col(Prediction.id).in_(ids), Prediction.project_id == project.id)).all()
     found = {p.id for p, _ in rows}
     missing = [i for i in ids if i not in found]
     if missing:
-        raise HTTPException(404, f"predictions not found in this project: {missing[:20]}")
+        raise NotFound(f"predictions not found in this project: {missing[:20]}")
     closed = [p.id for p, _ in rows if p.state != "proposed"]
     if closed:
-        raise HTTPException(409, f"no longer pending (decided or superseded): {closed[:20]}")
+        raise Conflict(f"no longer pending (decided or superseded): {closed[:20]}")
     return list(rows)
 
 

@@ -38,7 +38,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from fastapi import HTTPException
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -67,6 +66,7 @@ from service.crud.annotations import (
 )
 from service.crud.items import blob_store
 from service.crud.projects import class_names
+from service.errors import Conflict, Invalid
 from service.jobs.runner import JobConflict, JobContext, enqueue, task
 from service.jobs.scheduler import periodic
 from service.loop import pending
@@ -394,16 +394,16 @@ def resolve_flag(session: Session, *, flag: ReviewFlag, project: Project, user: 
     polygons, all of them); ``dismiss``: close the flag without a verdict. Records outcome,
     resolver and time on the flag."""
     if flag.state != "open":
-        raise HTTPException(409, f"flag {flag.id} is already {flag.state}")
+        raise Conflict(f"flag {flag.id} is already {flag.state}")
     item = session.get(Item, flag.item_id)
     assert item is not None
     lock(session, item)
     if action == "fix":
         boxes = flag.kind in (FALSE_DETECTION, MISSED_DETECTION)
         if boxes and shapes is None:
-            raise HTTPException(422, "fix of a detection flag needs the image's boxes (and polygons)")
+            raise Invalid("fix of a detection flag needs the image's boxes (and polygons)")
         if not boxes and not labels:
-            raise HTTPException(422, "fix needs the correct labels")
+            raise Invalid("fix needs the correct labels")
         if if_match is not None:
             check_if_match(item, if_match)
         data = canonical(shapes if boxes and shapes is not None else {"labels": labels})
@@ -418,7 +418,7 @@ def resolve_flag(session: Session, *, flag: ReviewFlag, project: Project, user: 
         pid = int(flag.detail.get("prediction_id") or 0)
         flagged = session.get(Prediction, pid)
         if flagged is None or flagged.state != "proposed":
-            raise HTTPException(409, "the flagged proposal is no longer pending; fix or dismiss the flag")
+            raise Conflict("the flagged proposal is no longer pending; fix or dismiss the flag")
         pending.confirm(session, project=project, ids=[pid], user=user)
     flag.state = {"fix": "fixed", "confirm": "confirmed"}.get(action, "dismissed")
     flag.resolved_by, flag.resolved_at = user.id, utcnow()
