@@ -74,7 +74,6 @@ from sqlmodel import Session, col, func, select
 
 import service.jobs.tasks  # noqa: F401  (registers the jobs)
 from learning.policy import Policy
-from service.api.routes.grids import confirm_page, find_page, lease_pages, skip_page
 from service.config import Settings
 from service.crud.annotations import AnnotationIn, submit
 from service.crud.items import ingest
@@ -85,6 +84,7 @@ from service.db import engine_from_settings
 from service.jobs.runner import ThreadExecutor, enqueue
 from service.loop import pending
 from service.loop.clusters import clusters_check
+from service.loop.grids import confirm_page, find_page, lease_pages, skip_page
 from service.loop.state import maybe_train, project_state
 from service.loop.stats import interval, realised_precision
 from service.models import Item, ItemStatus, Prediction, Project, ProjectCreate, ReviewFlag, Role, User
