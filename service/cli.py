@@ -247,10 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands(sub: argparse._SubParsersAction) -> None:
     """Commands with their own modules: simulate, simulate-review, annotate, backup."""
-    from service import backup, cli_experiments, cli_learning
-    from service.loop import annotate
+    from service import backup, cli_annotate, cli_experiments, cli_learning
 
-    for mod in (cli_learning, cli_experiments, annotate, backup):
+    for mod in (cli_learning, cli_experiments, cli_annotate, backup):
         mod.register(sub)
 
 
