@@ -10,7 +10,6 @@ from sqlmodel import Session, select
 from service.config import Settings
 from service.crud.items import BatchResult, ingest
 from service.ingest import Rejected, scan_folder
-from service.jobs.scheduler import periodic
 from service.models import ImportedFile, Project, WatchedFolder, utcnow
 
 BATCH = 200
@@ -75,8 +74,9 @@ def _one_batch(session: Session, folder: WatchedFolder, project: Project, settin
     total.rejected += res.rejected
 
 
-@periodic("watched-folders")
 def rescan_due(engine: Engine, settings: Settings) -> None:
+    """Scan every watched folder whose interval has passed (the scheduler's
+    ``watched-folders`` check, registered in :mod:`service.jobs.tasks`)."""
     with Session(engine) as session:
         folders = session.exec(select(WatchedFolder).where(WatchedFolder.interval_minutes > 0)).all()
         now = utcnow()

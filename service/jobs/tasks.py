@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlmodel import Session
 
-import service.crud.folders  # noqa: F401  (registers the watched-folder check)
 import service.jobs.checks  # noqa: F401  (registers recovery and lease expiry)
 import service.loop.annotate
 import service.loop.audit  # noqa: F401  (registers the audit job)
@@ -16,8 +15,9 @@ import service.loop.infer  # noqa: F401  (registers the infer job)
 import service.loop.review  # noqa: F401  (registers the hard-example scan)
 import service.loop.state  # noqa: F401  (registers the retraining check)
 import service.loop.train  # noqa: F401  (registers the train job)
-from service.crud.folders import scan
+from service.crud.folders import rescan_due, scan
 from service.jobs.runner import JobContext, task
+from service.jobs.scheduler import periodic
 from service.models import Project, WatchedFolder
 
 
@@ -46,6 +46,8 @@ def sleep_task(ctx: JobContext) -> dict[str, Any]:
         time.sleep(float(ctx.payload.get("seconds", 0.1)))
     return {"steps": steps}
 
+
+periodic("watched-folders")(rescan_due)
 
 # the job layer's other modules (each registers its jobs and periodic checks on import)
 service.loop.annotate.register_job()  # annotate, and through service.loop.detect the detection jobs
