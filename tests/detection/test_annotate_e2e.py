@@ -17,6 +17,7 @@ from PIL import Image
 from sqlmodel import Session, col, select
 from torch import nn
 
+import service.cli_annotate as annotate_cli
 import service.loop.annotate as annotate_mod
 from learning.adapters.external import ExternalAdapter
 from service.crud.annotations import write_version
@@ -211,7 +212,7 @@ def test_cli_annotate(ctx: Ctx, model_files: dict[str, bytes]) -> None:
     ctx.client.post(f"/api/v1/projects/{r.json()['id']}/items", headers=admin,
                     files=[("files", ("a.png", colour((220, 40, 40), 1), "image/png"))])
     parser = argparse.ArgumentParser()
-    annotate_mod.register(parser.add_subparsers(dest="cmd"))
+    annotate_cli.register(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(["annotate", "cli", "--model", "tiny", "--label-map", "red=apple",
                               "--threshold", "0.5"])
     assert args.func(args, ctx.settings) == 0

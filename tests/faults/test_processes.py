@@ -46,7 +46,8 @@ def test_two_api_processes_and_a_worker(tmp_path: Path) -> None:
     if PG_URL:
         reset_postgres(PG_URL)
     srv = LiveServer(tmp_path / "data", database_url=PG_URL, serve_args=("--workers", "2"),
-                     scheduler_enabled="true", scheduler_interval_seconds=1, run_jobs_in_process="false")
+                     scheduler_enabled="true", scheduler_interval_seconds=1, run_jobs_in_process="false",
+                     max_request_bytes=2_000_000)
     srv.start()
     headers = srv.admin()
     try:
@@ -77,12 +78,31 @@ def test_two_api_processes_and_a_worker(tmp_path: Path) -> None:
             assert job["worker"] and job["worker"].split(":")[1] == str(worker.pid), job
             trains = [j for j in c.get(f"/api/v1/projects/{pid}/jobs").json()["data"] if j["kind"] == "train"]
             assert len(trains) == 1, trains  # one scheduler: never two trainings enqueued at once
+            _hostile_inputs(c, pid)
         assert os.getpriority(os.PRIO_PROCESS, worker.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
         log = srv.log.read_text()
         assert "serving with 2 processes" in log
         assert log.count("scheduler runs in another process") == 1, log[-3000:]
     finally:
         srv.kill()
+
+
+def _hostile_inputs(c: httpx.Client, pid: int) -> None:
+    """The hostile inputs of tests/security against this deployment (either API process may
+    answer; the worker runs the jobs meanwhile): the same answers as one process gives."""
+    boundary = "hostile-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + b"\0" * 3_000_000 + f"\r\n--{boundary}--\r\n".encode()
+    chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))
+    r = c.post(f"/api/v1/projects/{pid}/items", content=chunks,
+               headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413, r.text  # chunked, no Content-Length: counted as it streams
+    for name in ('"\\ud800"', '"a\\u0000b"'):  # a lone surrogate, a NUL: 422 on every database
+        r = c.post("/api/v1/projects", content=f'{{"name": {name}, "classes": ["x", "y"]}}',
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
+    for fmt in ("csv", "coco", "labelstudio"):  # exports while the worker and the scheduler write
+        assert c.get(f"/api/v1/projects/{pid}/export", params={"format": fmt}).status_code == 200
 
 
 def test_a_running_job_that_never_beat_is_recovered(tmp_path: Path) -> None:
