@@ -1,14 +1,5 @@
-"""Look-alike grids over HTTP: lease pages, confirm a page with one label (and a class for each
-look-alike that is something else), skip a page.
-
-Pages come from the newest succeeded ``cluster`` job (:mod:`service.loop.clusters`).
-Serving a page leases each of its live items to the caller (``Lease`` reason
-``grid``, the queue's TTL), so two people never get the same page and the queue
-does not hand those items out meanwhile; items labelled since the clustering
-drop out, and a page with none left vanishes. Page state lives in the audit
-log: ``grid.confirm`` closes a page for everyone, ``grid.skip`` for the person
-who skipped it. The page functions live in :mod:`service.loop.grids`; the routes stay thin.
-"""
+"""Look-alike grid pages over HTTP: lease, confirm, skip, refresh. What a page is and how it
+is leased and closed is :mod:`service.loop.grids`; the routes parse, check access and call it."""
 
 from __future__ import annotations
 
