@@ -246,10 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands with their own modules: simulate, simulate-review, annotate, backup."""
-    from service import backup, cli_annotate, cli_experiments, cli_learning
+    """Commands with their own modules: simulate, simulate-review (the lab's), annotate, backup."""
+    from service import backup, cli_annotate
 
-    for mod in (cli_learning, cli_experiments, cli_annotate, backup):
+    # The one place the product reaches into the lab (research code beside the service, not
+    # part of it): its commands are registered when the ``lab`` package is importable and
+    # are simply absent otherwise.
+    try:
+        from lab import cli as lab_cli
+    except ModuleNotFoundError as exc:
+        if exc.name != "lab":
+            raise
+    else:
+        lab_cli.register(sub)
+    for mod in (cli_annotate, backup):
         mod.register(sub)
 
 

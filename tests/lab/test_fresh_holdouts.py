@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.simulate import FASHION_DIR, SimConfig, fresh_holdouts, run
+from lab.fashion import FASHION_DIR
+from lab.metrics import fresh_holdouts
+from lab.simulate import SimConfig, run
 
 needs_data = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist)")

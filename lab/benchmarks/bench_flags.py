@@ -20,7 +20,7 @@ flagged before). ``new``: :func:`learning.hard_examples.flag_label_errors`, defa
 (``--fits`` cross-fittings without the labels the old rule doubts), as the job now
 does. ``new, 2% cap``: the same with the cap at 2% of the labels. No reviewer history.
 
-    OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_flags.py
+    OMP_NUM_THREADS=1 .venv/bin/python lab/benchmarks/bench_flags.py
 """
 
 from __future__ import annotations

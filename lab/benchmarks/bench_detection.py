@@ -16,7 +16,7 @@ flagged (learning.hard_examples.detection_flags). Reports, per flag kind, the sh
 deleted (``false detection``) / added (``missed detection``) boxes found in the top 10% and
 20% of canvases ranked by that kind's flag score.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python tests/benchmarks/bench_detection.py \
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python lab/benchmarks/bench_detection.py \
         --budgets 100,300 --epochs 12 --holdout 200 --test 200 --out bench-detection.json
 """
 
@@ -34,11 +34,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from lab.fashion import FASHION_CLASSES, FASHION_DIR, load_fashion  # noqa: E402
 from learning.adapters.base import FitConfig, LabelledImages  # noqa: E402
 from learning.adapters.detector import DetectorAdapter  # noqa: E402
 from learning.box_calibration import ImageBoxes, box_correct, calibrate_boxes, map50, propose  # noqa: E402
 from learning.hard_examples import iou_matrix  # noqa: E402
-from service.simulate import FASHION_CLASSES, FASHION_DIR, load_fashion  # noqa: E402
 
 DEFAULT_CLASSES = (1, 5, 8)  # trouser, sandal, bag
 

@@ -2,7 +2,7 @@
 simulate`` runs: what ``pooled``, ``auto`` and ``per_class`` would certify on random
 hold-outs of the run's own size drawn from the pool that model left (prints a table).
 
-    .venv/bin/python tests/benchmarks/holdout_modes.py sim/seed*/report.json --draws 200
+    .venv/bin/python lab/benchmarks/holdout_modes.py sim/seed*/report.json --draws 200
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from sqlmodel import Session, col, create_engine, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from lab.fashion import FASHION_CLASSES, load_fashion  # noqa: E402
+from lab.metrics import fresh_holdouts  # noqa: E402
 from service.loop.infer import current_model  # noqa: E402
 from service.models import Item, ItemStatus, Prediction  # noqa: E402
-from service.simulate import FASHION_CLASSES, fresh_holdouts, load_fashion  # noqa: E402
 
 MODES = ("pooled", "auto", "per_class")
 

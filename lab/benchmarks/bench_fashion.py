@@ -3,7 +3,7 @@
 Needs Debian's ``dataset-fashion-mnist`` (IDX files under /usr/share/datasets/fashion-mnist/).
 Writes the chosen items as 28x28 PNGs into a temp folder so that decoding is counted.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python tests/learning/bench_fashion.py \
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python lab/benchmarks/bench_fashion.py \
         --n-train 1000 --n-test 2000 --image-size 64 --algorithms fast precise
 """
 

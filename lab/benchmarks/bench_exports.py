@@ -3,7 +3,7 @@ labellers submitting through the queue, a training and the inference it starts, 
 manager exporting CSV, COCO and Label Studio back to back. Prints the exports' status
 codes (the target: no 5xx). Not a test.
 
-    .venv/bin/python tests/benchmarks/bench_exports.py --exports 60 --labelers 8
+    .venv/bin/python lab/benchmarks/bench_exports.py --exports 60 --labelers 8
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks.bench_load import labeler, ready_labels, seed  # noqa: E402
+from lab.benchmarks.bench_load import labeler, ready_labels, seed  # noqa: E402
 from tests.faults.live import LiveServer, colour_png  # noqa: E402
 
 FORMATS = ("csv", "coco", "labelstudio")

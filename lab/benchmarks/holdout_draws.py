@@ -8,7 +8,7 @@ pool, the share of draws that certify nothing and the share whose proposals fall
 below the target. Set against the coverage the run itself certified, it tells a stale
 hold-out (drawn from the pool as it was) from a weak model.
 
-    .venv/bin/python tests/benchmarks/holdout_draws.py sim-precise/work/*/sim.db \\
+    .venv/bin/python lab/benchmarks/holdout_draws.py sim-precise/work/*/sim.db \\
         --model-version 11 --pool-seed 200 --holdout 432
 """
 
@@ -19,12 +19,14 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from service.simulate import FASHION_CLASSES, FASHION_DIR, fresh_holdouts, load_fashion  # noqa: E402
+from lab.fashion import FASHION_CLASSES, FASHION_DIR, load_fashion  # noqa: E402
+from lab.metrics import fresh_holdouts  # noqa: E402
 
 
 def pool_predictions(db: Path, model_version: int | None, pool: int, pool_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +72,7 @@ def main() -> None:
     print(f"pool {len(scores)} images: accuracy {correct.mean():.3f}, best in hindsight {hindsight:.3f}")
     rates = [None] if args.start_error_rates is None else [float(r) for r in args.start_error_rates.split(",")]
     for rate in rates:
-        options = {} if rate is None else {"start_error_rate": rate}
+        options: dict[str, Any] = {} if rate is None else {"start_error_rate": rate}
         # seed 0: the same draws for every walk start
         f = fresh_holdouts(scores, correct, args.holdout, draws=args.draws, seed=0, target=args.target,
                            delta=args.delta, **options)

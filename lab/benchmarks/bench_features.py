@@ -7,7 +7,7 @@ training) on that many images and predicts the rest. Prints accuracy on the rest
 best-in-hindsight coverage: the largest share of the rest, most confident first, whose
 precision is still the target (what a perfect certificate could pre-label).
 
-    .venv/bin/python tests/benchmarks/bench_features.py --images 6000 --labels 800,1600 --reps 3
+    .venv/bin/python lab/benchmarks/bench_features.py --images 6000 --labels 800,1600 --reps 3
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from lab.fashion import FASHION_CLASSES, FASHION_DIR, load_fashion  # noqa: E402
 from learning.adapters import FitConfig, FitEmbeddings, LabelledImages, create_adapter  # noqa: E402
+from learning.adapters.classifier import ClassifierAdapter  # noqa: E402
 from learning.backbones import FEATURE_LAYERS  # noqa: E402
-from service.simulate import FASHION_CLASSES, FASHION_DIR, load_fashion  # noqa: E402
 
 
 def hindsight_coverage(scores: np.ndarray, correct: np.ndarray, target: float) -> float:
@@ -53,6 +54,7 @@ def main() -> None:
     for layers in FEATURE_LAYERS:
         adapter = create_adapter("classifier", classes=FASHION_CLASSES, image_size=args.image_size,
                                  num_threads=args.threads, features=layers)
+        assert isinstance(adapter, ClassifierAdapter)  # its fit takes precomputed embeddings
         t0 = time.perf_counter()
         vecs = adapter.embed(images)
         embed_s = time.perf_counter() - t0

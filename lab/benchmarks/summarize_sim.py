@@ -1,17 +1,17 @@
 """Print a markdown table from ``labelloop simulate`` outputs (one or more ``summary.json``).
 
-    .venv/bin/python tests/benchmarks/summarize_sim.py sim/summary.json [more ...]
+    .venv/bin/python lab/benchmarks/summarize_sim.py sim/summary.json [more ...]
 
 With ``--baseline`` (the ``summary.json`` of ``--strategy random`` runs on the same seeds)
 it also prints the label efficiency: how many labels random sampling needs to reach the
 active runs' certified coverage, per seed and on the mean curves
-(:func:`service.simulate.label_efficiency`, linear between the baseline's budgets), with
-a 95% bootstrap interval over seeds (:func:`service.simulate.efficiency_interval`, the
+(:func:`lab.metrics.label_efficiency`, linear between the baseline's budgets), with
+a 95% bootstrap interval over seeds (:func:`lab.metrics.efficiency_interval`, the
 seeds both arms ran, redrawn in pairs); where the runs report it, the same on the coverage
 fresh hold-outs from each pool would certify (``fresh_holdout_coverage``, far less noisy
 than one hold-out per run).
 
-    .venv/bin/python tests/benchmarks/summarize_sim.py sim/summary.json --baseline sim-random/summary.json
+    .venv/bin/python lab/benchmarks/summarize_sim.py sim/summary.json --baseline sim-random/summary.json
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from service import simulate  # noqa: E402
-from service.simulate import efficiency_interval, label_efficiency, share_below  # noqa: E402
+from lab import metrics  # noqa: E402
+from lab.metrics import efficiency_interval, label_efficiency, share_below  # noqa: E402
 
 
 def load(paths: list[str]) -> list[dict[str, Any]]:
@@ -54,7 +54,7 @@ def table(rows: list[dict[str, Any]]) -> None:
         ok = sum(1 for p in pts if p["precision"] is None or p["precision"] >= 0.95)
         sem = stdev(cov) / len(cov) ** 0.5 if len(cov) > 1 else float("nan")
         fresh = [p.get("fresh_holdout_coverage") for p in pts]
-        fresh_mean = f"{mean(fresh):.3f}" if None not in fresh else "-"
+        fresh_mean = f"{mean(f for f in fresh if f is not None):.3f}" if None not in fresh else "-"
         print(f"| {b} | {len(precs)} of {len(pts)} | {mean(cov):.3f} ({min(cov):.3f}-{max(cov):.3f}) | {sem:.3f} | "
               f"{min(precs) if precs else float('nan'):.4f} | {ok} of {len(pts)} | "
               f"{mean(p['pool_accuracy'] for p in pts):.3f} | {mean(p['hindsight_coverage'] for p in pts):.3f} | "
@@ -67,7 +67,7 @@ def table(rows: list[dict[str, Any]]) -> None:
 
 def mean_curve(rows: list[dict[str, Any]], key: str = "coverage") -> list[dict[str, Any]]:
     """One point per budget: the mean of ``key`` over the runs."""
-    return simulate.mean_curve([r["at_budgets"] for r in rows], key)
+    return metrics.mean_curve([r["at_budgets"] for r in rows], key)
 
 
 def has_key(rows: list[dict[str, Any]], key: str) -> bool:
@@ -95,10 +95,10 @@ def efficiency(active: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> 
     print("| seed | " + " | ".join(f"{b}: coverage, random needs, ratio" for b in budgets) + " |")
     print("| --- | " + " | ".join("---" for _ in budgets) + " |")
     for r in active:
-        base = by_seed.get(r["seed"])
-        if base is None:
+        paired = by_seed.get(r["seed"])
+        if paired is None:
             continue
-        effs = [label_efficiency(r["at_budgets"], base["at_budgets"], b) for b in budgets]
+        effs = [label_efficiency(r["at_budgets"], paired["at_budgets"], b) for b in budgets]
         cells = [f"{e.get('coverage', 0):.3f}, {e.get('random_labels_needed', '-')!s:.6}, {_ratio(e)}" for e in effs]
         print(f"| {r['seed']} | " + " | ".join(cells) + " |")
     seeds = {r["seed"] for r in active} & set(by_seed)

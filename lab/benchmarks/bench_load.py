@@ -2,7 +2,7 @@
 stats against a real ``labelloop serve`` on 127.0.0.1, while a training job and then
 the inference job it starts run. Prints a markdown table. Not a test.
 
-    .venv/bin/python tests/benchmarks/bench_load.py --backends sqlite,postgresql \\
+    .venv/bin/python lab/benchmarks/bench_load.py --backends sqlite,postgresql \\
         --labelers 20,50,100 --seconds 60 --think 1,0
 
 ``--think`` is how long a labeler looks at an image between ``queue/next`` and the

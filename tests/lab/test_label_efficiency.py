@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.simulate import efficiency_interval, label_efficiency, share_below
+from lab.metrics import efficiency_interval, label_efficiency, share_below
 
 BASE = [{"labels": 1000, "coverage": 0.2}, {"labels": 2000, "coverage": 0.4}, {"labels": 3000, "coverage": 0.8}]
 

@@ -52,9 +52,9 @@ code itself allocates; ``--vectors memory`` holds them in ordinary memory as the
 does (add ~N*D*4 bytes to every anon figure). The vector part runs first, before torch
 models are loaded.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python tests/benchmarks/bench_scale.py \
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python lab/benchmarks/bench_scale.py \
         --out bench-out/scale.json          # writes scale.json and scale.md
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python tests/benchmarks/bench_scale.py --n 20000  # quick check
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python lab/benchmarks/bench_scale.py --n 20000  # quick check
 """
 
 from __future__ import annotations

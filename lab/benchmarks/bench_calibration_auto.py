@@ -2,7 +2,7 @@
 model gets wrong often: coverage, how often overall precision falls below the target, and
 the rare class's share of proposals and precision (prints figures; no assertions).
 
-    .venv/bin/python tests/benchmarks/bench_calibration_auto.py --draws 200 --holdout 300,600
+    .venv/bin/python lab/benchmarks/bench_calibration_auto.py --draws 200 --holdout 300,600
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.sim_review import ReviewConfig, actions_run, audit_run, label_errors_run, labels_to
-from service.simulate import FASHION_DIR
+from lab.fashion import FASHION_DIR
+from lab.sim_review import ReviewConfig, actions_run, audit_run, label_errors_run, labels_to
 
 needs_data = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist)")
