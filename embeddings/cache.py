@@ -12,6 +12,9 @@ temporary name, fsynced and moved into place with ``os.replace``; the ids file
 goes last and is the commit marker, so a crash leaves either a whole chunk or
 an ignored orphan. When an id occurs in several chunks the newest chunk wins.
 :meth:`EmbeddingCache.compact` merges a version's chunks into one.
+
+:meth:`EmbeddingCache.fill` is the one cache filler: ids and items in, every
+item's vector out, computing (and storing, chunk by chunk) only the missing ones.
 """
 
 from __future__ import annotations
@@ -25,14 +28,15 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 _IDS_SUFFIX = ".ids.npy"
+T = TypeVar("T")
 
 
 def _slug(version: str) -> str:
@@ -210,6 +214,47 @@ class EmbeddingCache:
             d / f"{name}{_IDS_SUFFIX}", lambda fh: np.save(fh, ids, allow_pickle=False)
         )
         return vec_path
+
+    def fill(
+        self,
+        ids: npt.ArrayLike,
+        items: Sequence[T],
+        embed: Callable[[list[T]], npt.ArrayLike],
+        version: str,
+        *,
+        chunk: int = 512,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Vectors for ``ids [N]`` (int64) under ``version``, computing only the missing ones.
+
+        ``items [N]`` pairs with ``ids``; ``embed(items[k] ...) -> [B, D]`` is called on
+        at most ``chunk`` missing items at a time, each missing id once (its first item),
+        and every chunk is stored before the next starts, so an exception in ``embed``
+        (a cancel, a crash) loses at most one chunk of work. ``progress(done, total)``
+        counts the missing items. Returns float32 ``[N, D]`` in the order of ``ids``;
+        ``[0, 0]`` for no ids.
+        """
+        id_arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if id_arr.shape[0] != len(items):
+            raise ValueError(f"{id_arr.shape[0]} ids but {len(items)} items")
+        if chunk < 1:
+            raise ValueError("chunk must be >= 1")
+        if id_arr.size == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        missing = self.missing(id_arr, version)
+        first: dict[int, int] = {}
+        for k, i in enumerate(id_arr.tolist()):
+            first.setdefault(i, k)
+        todo = [first[i] for i in missing.tolist()]
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            self.put(id_arr[part], embed([items[k] for k in part]), version)
+            if progress is not None:
+                progress(start + len(part), len(todo))
+        found, vecs = self.get(id_arr, version)
+        if found.shape[0] != id_arr.shape[0]:
+            raise RuntimeError("embedding cache lost vectors while filling")
+        return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def compact(self, version: str) -> int:
         """Merge ``version``'s chunks into one, dropping replaced vectors; return its size."""

@@ -1,22 +1,21 @@
-"""Images in, tensors out: loading any image as RGB, small in-memory caches, batching, splits.
+"""Images in, tensors out: small in-memory caches, batching, splits.
 
-An *image source* is a path (``str`` / ``Path``) or a PIL image of any size and mode;
-grayscale, palette, CMYK and 16-bit images become RGB, transparency is composited on
-white, and EXIF orientation is applied.
+An *image source* is a path (``str`` / ``Path``), bytes, an open binary file or a PIL
+image of any size and mode; :func:`learning.images.decode_rgb` turns each into an
+upright RGB image by the rules written there (DICOM included).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-ImageSource: TypeAlias = str | Path | Image.Image
+from learning.images import ImageSource, decode_rgb
 
 __all__ = [
     "ImageSource",
@@ -27,42 +26,9 @@ __all__ = [
 ]
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image -> ``RGB`` (alpha composited on white, 16-bit and float rescaled)."""
-    image = ImageOps.exif_transpose(image) or image
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
-    return image.convert("RGB")
-
-
-def load_rgb(source: ImageSource, *, max_side: int | None = None) -> Image.Image:
-    """Open ``source`` as an RGB PIL image; with ``max_side`` shrink it (aspect kept)
-    so that its shorter side is at most ``max_side`` (cheap JPEG draft decoding)."""
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        with Image.open(source) as opened:
-            if max_side is not None:
-                opened.draft("RGB", (max_side, max_side))
-            opened.load()
-            image = opened.copy()
-    image = to_rgb(image)
-    if max_side is not None and min(image.size) > max_side:
-        scale = max_side / min(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
-    return image
+#: ``load_rgb(source, *, max_side=None)``: the one decoder, :func:`learning.images.decode_rgb`
+#: (``max_side`` bounds the shorter side; JPEGs are decoded at reduced scale).
+load_rgb = decode_rgb
 
 
 def load_thumbnails(sources: Sequence[ImageSource], image_size: int) -> list[Image.Image]:
@@ -71,7 +37,7 @@ def load_thumbnails(sources: Sequence[ImageSource], image_size: int) -> list[Ima
     Used to keep a training set in memory between epochs without holding full photos.
     """
     max_side = math.ceil(image_size * 1.25)
-    return [load_rgb(s, max_side=max_side) for s in sources]
+    return [decode_rgb(s, max_side=max_side) for s in sources]
 
 
 class TensorBatches:
@@ -87,7 +53,7 @@ class TensorBatches:
         batch_size: int = 32,
         shuffle: bool = False,
         seed: int = 0,
-        loader: Callable[[Any], Any] = load_rgb,
+        loader: Callable[[Any], Any] = decode_rgb,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")

@@ -11,7 +11,8 @@ reports.
 - :func:`iter_zip` reads the members of a zip archive in memory, refusing
   unsafe paths, links and zip bombs.
 - :func:`scan_folder` lists the image files of a server folder, incrementally.
-- :func:`open_rgb` opens any supported file as an upright 8-bit RGB image.
+- :func:`open_rgb` opens any supported file as an upright 8-bit RGB image, through
+  :func:`learning.images.decode_rgb`, the decoder training and embedding use too.
 """
 
 from service.ingest.archive import is_zip, iter_zip, safe_member_name

@@ -1,6 +1,7 @@
 """Shared value types of the ingest package: limits, results and errors.
 
-Everything here is plain data; no I/O happens at import time.
+Everything here is plain data (and :func:`check_dimensions`, a pure check of a
+header's size against :class:`Limits`); no I/O happens at import time.
 """
 
 from __future__ import annotations
@@ -90,6 +91,23 @@ class StorageError(Exception):
 def _storage_error(reason: str, message: str, errno: int | None) -> StorageError:
     """Rebuild a :class:`StorageError` when unpickled (keyword ``errno`` survives)."""
     return StorageError(reason, message, errno=errno)
+
+
+def check_dimensions(width: int, height: int, limits: Limits) -> None:
+    """Raise :class:`Rejected` when a header's size breaks ``limits`` (or is empty)."""
+    if width <= 0 or height <= 0:
+        raise Rejected("corrupt", f"The image header declares an empty size {width}x{height}.")
+    if width > limits.max_side or height > limits.max_side:
+        raise Rejected(
+            "too_many_pixels",
+            f"The image is {width}x{height} pixels; sides are capped at {limits.max_side}.",
+        )
+    if width * height > limits.max_pixels:
+        raise Rejected(
+            "too_many_pixels",
+            f"The image is {width}x{height} = {width * height:,} pixels; "
+            f"the cap is {limits.max_pixels:,}.",
+        )
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
-import zlib
 
 from PIL import Image, features
 
-from service.ingest.base import MEDIA_TYPES, ImageInfo, Limits, Rejected
+from learning.images import DECODE_ERRORS, is_dicom
+from service.ingest.base import MEDIA_TYPES, ImageInfo, Limits, Rejected, check_dimensions
+from service.ingest.dicom import inspect_dicom
 
 #: How many leading bytes :func:`sniff_kind` needs to recognise every kind.
 SNIFF_BYTES = 132
@@ -30,21 +30,6 @@ _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "tiff": "TIFF", "web
 
 # BITMAPINFOHEADER sizes that Pillow's BMP reader understands.
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
-
-#: Exceptions that Pillow's decoders raise on malformed input. Anything else
-#: is a bug worth seeing, so it is not swallowed.
-DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # includes UnidentifiedImageError and "image file is truncated"
-    SyntaxError,  # Pillow's "not a PNG file", bad chunk, broken TIFF tags
-    ValueError,
-    EOFError,
-    struct.error,
-    zlib.error,
-    IndexError,
-    KeyError,
-    TypeError,
-    ZeroDivisionError,
-)
 
 # Common things that arrive with an image extension but are not images.
 _LOOKALIKES: tuple[tuple[bytes, str], ...] = (
@@ -76,7 +61,7 @@ def sniff_kind(head: bytes) -> str | None:
     if head[:2] == b"BM" and len(head) >= 18:
         if int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
             return "bmp"
-    if head[128:132] == b"DICM":
+    if is_dicom(head):
         return "dicom"
     return None
 
@@ -90,23 +75,6 @@ def _describe_unknown(head: bytes) -> str:
     if b"\x00" in head:
         return "an unrecognised binary format"
     return "plain text"
-
-
-def check_dimensions(width: int, height: int, limits: Limits) -> None:
-    """Raise :class:`Rejected` when a header's size breaks ``limits`` (or is empty)."""
-    if width <= 0 or height <= 0:
-        raise Rejected("corrupt", f"The image header declares an empty size {width}x{height}.")
-    if width > limits.max_side or height > limits.max_side:
-        raise Rejected(
-            "too_many_pixels",
-            f"The image is {width}x{height} pixels; sides are capped at {limits.max_side}.",
-        )
-    if width * height > limits.max_pixels:
-        raise Rejected(
-            "too_many_pixels",
-            f"The image is {width}x{height} = {width * height:,} pixels; "
-            f"the cap is {limits.max_pixels:,}.",
-        )
 
 
 def _open_pillow(data: bytes, kind: str) -> Image.Image:
@@ -167,8 +135,6 @@ def inspect_image(data: bytes, *, limits: Limits) -> ImageInfo:
             "or DICOM image.",
         )
     if kind == "dicom":
-        from service.ingest.dicom import inspect_dicom
-
         width, height = inspect_dicom(data, limits=limits)
     else:
         width, height = _inspect_pillow(data, kind, limits)

@@ -26,8 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image
-
 from service.ingest.base import ImageInfo, StorageError
 from service.ingest.convert import open_rgb
 
@@ -170,8 +168,7 @@ class BlobStore:
         source = self.path(sha256)
         if not source.is_file():
             raise FileNotFoundError(f"no stored object {sha256}")
-        im = open_rgb(source, draft_size=size)
-        im.thumbnail((size, size), Image.Resampling.LANCZOS)
+        im = open_rgb(source, max_side=size)
         atomic_write(
             out,
             lambda fh: im.save(fh, format="JPEG", quality=85, optimize=True),

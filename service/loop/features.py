@@ -30,24 +30,11 @@ def cached_embeddings(adapter: object, shas: Sequence[str], paths: Sequence[Path
                       progress: Callable[[float, str], None] | None = None, chunk: int = 512) -> np.ndarray:
     """``[N, D]`` float32 rows for the images ``shas`` (computing and caching the missing ones)."""
     version: str = adapter.feature_version  # type: ignore[attr-defined]
-    cache = cache_for(settings)
-    ids_arr = np.asarray([content_key(s) for s in shas], dtype=np.int64)
-    missing = set(cache.missing(ids_arr, version).tolist()) if len(ids_arr) else set()
-    todo: list[tuple[int, Path]] = []
-    for i, p in zip(ids_arr.tolist(), paths, strict=True):
-        if i in missing:  # each missing image once, however often it is asked for
-            missing.discard(i)
-            todo.append((i, p))
-    for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
-        vecs = adapter.embed([p for _, p in part])  # type: ignore[attr-defined]
-        cache.put([i for i, _ in part], vecs, version)
+    ids = np.asarray([content_key(s) for s in shas], dtype=np.int64)
+
+    def report(done: int, total: int) -> None:
         if progress is not None:
-            progress(min(1.0, (start + len(part)) / max(len(todo), 1)),
-                     f"embedded {start + len(part)} of {len(todo)} new items")
-    if not len(ids_arr):
-        return np.zeros((0, 0), dtype=np.float32)
-    found, vecs = cache.get(ids_arr, version)
-    pos = {int(i): k for k, i in enumerate(found.tolist())}
-    order = [pos[int(i)] for i in ids_arr.tolist()]
-    return np.asarray(vecs[order], dtype=np.float32)
+            progress(min(1.0, done / max(total, 1)), f"embedded {done} of {total} new items")
+
+    return cache_for(settings).fill(ids, list(paths), adapter.embed,  # type: ignore[attr-defined]
+                                    version, chunk=chunk, progress=report)

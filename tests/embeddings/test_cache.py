@@ -1,4 +1,4 @@
-"""Tests for embeddings.cache.EmbeddingCache and extract_incremental."""
+"""Tests for embeddings.cache.EmbeddingCache (its one filler, ``fill``) and extract_incremental."""
 
 from __future__ import annotations
 
@@ -84,6 +84,55 @@ def test_drop(tmp_path: Path) -> None:
     cache.put([1], _vecs(1), "m")
     cache.drop("m")
     assert cache.versions() == [] and cache.missing([1], "m").tolist() == [1]
+
+
+class _Embedder:
+    """``embed(items) -> [B, 3]`` of each item's number; records every call."""
+
+    def __init__(self, fail_on_call: int | None = None) -> None:
+        self.calls: list[list[int]] = []
+        self.fail_on_call = fail_on_call
+
+    def __call__(self, items: list[int]) -> np.ndarray:
+        self.calls.append(list(items))
+        if self.fail_on_call == len(self.calls):
+            raise KeyboardInterrupt("stopped")  # what a cancel or crash looks like to the cache
+        return np.array([[float(i), 1.0, -float(i)] for i in items], dtype=np.float64)
+
+
+def test_fill_computes_only_missing_items_once_each(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    embed = _Embedder()
+    first = cache.fill([1, 2], [10, 20], embed, "m")
+    assert embed.calls == [[10, 20]] and first.dtype == np.float32
+    progress: list[tuple[int, int]] = []
+    out = cache.fill([3, 1, 3, 4], [30, 10, 31, 40], embed, "m", progress=lambda d, t: progress.append((d, t)))
+    assert embed.calls[1:] == [[30, 40]]  # 1 was cached; 3 is asked twice and computed once (its first item)
+    assert out[:, 0].tolist() == [30.0, 10.0, 30.0, 40.0]
+    assert progress == [(2, 2)]
+    assert cache.fill([], [], embed, "m").shape == (0, 0) and len(embed.calls) == 2
+
+
+def test_fill_stores_each_chunk_before_the_next(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    embed = _Embedder(fail_on_call=3)
+    with pytest.raises(KeyboardInterrupt):
+        cache.fill(range(10), list(range(10)), embed, "m", chunk=3)
+    assert cache.missing(range(10), "m").tolist() == [6, 7, 8, 9]  # two chunks kept
+    rest = _Embedder()
+    out = cache.fill(range(10), list(range(10)), rest, "m", chunk=3)
+    assert rest.calls == [[6, 7, 8], [9]]
+    assert out[:, 0].tolist() == [float(i) for i in range(10)]
+
+
+def test_fill_checks_its_input(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    with pytest.raises(ValueError, match="items"):
+        cache.fill([1, 2], [1], _Embedder(), "m")
+    with pytest.raises(ValueError, match="chunk"):
+        cache.fill([1], [1], _Embedder(), "m", chunk=0)
+    with pytest.raises(ValueError):
+        cache.fill([1], [1], lambda items: np.ones((2, 3)), "m")  # wrong row count
 
 
 def test_extract_incremental_only_embeds_missing(

@@ -52,8 +52,8 @@ def test_to_rgb_handles_alpha_and_16_bit() -> None:
     assert to_rgb(clear).getpixel((0, 0)) == (255, 255, 255)  # composited over white
     la = Image.new("LA", (2, 2), (10, 255))
     assert to_rgb(la).getpixel((0, 0)) == (10, 10, 10)
-    deep = Image.fromarray(np.full((2, 2), 65535, dtype=np.uint16))
-    assert to_rgb(deep).getpixel((0, 0)) == (255, 255, 255)
+    deep = Image.fromarray(np.array([[1000, 4095], [2000, 3000]], dtype=np.uint16))  # 12-bit data
+    assert to_rgb(deep).getpixel((1, 0)) == (255, 255, 255)  # stretched min..max, as ingest and training
     flt = Image.fromarray(np.array([[0.0, 0.5], [1.0, 0.25]], dtype=np.float32))
     rgb = to_rgb(flt)
     assert rgb.mode == "RGB" and rgb.getpixel((0, 1)) == (255, 255, 255)

@@ -132,11 +132,12 @@ def test_exif_orientation_is_applied(tmp_path, encode, orientation, size, red_co
     assert r > 200 and b < 60
 
 
-def test_draft_size_decodes_jpeg_smaller_but_not_below_request(tmp_path, encode, picture):
+def test_max_side_shrinks_to_fit_and_never_enlarges(tmp_path, encode, picture):
     path = _write(tmp_path, "big.jpg", encode(picture(1024, 800), "JPEG"))
-    out = open_rgb(path, draft_size=128)
-    assert out.mode == "RGB"
-    assert 128 <= min(out.size) and out.size[0] < 1024
+    out = open_rgb(path, max_side=128)
+    assert (out.mode, out.size) == ("RGB", (128, 100))
+    small = _write(tmp_path, "small.png", encode(picture(40, 30), "PNG"))
+    assert open_rgb(small, max_side=128).size == (40, 30)
 
 
 def test_limits_are_checked_before_decoding(tmp_path, encode, picture):
