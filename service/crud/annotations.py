@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field, FiniteFloat, field_validator
 from sqlalchemy import and_, bindparam, or_
 from sqlmodel import Session, col, select
 
-from service.crud.projects import class_names
+from service.crud.audit import record_audit
+from service.crud.classes import class_names
 from service.errors import Conflict, Invalid, PreconditionFailed, PreconditionRequired
 from service.formats.base import GeometryError, fit_box, fit_points
-from service.loop.audit import record_audit
 from service.models import (
     Annotation,
     Item,

@@ -18,10 +18,11 @@ from pathlib import Path
 from sqlmodel import Session, col, func, select
 
 from service.config import Settings
+from service.crud.annotations import current_annotation
 from service.errors import Forbidden, Invalid, StorageFailed
 from service.ingest import BlobStore, Limits, Rejected, StorageError, inspect_image, is_zip, iter_zip
 from service.ingest.base import display_name
-from service.models import Item, ItemStatus, Project
+from service.models import Item, ItemPublic, ItemStatus, Project
 
 _rng = random.SystemRandom()
 
@@ -110,6 +111,16 @@ def ingest(session: Session, *, project: Project, files: Iterable[tuple[str, byt
     session.flush()
     result.created = [{"file": r.file_name, "id": r.id, "sha256": r.sha256} for r in new_rows.values()]
     return result
+
+
+def item_public(session: Session, item: Item) -> ItemPublic:
+    """The item with its current labels and their provenance."""
+    out = ItemPublic.model_validate(item, from_attributes=True)
+    cur = current_annotation(session, item)
+    if cur is not None:
+        out.annotation = cur.data
+        out.provenance = cur.provenance
+    return out
 
 
 def encode_cursor(last_id: int) -> str:

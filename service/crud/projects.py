@@ -7,6 +7,9 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from learning.policy import Policy
+from service.crud.annotations import rename_label
+from service.crud.classes import class_names as class_names  # re-exported until service.loop imports .classes
+from service.crud.classes import classes_of
 from service.errors import Conflict, Invalid, NotFound
 from service.models import (
     LabelClass,
@@ -14,6 +17,8 @@ from service.models import (
     LabelClassPublic,
     LabelClassUpdate,
     Membership,
+    MembershipPublic,
+    PolicyPublic,
     Project,
     ProjectCreate,
     ProjectPublic,
@@ -33,22 +38,16 @@ def validate_policy(data: dict[str, Any]) -> dict[str, Any]:
         raise Invalid(msg if msg.startswith("invalid policy") else f"invalid policy: {msg}") from exc
 
 
-def classes_of(session: Session, project_id: int) -> list[LabelClass]:
-    return list(session.exec(
-        select(LabelClass).where(LabelClass.project_id == project_id)
-        .order_by(col(LabelClass.position), col(LabelClass.id))
-    ).all())
-
-
-def class_names(session: Session, project_id: int) -> list[str]:
-    return [c.name for c in classes_of(session, project_id)]
+def policy_of(project: Project) -> PolicyPublic:
+    """The project's full policy, defaults filled in."""
+    return PolicyPublic.model_validate(validate_policy(project.policy or {}))
 
 
 def project_public(session: Session, project: Project, role: Role | None = None) -> ProjectPublic:
     assert project.id is not None
     return ProjectPublic(
         id=project.id, name=project.name, task=project.task, instructions=project.instructions,
-        created_at=project.created_at, policy=validate_policy(project.policy or {}),
+        created_at=project.created_at, policy=policy_of(project),
         classes=[LabelClassPublic.model_validate(c, from_attributes=True)
                  for c in classes_of(session, project.id)],
         my_role=role.value if role else None,
@@ -99,13 +98,13 @@ def update_project(session: Session, *, project: Project, data: ProjectUpdate, u
 
 
 def set_policy(session: Session, *, project: Project, data: dict[str, Any], user: User,
-               partial: bool = True) -> dict[str, Any]:
+               partial: bool = True) -> PolicyPublic:
     merged = {**(project.policy or {}), **data} if partial else data
     policy = validate_policy(merged)
     project.policy = policy
     session.add(project)
     audit(session, user.id, "policy.update", project_id=project.id, detail=data)
-    return policy
+    return PolicyPublic.model_validate(policy)
 
 
 def add_class(session: Session, *, project: Project, data: LabelClassCreate, user: User) -> LabelClass:
@@ -160,8 +159,6 @@ def update_class(session: Session, *, project: Project, class_id: int, data: Lab
         if session.exec(select(LabelClass).where(LabelClass.project_id == project.id,
                                                  LabelClass.name == new)).first():
             raise Conflict(f"class {new!r} exists")
-        from service.crud.annotations import rename_label
-
         rename_label(session, project_id=project.id, old=cls.name, new=new)
         cls.name = new
     if "color" in changes:
@@ -175,6 +172,11 @@ def update_class(session: Session, *, project: Project, class_id: int, data: Lab
     session.add(cls)
     audit(session, user.id, "class.update", project_id=project.id, detail={"id": class_id, **changes})
     return cls
+
+
+def list_members(session: Session, *, project_id: int) -> list[MembershipPublic]:
+    rows = session.exec(select(Membership, User).join(User).where(Membership.project_id == project_id)).all()
+    return [MembershipPublic(user_id=u.id or 0, user_name=u.name, role=m.role) for m, u in rows]
 
 
 def set_member(session: Session, *, project: Project, user_name: str, role: Role,

@@ -11,7 +11,7 @@ drawn sooner: :func:`learning.policy.holdout_draw_share`) the next item is drawn
 random stream (lowest uniform ``queue_rank`` among the items no person has
 labelled, pre-labelled ones included), and the label it gets is held out for
 calibration, so the hold-out set is an unbiased sample of the unlabelled pool (it keeps
-its place in the pool for the other streams: :mod:`service.loop.holdout`).
+its place in the pool for the other streams: :mod:`service.crud.holdout`).
 Otherwise the strategy stream serves the highest ``query_score`` (written by the
 last inference job) among the unlabelled items (those in Pending are left to Pending),
 then items without a score (before a model exists, or imported since) in the random
@@ -36,8 +36,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from learning.policy import Policy, front_load_labels, holdout_draw_share
+from service.crud.holdout import CLASSIFICATION, strategy_takes, take_after_strategy
 from service.errors import Gone, NotFound
-from service.loop.holdout import CLASSIFICATION, strategy_takes, take_after_strategy
 from service.models import Item, ItemStatus, Lease, Prediction, Project, QueueReason, Skip, User, utcnow
 
 _rng = random.Random()
@@ -257,7 +257,7 @@ def next_item(session: Session, *, project: Project, user: User, ttl_seconds: in
                 continue
             if served == QueueReason.strategy and item.query_score is not None and project.task in CLASSIFICATION:
                 # hold-out items keep their place in the pool: those scored above this one
-                # would have been served before it (service/loop/holdout.py); an uninformed
+                # would have been served before it (service/crud/holdout.py); an uninformed
                 # strategy (``random``) serves reason ``random`` and takes none
                 take_after_strategy(session, project_id=project.id, served_score=item.query_score)
             return Leased(lease, item, served)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from sqlmodel import Session, col, select
 
 from service.crud.annotations import canonical, current_annotation, is_empty, write_version
-from service.crud.projects import class_names
+from service.crud.classes import class_names
 from service.errors import Invalid
 from service.formats import FormatError, get_format
 from service.formats.base import ImageLabels, LabelSet, Rejected, Shape, fit_image

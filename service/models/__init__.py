@@ -11,7 +11,34 @@ from service.models.common import (
     Task,
     utcnow,
 )
-from service.models.items import Annotation, AnnotationPublic, Item, ItemPublic, ItemsPublic, Lease, Skip
+from service.models.grids import (  # noqa: F401  (the grid family, typed grid state)
+    GridConfirm,
+    GridConfirmPublic,
+    GridPage,
+    GridPagePublic,
+    GridPageSkip,
+    GridPagesPublic,
+    GridSkipPublic,
+)
+from service.models.items import (
+    Annotation,
+    AnnotationPublic,
+    DuplicateFile,
+    Item,
+    ItemBatchPublic,
+    ItemPublic,
+    ItemsPublic,
+    LabelImportPublic,
+    Lease,
+    LeasePublic,
+    LeaseRenewed,
+    RejectedFile,
+    RejectedShapePublic,
+    ServerImport,
+    Skip,
+    SkipCreate,
+    UploadedFile,
+)
 from service.models.ml import (
     Job,
     JobPublic,
@@ -23,12 +50,14 @@ from service.models.ml import (
     RegisteredModelPublic,
     ReviewFlag,
 )
+from service.models.pending import PendingCorrect, PendingDecide, PendingDecided, PendingItemPublic, PendingPublic
 from service.models.projects import (
     ImportedFile,
     LabelClass,
     LabelClassCreate,
     LabelClassPublic,
     LabelClassUpdate,
+    PolicyPublic,
     Project,
     ProjectCreate,
     ProjectPublic,
@@ -36,13 +65,17 @@ from service.models.projects import (
     ProjectUpdate,
     WatchedFolder,
 )
+from service.models.stats import ProjectStats, ReadinessPublic
 from service.models.users import (
     ApiToken,
     AuditLog,
     AuditPublic,
+    Login,
+    LoginPublic,
     Membership,
     MembershipPublic,
     MembershipSet,
+    TokenCreate,
     TokenCreated,
     TokenPublic,
     User,
@@ -51,12 +84,14 @@ from service.models.users import (
 )
 
 __all__ = [
-    "ROLE_RANK", "TERMINAL_JOB_STATES", "Annotation", "AnnotationPublic", "ApiToken", "AuditLog",
-    "AuditPublic", "ImportedFile", "Item", "ItemPublic", "ItemStatus", "ItemsPublic", "Job",
-    "JobPublic", "JobState", "JobsPublic", "LabelClass", "LabelClassCreate", "LabelClassPublic",
-    "LabelClassUpdate", "Lease", "Membership", "MembershipPublic", "MembershipSet", "ModelVersion",
-    "ModelVersionPublic", "Prediction", "Project", "ProjectCreate", "ProjectPublic", "ProjectUpdate",
-    "ProjectsPublic", "Provenance", "QueueReason", "RegisteredModel", "RegisteredModelPublic",
-    "ReviewFlag", "Role", "Skip", "Task",
-    "TokenCreated", "TokenPublic", "User", "UserCreate", "UserPublic", "WatchedFolder", "utcnow",
+    "ROLE_RANK", "TERMINAL_JOB_STATES", "Annotation", "AnnotationPublic", "ApiToken", "AuditLog", "AuditPublic",
+    "DuplicateFile", "ImportedFile", "Item", "ItemBatchPublic", "ItemPublic", "ItemStatus", "ItemsPublic", "Job",
+    "JobPublic", "JobState", "JobsPublic", "LabelClass", "LabelClassCreate", "LabelClassPublic", "LabelClassUpdate",
+    "LabelImportPublic", "Lease", "LeasePublic", "LeaseRenewed", "Login", "LoginPublic", "Membership",
+    "MembershipPublic", "MembershipSet", "ModelVersion", "ModelVersionPublic", "PendingCorrect", "PendingDecide",
+    "PendingDecided", "PendingItemPublic", "PendingPublic", "PolicyPublic", "Prediction", "Project",
+    "ProjectCreate", "ProjectPublic", "ProjectStats", "ProjectUpdate", "ProjectsPublic", "Provenance",
+    "QueueReason", "ReadinessPublic", "RegisteredModel", "RegisteredModelPublic", "RejectedFile",
+    "RejectedShapePublic", "ReviewFlag", "Role", "ServerImport", "Skip", "SkipCreate", "Task", "TokenCreate",
+    "TokenCreated", "TokenPublic", "UploadedFile", "User", "UserCreate", "UserPublic", "WatchedFolder", "utcnow",
 ]

@@ -36,7 +36,7 @@ class Item(SQLModel, table=True):
         default=None, max_length=20,
         description="strategy | grid | pending | auto: the route that would have taken this hold-out item "
                     "out of the pool had no one labelled it; it then trains instead of calibrating "
-                    "(service/loop/holdout.py)")
+                    "(service/crud/holdout.py)")
     version: int = Field(default=0, description="current annotation version (ETag)")
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -56,6 +56,38 @@ class ItemPublic(SQLModel):
     created_at: datetime
     annotation: dict[str, Any] | None = None
     provenance: Provenance | None = None
+
+
+class UploadedFile(SQLModel):
+    file: str
+    id: int
+    sha256: str
+
+
+class DuplicateFile(SQLModel):
+    file: str
+    sha256: str
+    of: str | None = Field(description="file name of the item it duplicates")
+
+
+class RejectedFile(SQLModel):
+    file: str
+    reason: str
+    message: str
+
+
+class ItemBatchPublic(SQLModel):
+    """What an upload or a server-folder import did with each file."""
+
+    created: list[UploadedFile]
+    duplicates: list[DuplicateFile]
+    rejected: list[RejectedFile]
+
+
+class ServerImport(SQLModel):
+    path: str = Field(description="folder on the server")
+    watch: bool = Field(default=False, description="re-scan on a schedule for new files")
+    interval_minutes: float = Field(default=10.0, ge=0.5, le=7 * 24 * 60)
 
 
 class ItemsPublic(SQLModel):
@@ -94,6 +126,30 @@ class AnnotationPublic(SQLModel):
     created_at: datetime
 
 
+class RejectedShapePublic(SQLModel):
+    """A shape of an imported file that was left out: where it was and why."""
+
+    file_name: str
+    shape: int = Field(description="index in the image's shapes as loaded")
+    label: str
+    reason: str
+
+
+class LabelImportPublic(SQLModel):
+    """What an annotation import did (``POST /projects/{id}/import``); the lists hold at most
+    the first 1,000 entries (``service.crud.transfer.MAX_LISTED``), the counts all of them."""
+
+    format: str
+    updated: int
+    unchanged: int
+    unmatched: list[str]
+    unmatched_count: int
+    classes_added: list[str]
+    clipped: int
+    rejected: list[RejectedShapePublic]
+    rejected_count: int
+
+
 class Lease(SQLModel, table=True):
     """An item handed to one labeler until ``expires_at`` (unique per item)."""
 
@@ -106,6 +162,22 @@ class Lease(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class LeasePublic(SQLModel):
+    """The next item for a labeler, held for them until ``expires_at``."""
+
+    lease_id: int
+    expires_at: datetime
+    reason: str = Field(description="why this item: strategy | holdout | audit | random")
+    renewed: bool = Field(description="true when this is the lease the caller already held")
+    etag: str
+    item: ItemPublic
+
+
+class LeaseRenewed(SQLModel):
+    lease_id: int
+    expires_at: datetime
+
+
 class Skip(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("item_id", "user_id"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -113,3 +185,7 @@ class Skip(SQLModel, table=True):
     user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
     reason: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SkipCreate(SQLModel):
+    reason: str = Field(default="", max_length=500)

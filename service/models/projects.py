@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -65,11 +65,37 @@ class LabelClassPublic(LabelClassBase):
     position: int
 
 
+class PolicyPublic(SQLModel):
+    """A project's full retraining / labelling policy, defaults filled in: the fields of
+    :class:`learning.policy.Policy`, which checks them (and documents each)."""
+
+    min_labels_per_class: int
+    retrain_every_labels: int | None
+    retrain_every_minutes: float | None
+    algorithm: Literal["fast", "precise"]
+    target_precision: float
+    delta: float
+    holdout_share: float
+    holdout_min: int
+    strategy: str
+    auto_accept: bool
+    audit_share: float
+    batch_size: int
+    calibration: Literal["auto", "per_class", "pooled"]
+    epochs: int
+    semi_supervised: bool | None
+    image_size: int | None
+    features: Literal["stages", "final"]
+    mirror: bool
+    grid_purity: float | None
+    grid_min_confidence: float
+
+
 class ProjectPublic(ProjectBase):
     id: int
     created_at: datetime
     classes: list[LabelClassPublic]
-    policy: dict[str, Any]
+    policy: PolicyPublic
     my_role: str | None = None
 
 

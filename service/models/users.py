@@ -76,6 +76,11 @@ class TokenPublic(SQLModel):
     last_used_at: datetime | None
 
 
+class TokenCreate(SQLModel):
+    name: str = Field(default="", max_length=100)
+    ttl_days: float | None = Field(default=None, gt=0, le=3650)
+
+
 class TokenCreated(TokenPublic):
     token: str = Field(description="shown once; store it now")
 
@@ -96,3 +101,14 @@ class AuditPublic(SQLModel):
     project_id: int | None
     action: str
     detail: dict[str, Any]
+
+
+class Login(SQLModel):
+    name: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=200)
+
+
+class LoginPublic(SQLModel):
+    user: UserPublic
+    csrf_token: str = Field(description="send it as X-CSRF-Token on cookie-signed writes (labelloop_csrf)")
+    expires_at: str

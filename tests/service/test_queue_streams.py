@@ -150,7 +150,7 @@ def _scored_holdout(
 
 
 def test_strategy_stream_takes_holdout_items_scored_above_what_it_serves(ctx: Ctx) -> None:
-    """Hold-out items keep their place in the pool (service/loop/holdout.py)."""
+    """Hold-out items keep their place in the pool (service/crud/holdout.py)."""
     admin = ctx.user("root", "admin")
     pid = make_project(ctx, admin, n_images=8)["id"]
     ghosts, pool = _scored_holdout(ctx, admin, pid, 3, [0.9, 0.5, 0.1, 0.7, 0.3, 0.3, 0.3, 0.3])

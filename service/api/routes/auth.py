@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from pydantic import BaseModel, Field
-from sqlmodel import col, select
 
 from service.api.deps import (
     AUTH_ERRORS,
@@ -19,37 +17,33 @@ from service.api.deps import (
     SettingsDep,
     _err,
 )
-from service.crud.users import create_user
-from service.models import ApiToken, AuditLog, AuditPublic, TokenCreated, TokenPublic, UserCreate, UserPublic, utcnow
-from service.security import audit, issue_token, verify_password
+from service.crud import users
+from service.models import (
+    AuditPublic,
+    Login,
+    LoginPublic,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+    UserCreate,
+    UserPublic,
+    utcnow,
+)
+from service.security import audit, issue_token
 
 router = APIRouter(tags=["auth"])
 
 
-class LoginIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    password: str = Field(min_length=1, max_length=200)
-
-
-class LoginOut(BaseModel):
-    user: UserPublic
-    csrf_token: str = Field(description=f"send it as X-CSRF-Token on cookie-signed writes ({CSRF_COOKIE})")
-    expires_at: str
-
-
-@router.post("/auth/login", response_model=LoginOut,
+@router.post("/auth/login", response_model=LoginPublic,
              responses={401: _err("wrong name or password"), 429: _err("too many sign-in attempts")})
-def login(body: LoginIn, request: Request, response: Response, session: SessionDep,
-          settings: SettingsDep) -> LoginOut:
+def login(body: Login, request: Request, response: Response, session: SessionDep,
+          settings: SettingsDep) -> LoginPublic:
     limiter = request.app.state.login_limiter
     client = request.client.host if request.client else "?"
     if not limiter.hit(f"{client}|{body.name}"):
         raise HTTPException(429, "too many sign-in attempts; wait a minute", headers={"Retry-After": "60"})
-    from service.models import User
-
-    user = session.exec(select(User).where(User.name == body.name)).first()
-    if user is None or user.disabled or not verify_password(body.password, user.password_hash):
-        audit(session, user.id if user else None, "login.failed", detail={"name": body.name, "client": client})
+    user = users.authenticate(session, name=body.name, password=body.password, client=client)
+    if user is None:
         session.commit()
         raise HTTPException(401, "wrong name or password")
     ttl = timedelta(hours=settings.session_ttl_hours)
@@ -61,7 +55,7 @@ def login(body: LoginIn, request: Request, response: Response, session: SessionD
                         secure=settings.cookie_secure, path="/")
     response.set_cookie(CSRF_COOKIE, csrf, max_age=max_age, httponly=False, samesite="strict",
                         secure=settings.cookie_secure, path="/")
-    return LoginOut(user=UserPublic.model_validate(user, from_attributes=True), csrf_token=csrf,
+    return LoginPublic(user=UserPublic.model_validate(user, from_attributes=True), csrf_token=csrf,
                     expires_at=row.expires_at.isoformat())
 
 
@@ -83,13 +77,8 @@ def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user, from_attributes=True)
 
 
-class TokenIn(BaseModel):
-    name: str = Field(default="", max_length=100)
-    ttl_days: float | None = Field(default=None, gt=0, le=3650)
-
-
 @router.post("/auth/tokens", response_model=TokenCreated, status_code=201, responses=AUTH_ERRORS)
-def create_token(body: TokenIn, user: CurrentUser, session: SessionDep) -> TokenCreated:
+def create_token(body: TokenCreate, user: CurrentUser, session: SessionDep) -> TokenCreated:
     ttl = timedelta(days=body.ttl_days) if body.ttl_days else None
     row, secret, _ = issue_token(session, user, kind="api", name=body.name, ttl=ttl)
     return TokenCreated(**TokenPublic.model_validate(row, from_attributes=True).model_dump(), token=secret)
@@ -97,31 +86,22 @@ def create_token(body: TokenIn, user: CurrentUser, session: SessionDep) -> Token
 
 @router.get("/auth/tokens", response_model=list[TokenPublic], responses=AUTH_ERRORS)
 def list_tokens(user: CurrentUser, session: SessionDep) -> list[TokenPublic]:
-    rows = session.exec(select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.kind == "api")
-                        .order_by(col(ApiToken.id))).all()
-    return [TokenPublic.model_validate(r, from_attributes=True) for r in rows]
+    return [TokenPublic.model_validate(r, from_attributes=True) for r in users.api_tokens(session, user=user)]
 
 
 @router.delete("/auth/tokens/{token_id}", status_code=204, responses={**AUTH_ERRORS, **NOT_FOUND})
 def revoke_token(token_id: int, user: CurrentUser, session: SessionDep) -> Response:
-    row = session.get(ApiToken, token_id)
-    if row is None or (row.user_id != user.id and user.role != "admin"):
-        raise HTTPException(404, "token not found")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        session.add(row)
-        audit(session, user.id, "token.revoke", detail={"token_id": token_id})
+    users.revoke_token(session, token_id=token_id, user=user)
     return Response(status_code=204)
 
 
 @router.post("/users", response_model=UserPublic, status_code=201,
              responses={**AUTH_ERRORS, 409: _err("a user with that name exists")})
 def add_user(body: UserCreate, admin: AdminUser, session: SessionDep) -> UserPublic:
-    user = create_user(session, name=body.name, role=body.role, password=body.password, by=admin)
+    user = users.create_user(session, name=body.name, role=body.role, password=body.password, by=admin)
     return UserPublic.model_validate(user, from_attributes=True)
 
 
 @router.get("/audit", response_model=list[AuditPublic], responses=AUTH_ERRORS)
 def audit_log(admin: AdminUser, session: SessionDep, limit: int = 200) -> list[AuditPublic]:
-    rows = session.exec(select(AuditLog).order_by(col(AuditLog.id).desc()).limit(min(max(limit, 1), 1000))).all()
-    return [AuditPublic.model_validate(r, from_attributes=True) for r in rows]
+    return [AuditPublic.model_validate(r, from_attributes=True) for r in users.audit_entries(session, limit=limit)]

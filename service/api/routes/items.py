@@ -7,7 +7,6 @@ from pathlib import Path
 from fastapi import APIRouter, File, Header, HTTPException, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
 
 from service.api.deps import (
     CONFLICT,
@@ -24,30 +23,25 @@ from service.api.deps import (
 )
 from service.crud import annotations as ann_crud
 from service.crud import items as crud
-from service.models import AnnotationPublic, Item, ItemPublic, ItemsPublic, ItemStatus, Role
+from service.crud.folders import import_folder
+from service.models import (
+    AnnotationPublic,
+    ItemBatchPublic,
+    ItemPublic,
+    ItemsPublic,
+    ItemStatus,
+    Role,
+    ServerImport,
+    SkipCreate,
+)
 
 router = APIRouter(tags=["items"])
 
 
-class BatchOut(BaseModel):
-    created: list[dict] = Field(description="[{file, id, sha256}]")
-    duplicates: list[dict] = Field(description="[{file, sha256, of}]")
-    rejected: list[dict] = Field(description="[{file, reason, message}]")
-
-
-def item_public(session: SessionDep, item: Item) -> ItemPublic:
-    cur = ann_crud.current_annotation(session, item)
-    out = ItemPublic.model_validate(item, from_attributes=True)
-    if cur is not None:
-        out.annotation = cur.data
-        out.provenance = cur.provenance
-    return out
-
-
-@router.post("/projects/{project_id}/items", response_model=BatchOut, status_code=201,
+@router.post("/projects/{project_id}/items", response_model=ItemBatchPublic, status_code=201,
              responses={**STD_ERRORS, **TOO_LARGE, 507: _err("storage full or read-only")})
 async def upload(project_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep,
-                 files: list[UploadFile] = File(..., description="images or zip archives")) -> BatchOut:
+                 files: list[UploadFile] = File(..., description="images or zip archives")) -> ItemBatchPublic:
     """Upload many images (or zips of images). Bad files are listed in ``rejected``."""
     project = get_project(session, user, project_id, Role.manager)
     batch: list[tuple[str, bytes]] = []
@@ -58,27 +52,19 @@ async def upload(project_id: int, user: CurrentUser, session: SessionDep, settin
             raise HTTPException(413, f"{f.filename}: over {cap} bytes")
         batch.append((f.filename or "upload", data))
     result = await run_in_threadpool(crud.ingest, session, project=project, files=batch, settings=settings)
-    return BatchOut(**result.as_dict())
+    return ItemBatchPublic.model_validate(result.as_dict())
 
 
-class ServerImportIn(BaseModel):
-    path: str = Field(description="folder on the server")
-    watch: bool = Field(default=False, description="re-scan on a schedule for new files")
-    interval_minutes: float = Field(default=10.0, ge=0.5, le=7 * 24 * 60)
-
-
-@router.post("/projects/{project_id}/items/server-import", response_model=BatchOut, status_code=201,
+@router.post("/projects/{project_id}/items/server-import", response_model=ItemBatchPublic, status_code=201,
              responses=STD_ERRORS)
-def server_import(project_id: int, body: ServerImportIn, admin: AdminUser, session: SessionDep,
-                  settings: SettingsDep) -> BatchOut:
+def server_import(project_id: int, body: ServerImport, admin: AdminUser, session: SessionDep,
+                  settings: SettingsDep) -> ItemBatchPublic:
     """Admins only: import a server folder now (and optionally watch it)."""
-    from service.crud.folders import import_folder
-
     project = get_project(session, admin, project_id, Role.admin)
     root = crud.check_server_root(settings, Path(body.path))
     result = import_folder(session, project=project, root=root, settings=settings, watch=body.watch,
                            interval_minutes=body.interval_minutes)
-    return BatchOut(**result.as_dict())
+    return ItemBatchPublic.model_validate(result.as_dict())
 
 
 @router.get("/projects/{project_id}/items", response_model=ItemsPublic, responses=STD_ERRORS)
@@ -87,14 +73,14 @@ def list_items(project_id: int, user: CurrentUser, session: SessionDep, status: 
                limit: int = Query(default=50, ge=1, le=500)) -> ItemsPublic:
     project = get_project(session, user, project_id)
     rows, count, nxt = crud.list_items(session, project=project, status=status, cursor=cursor, limit=limit)
-    return ItemsPublic(data=[item_public(session, r) for r in rows], count=count, next_cursor=nxt)
+    return ItemsPublic(data=[crud.item_public(session, r) for r in rows], count=count, next_cursor=nxt)
 
 
 @router.get("/items/{item_id}", response_model=ItemPublic, responses=STD_ERRORS)
 def read_item(item_id: int, user: CurrentUser, session: SessionDep, response: Response) -> ItemPublic:
     item, _ = get_item(session, user, item_id)
     response.headers["ETag"] = ann_crud.etag(item)
-    return item_public(session, item)
+    return crud.item_public(session, item)
 
 
 def _blob_response(path: Path, media_type: str, sha: str) -> FileResponse:
@@ -144,12 +130,8 @@ def submit_annotation(item_id: int, body: ann_crud.AnnotationIn, user: CurrentUs
     return AnnotationPublic.model_validate(ann, from_attributes=True)
 
 
-class SkipIn(BaseModel):
-    reason: str = Field(default="", max_length=500)
-
-
 @router.post("/items/{item_id}/skip", status_code=204, responses={**STD_ERRORS, **CONFLICT})
-def skip_item(item_id: int, user: CurrentUser, session: SessionDep, body: SkipIn | None = None) -> Response:
+def skip_item(item_id: int, user: CurrentUser, session: SessionDep, body: SkipCreate | None = None) -> Response:
     item, _ = get_item(session, user, item_id)
     ann_crud.skip(session, item=item, user=user, reason=body.reason if body else "")
     return Response(status_code=204)

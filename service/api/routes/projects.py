@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
-from sqlmodel import select
+from fastapi import APIRouter, Body, HTTPException
 
 from service.api.deps import CONFLICT, STD_ERRORS, CurrentUser, SessionDep, get_project, role_in_project
 from service.crud import projects as crud
 from service.models import (
     LabelClassCreate,
     LabelClassPublic,
-    Membership,
     MembershipPublic,
     MembershipSet,
+    PolicyPublic,
     ProjectCreate,
     ProjectPublic,
     ProjectsPublic,
     ProjectUpdate,
     Role,
-    User,
 )
 from service.models import (
     LabelClassUpdate as _LCU,
@@ -32,8 +30,6 @@ router = APIRouter(tags=["projects"])
 @router.post("/projects", response_model=ProjectPublic, status_code=201, responses={**STD_ERRORS, **CONFLICT})
 def create_project(body: ProjectCreate, user: CurrentUser, session: SessionDep) -> ProjectPublic:
     if user.role not in (Role.admin, Role.manager):
-        from fastapi import HTTPException
-
         raise HTTPException(403, "only managers and admins create projects")
     project = crud.create_project(session, data=body, user=user)
     return crud.project_public(session, project, Role.admin if user.role == Role.admin else Role.manager)
@@ -78,8 +74,7 @@ def update_class(project_id: int, class_id: int, body: _LCU, user: CurrentUser,
 @router.get("/projects/{project_id}/members", response_model=list[MembershipPublic], responses=STD_ERRORS)
 def list_members(project_id: int, user: CurrentUser, session: SessionDep) -> list[MembershipPublic]:
     get_project(session, user, project_id, Role.manager)
-    rows = session.exec(select(Membership, User).join(User).where(Membership.project_id == project_id)).all()
-    return [MembershipPublic(user_id=u.id or 0, user_name=u.name, role=m.role) for m, u in rows]
+    return crud.list_members(session, project_id=project_id)
 
 
 @router.put("/projects/{project_id}/members", response_model=MembershipPublic, responses=STD_ERRORS)
@@ -89,16 +84,16 @@ def set_member(project_id: int, body: MembershipSet, user: CurrentUser, session:
     return MembershipPublic(user_id=m.user_id, user_name=body.user, role=m.role)
 
 
-@router.get("/projects/{project_id}/policy", response_model=dict[str, Any], responses=STD_ERRORS)
-def read_policy(project_id: int, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+@router.get("/projects/{project_id}/policy", response_model=PolicyPublic, responses=STD_ERRORS)
+def read_policy(project_id: int, user: CurrentUser, session: SessionDep) -> PolicyPublic:
     project = get_project(session, user, project_id)
-    return crud.validate_policy(project.policy or {})
+    return crud.policy_of(project)
 
 
-@router.put("/projects/{project_id}/policy", response_model=dict[str, Any], responses=STD_ERRORS)
+@router.put("/projects/{project_id}/policy", response_model=PolicyPublic, responses=STD_ERRORS)
 def write_policy(project_id: int, user: CurrentUser, session: SessionDep,
                  body: dict[str, Any] = Body(..., examples=[{"algorithm": "precise", "target_precision": 0.95}])
-                 ) -> dict[str, Any]:
+                 ) -> PolicyPublic:
     """Change policy fields (unnamed fields keep their value); unknown keys are refused."""
     project = get_project(session, user, project_id, Role.manager)
     return crud.set_policy(session, project=project, data=body, user=user)
