@@ -1,4 +1,4 @@
-"""Embeddings: feature extraction, an on-disk cache, a FAISS index and grid pages.
+"""Embeddings: feature extraction, an on-disk cache and grid pages.
 
 Arrays in, arrays out: nothing here knows about the database or the web app.
 Vectors are float32 ``[N, D]`` with unit-L2 rows, keyed by int64 item ids and
@@ -16,16 +16,12 @@ from embeddings.extract import (
     l2_normalize,
     load_image,
 )
-from embeddings.index import IndexFileError, IndexVersionError, VectorIndex
 
 __all__ = [
     "EmbeddingCache",
     "ExtractionCancelled",
     "GridPage",
     "ImageLoadError",
-    "IndexFileError",
-    "IndexVersionError",
-    "VectorIndex",
     "choose_k",
     "extract",
     "extract_incremental",

@@ -84,10 +84,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import embeddings.cluster as cluster_mod  # noqa: E402
-import embeddings.index as index_mod  # noqa: E402
+import lab.faiss_index.index as index_mod  # noqa: E402
 from embeddings.cluster import choose_k, grid_pages, kmeans  # noqa: E402
 from embeddings.extract import extract, load_image  # noqa: E402
-from embeddings.index import VectorIndex  # noqa: E402
+from lab.faiss_index.index import VectorIndex  # noqa: E402
 
 GB = 1024**3
 

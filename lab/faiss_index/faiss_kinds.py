@@ -1,4 +1,4 @@
-"""FAISS plumbing for :mod:`embeddings.index`: making, pruning and listing indexes.
+"""FAISS plumbing for :mod:`lab.faiss_index.index`: making, pruning and listing indexes.
 
 All indexes use inner product on unit vectors (cosine similarity).
 

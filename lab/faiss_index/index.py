@@ -3,7 +3,7 @@
 Vectors are L2-normalised on the way in (zero rows stay zero), so inner product
 is cosine similarity: scores lie in [-1, 1], higher means closer.
 
-Kinds (``VectorIndex.kind``; FAISS details in :mod:`embeddings.faiss_kinds`):
+Kinds (``VectorIndex.kind``; FAISS details in :mod:`lab.faiss_index.faiss_kinds`):
 
 - ``flat``: exact.
 - ``ivf``: ``IndexIVFFlat`` with ``nlist ~ 4 * sqrt(N)`` (at most 1,024); approximate, tuned by
@@ -14,7 +14,7 @@ Kinds (``VectorIndex.kind``; FAISS details in :mod:`embeddings.faiss_kinds`):
   graph from the stored vectors: O(N log N).
 
 ``build(..., kind="auto")`` picks ``flat`` below ``ivf_threshold`` vectors and
-``ivf`` at or above it. Files (:mod:`embeddings.index_file`): ``save(path)``
+``ivf`` at or above it. Files (:mod:`lab.faiss_index.index_file`): ``save(path)``
 writes the FAISS file at ``path`` and a JSON header at ``<path>.json`` (model
 version, dim, kind, count, sha256 of the FAISS file), each atomically; ``load``
 checks the header before reading the index and raises
@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.extract import l2_normalize
-from embeddings.faiss_kinds import (
+from lab.faiss_index.faiss_kinds import (
     KINDS,
     IndexKind,
     KindParams,
@@ -41,7 +41,7 @@ from embeddings.faiss_kinds import (
     remove_ids,
     stored_ids,
 )
-from embeddings.index_file import (
+from lab.faiss_index.index_file import (
     IndexFileError,
     IndexVersionError,
     read_index_files,

@@ -1,4 +1,4 @@
-"""Files of :class:`embeddings.index.VectorIndex`: a FAISS file plus a JSON header.
+"""Files of :class:`lab.faiss_index.index.VectorIndex`: a FAISS file plus a JSON header.
 
 ``<path>`` holds the FAISS index (streamed by ``faiss.write_index``);
 ``<path>.json`` holds the header: format, model version, dim, kind, count,
@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import faiss
 
 from embeddings.cache import atomic_write_bytes
-from embeddings.faiss_kinds import KINDS
+from lab.faiss_index.faiss_kinds import KINDS
 
 FORMAT = "labelloop-vector-index"
 _FAISS: Any = faiss  # for names missing from faiss's type stubs

@@ -1,4 +1,4 @@
-"""Tests for embeddings.index.VectorIndex: kinds, ids, persistence, recall."""
+"""Tests for lab.faiss_index.index.VectorIndex: kinds, ids, persistence, recall."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings.faiss_kinds import IndexKind
-from embeddings.index import IndexFileError, IndexVersionError, VectorIndex
+from lab.faiss_index.faiss_kinds import IndexKind
+from lab.faiss_index.index import IndexFileError, IndexVersionError, VectorIndex
+from tests.embeddings.conftest import _blobs
+
+
+@pytest.fixture
+def blobs():
+    """Factory: ``blobs(n_per, n_blobs, dim, noise=..., seed=...)`` (as tests/embeddings')."""
+    return _blobs
 
 KINDS: list[IndexKind] = ["flat", "ivf", "hnsw"]
 
