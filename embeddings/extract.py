@@ -10,12 +10,17 @@ Bad images: :func:`extract` raises :class:`ImageLoadError` naming the path;
 :func:`extract_masked` instead leaves a zero row and returns an ``ok`` mask.
 Cancelling (``should_stop()`` true, checked between batches) raises
 :class:`ExtractionCancelled`.
+
+Decoding: images come from :func:`embeddings.images.load_image` (the one shared decoder,
+with JPEG draft decoding under ``max_side``); with ``workers > 0`` a pool of that many
+threads decodes the next batch while ``embed_fn`` works on the current one (set it from
+``LABELLOOP_DECODE_WORKERS``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -114,17 +119,26 @@ def _run(
     total = n if progress_total is None else progress_total
     ok = np.zeros(n, dtype=bool)
     out: np.ndarray | None = None
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") if workers > 0 else None
     loader = _loader(max_side, skip_bad)
     done = 0
+
+    def submit(start: int) -> list[Future[Image.Image | None]]:
+        assert pool is not None
+        return [pool.submit(loader, Path(p)) for p in paths[start : start + batch_size]]
+
+    ahead: list[Future[Image.Image | None]] = []
     try:
         for start in range(0, n, batch_size):
             if should_stop is not None and should_stop():
                 break
-            chunk = [Path(p) for p in paths[start : start + batch_size]]
-            loaded = (
-                list(pool.map(loader, chunk)) if pool is not None else [loader(p) for p in chunk]
-            )
+            if pool is not None:
+                current = ahead or submit(start)
+                # decode the next batch while this one is embedded
+                ahead = submit(start + batch_size) if start + batch_size < n else []
+                loaded = [f.result() for f in current]
+            else:
+                loaded = [loader(Path(p)) for p in paths[start : start + batch_size]]
             keep = [i for i, im in enumerate(loaded) if im is not None]
             images = [im for im in loaded if im is not None]
             if images:
@@ -142,6 +156,8 @@ def _run(
                 progress(progress_offset + done, total)
     finally:
         if pool is not None:
+            for f in ahead:
+                f.cancel()
             pool.shutdown(wait=True)
     if out is None:
         out = np.zeros((n, 0), dtype=np.float32)

@@ -22,6 +22,7 @@ __all__ = [
     "LinearHead",
     "atomic_directory",
     "atomic_save",
+    "cpu_state",
     "fit_linear_head",
     "notify",
     "run_epochs",
@@ -47,6 +48,12 @@ def scaled(progress: Progress | None, lo: float, hi: float) -> Progress | None:
         outer(lo + (hi - lo) * min(1.0, max(0.0, fraction)), message)
 
     return inner
+
+
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` as host tensors: what is saved, so that a model trained on a
+    GPU loads on a machine without one (and loading uses ``map_location="cpu"`` anyway)."""
+    return {k: v.detach().to("cpu") for k, v in module.state_dict().items()}
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:

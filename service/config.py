@@ -9,8 +9,9 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,12 +69,50 @@ class Settings(BaseSettings):
     backbone_checkpoint: Path | None = None
     torch_threads: int = 2
     image_size: int = 96
+    # devices (issue 26): checked when the settings are read, so a bad one stops the start
+    device: str = Field(default="auto", description=(
+        "where jobs train and predict: auto (the first CUDA GPU when torch sees one, else the CPU), "
+        "cpu, cuda or cuda:N"))
+    cpu_runtime: Literal["auto", "torch", "openvino", "onnxruntime"] = Field(default="auto", description=(
+        "CPU inference path of the frozen backbone: auto (the fastest installed: OpenVINO, then ONNX "
+        "Runtime, else eager PyTorch), or one of them; exports are cached per model version"))
+    inference_batch_size: int = Field(default=64, ge=1, le=4096, description=(
+        "images per forward pass when embedding and predicting (raise it on a GPU, e.g. 256)"))
+    decode_workers: int = Field(default=2, ge=0, le=64, description=(
+        "threads that decode and resize images while the model runs (0: decode in the job's thread)"))
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, value: str) -> str:
+        from learning.device import resolve_device  # torch only once settings are read
+
+        resolve_device(value)  # DeviceError (a ValueError): one sentence saying what is missing
+        return value.strip().lower()
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'labelloop.db'}"
         return self
+
+    @property
+    def torch_device(self) -> Any:
+        """``device`` resolved to a ``torch.device`` (``auto`` becomes ``cuda:0`` or ``cpu``)."""
+        from learning.device import resolve_device
+
+        return resolve_device(self.device)
+
+    @property
+    def device_description(self) -> str:
+        """E.g. ``cpu (2 threads, openvino)`` or ``cuda:0 (NVIDIA H100 80GB HBM3, bfloat16)``."""
+        from learning.device import describe_device
+        from learning.runtime import best_runtime
+
+        device = self.torch_device
+        if device.type != "cpu":
+            return describe_device(device)
+        runtime = best_runtime(device) if self.cpu_runtime == "auto" else self.cpu_runtime
+        return f"cpu ({self.torch_threads} threads, {runtime})"
 
     @property
     def storage_dir(self) -> Path:

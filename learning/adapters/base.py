@@ -141,7 +141,8 @@ class EpochStats:
 @dataclass
 class FitReport:
     """What a fit did. ``holdout_probs`` ``[H, C]``: the final model's predictions on the
-    hold-out set (for calibration; the hold-out set never influences training)."""
+    hold-out set (for calibration; the hold-out set never influences training), computed
+    on ``runtime`` as the model's later predictions are."""
 
     algorithm: Algorithm
     epochs_run: int
@@ -155,6 +156,8 @@ class FitReport:
     embed_seconds: float = 0.0
     holdout_probs: np.ndarray | None = None
     holdout_accuracy: float | None = None
+    device: str = "cpu"  # where it trained (``str(torch.device)``); the model version records it
+    runtime: str = "torch"  # what computed ``holdout_probs``: calibration holds for that runtime only
 
 
 @runtime_checkable

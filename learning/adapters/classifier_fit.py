@@ -16,14 +16,19 @@
   from epoch ``pseudo_label_warmup`` on, the unlabelled sample is predicted on a weak view
   at the start of each epoch; images whose confidence is >= ``pseudo_label_threshold``
   are trained with that hard label on a strong view (weight ``unlabelled_weight``).
+
+Both run on ``model.device``: head fits, targets and weights live there; on CUDA the
+fine-tuning runs in mixed precision (bf16, or fp16 with a gradient scaler) on
+channels-last batches from pinned memory. The algorithms see the adapter only through
+:class:`ClassifierModel` (no import of the adapter module: no cycle).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -43,12 +48,46 @@ from learning.adapters.base import (
 )
 from learning.backbones import make_transform
 from learning.data import TensorBatches, load_thumbnails, stratified_split
-from learning.train import fit_linear_head, notify, run_epochs, scaled, snapshot, soft_target_loss
+from learning.device import autocast, grad_scaler, to_device
+from learning.train import LinearHead, fit_linear_head, notify, run_epochs, scaled, snapshot, soft_target_loss
 
-if TYPE_CHECKING:
-    from learning.adapters.classifier import ClassifierAdapter
+__all__ = [
+    "ClassifierModel",
+    "accuracy",
+    "fit_fast",
+    "fit_precise",
+    "label_targets",
+    "pseudo_targets",
+    "tail_modules",
+]
 
-__all__ = ["accuracy", "fit_fast", "fit_precise", "label_targets", "pseudo_targets", "tail_modules"]
+
+class ClassifierModel(Protocol):
+    """What the two algorithms use of :class:`~learning.adapters.classifier.ClassifierAdapter`."""
+
+    task: Task
+    device: torch.device
+    backbone: Any
+    head: LinearHead
+    net: nn.ModuleDict
+    image_size: int
+    mirror: bool
+    backbone_tuned: bool
+    weights_id: str
+
+    def features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+    def run_features(
+        self,
+        sources: Sequence[Any],
+        *,
+        transform: Callable[[Any], torch.Tensor] | None = None,
+        loader: Callable[[Any], Any] | None = None,
+        batch_size: int = 32,
+        progress: Progress | None = None,
+    ) -> torch.Tensor: ...
 
 
 def label_targets(task: Task, labels: np.ndarray, c: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +142,7 @@ def tail_modules(backbone: nn.Module, stages: int) -> list[nn.Module]:
 
 
 def _head(
-    model: ClassifierAdapter,
+    model: ClassifierModel,
     feats: torch.Tensor,
     y: torch.Tensor,
     mask: torch.Tensor,
@@ -144,7 +183,7 @@ def _unlabelled(config: FitConfig, emb: FitEmbeddings) -> tuple[list[Any], np.nd
 
 
 def fit_fast(
-    model: ClassifierAdapter,
+    model: ClassifierModel,
     train: LabelledImages,
     y: torch.Tensor,
     mask: torch.Tensor,
@@ -154,6 +193,8 @@ def fit_fast(
 ) -> FitReport:
     """Logistic-regression head on frozen, L2-normalised embeddings (one "epoch")."""
     t0 = time.perf_counter()
+    dev = model.device
+    y, mask = y.to(dev), mask.to(dev)
     pool, pool_emb = _unlabelled(config, emb)
     bs = max(64, config.batch_size)
     split = 0.9 * len(train) / (len(train) + len(pool))
@@ -161,6 +202,7 @@ def fit_fast(
         feats = torch.as_tensor(np.asarray(emb.train, dtype=np.float32))
     else:
         feats = model.run_features(train.images, batch_size=bs, progress=scaled(progress, 0, split))
+    feats = feats.to(dev)
     if pool and pool_emb is None:
         inner = scaled(progress, split, 0.9)
         pool_emb = model.run_features(pool, batch_size=bs, progress=inner).numpy()
@@ -170,12 +212,12 @@ def fit_fast(
     if pool_emb is None or not len(pool_emb):
         loss = _head(model, feats, y, mask, config)
     else:
-        u = torch.as_tensor(np.asarray(pool_emb, dtype=np.float32))
+        u = torch.as_tensor(np.asarray(pool_emb, dtype=np.float32)).to(dev)
         weight = None
         if model.task == "multiclass":
             # active selection skews the labels' class mix; weight them to the mix the model
             # finds among the unlabelled images (first fit: every class counts alike)
-            _head(model, feats, y, mask, config, weight=class_weights(y, torch.ones(y.shape[1])))
+            _head(model, feats, y, mask, config, weight=class_weights(y, torch.ones(y.shape[1], device=dev)))
             with torch.no_grad():
                 weight = class_weights(y, model.probs(model.head(u)).mean(dim=0))
         loss = _head(model, feats, y, mask, config, weight=weight)
@@ -184,8 +226,8 @@ def fit_fast(
         rows, yp, mp = pseudo_targets(model.task, probs, config.pseudo_label_threshold)
         n_pseudo = len(rows)
         if n_pseudo:
-            w = torch.cat([torch.ones(len(feats)) if weight is None else weight,
-                           torch.full((n_pseudo,), config.unlabelled_weight)])
+            w = torch.cat([torch.ones(len(feats), device=dev) if weight is None else weight,
+                           torch.full((n_pseudo,), config.unlabelled_weight, device=dev)])
             _head(model, torch.cat([feats, u[rows]]), torch.cat([y, yp]), torch.cat([mask, mp]), config, weight=w)
             with torch.no_grad():
                 loss = float(soft_target_loss(model.head(feats), y, model.task, mask=mask))
@@ -211,7 +253,7 @@ def _identity(item: Any) -> Any:
 
 
 def fit_precise(
-    model: ClassifierAdapter,
+    model: ClassifierModel,
     train: LabelledImages,
     y: torch.Tensor,
     mask: torch.Tensor,
@@ -220,7 +262,8 @@ def fit_precise(
     emb: FitEmbeddings,
 ) -> FitReport:
     """Head on frozen features, then fine-tune the backbone's top stages (see module doc)."""
-    task = model.task
+    task, dev = model.task, model.device
+    y, mask = y.to(dev), mask.to(dev)
     keep_np, val_np = stratified_split(train.labels, config.val_fraction, seed=config.seed)
     keep, val = torch.as_tensor(keep_np), torch.as_tensor(val_np)
     t0 = time.perf_counter()
@@ -230,8 +273,9 @@ def fit_precise(
     notify(progress, 0.02, f"loaded {len(thumbs) + len(pool_thumbs)} images")
     bs = max(64, config.batch_size)
 
-    def features_of(images: Sequence[Image.Image], transform: Any = None, prog: Any = None) -> Any:
-        return model.run_features(images, transform=transform, loader=_identity, batch_size=bs, progress=prog)
+    def features_of(images: Sequence[Image.Image], transform: Any = None, prog: Any = None) -> torch.Tensor:
+        out = model.run_features(images, transform=transform, loader=_identity, batch_size=bs, progress=prog)
+        return out.to(dev)
 
     size = model.image_size
     weak = make_transform(model.backbone, image_size=size, train=True, flip=model.mirror)
@@ -239,7 +283,7 @@ def fit_precise(
     evalt = make_transform(model.backbone, image_size=size, train=False)
     # the head starts on one view per image, as fine-tuning trains it (given embeddings are embed()'s)
     if emb.train is not None:
-        feats = torch.as_tensor(np.asarray(emb.train, dtype=np.float32))[keep]
+        feats = torch.as_tensor(np.asarray(emb.train, dtype=np.float32))[keep].to(dev)
     else:
         feats = features_of([thumbs[int(i)] for i in keep], evalt, prog=scaled(progress, 0.02, 0.15))
     embed_s = time.perf_counter() - t0
@@ -254,6 +298,7 @@ def fit_precise(
         {"params": tail_params, "lr": config.lr * config.backbone_lr_mult},
     ]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scaler = grad_scaler(dev)  # active only for fp16 autocast
     # Exponential moving average of the weights (timm's ModelEmaV3): validation, pseudo-labels
     # and the final model use the average, which is far steadier than the live weights on a
     # few hundred labels. ``live`` holds the weights training goes on from between epochs.
@@ -267,14 +312,14 @@ def fit_precise(
         nonlocal live
         inner = scaled(epochs_progress, epoch / config.epochs, (epoch + 1) / config.epochs)
         items = [(thumbs[int(i)], False) for i in keep]
-        ys, ms, ws = [y[keep]], [mask[keep]], [torch.ones(len(keep))]
+        ys, ms, ws = [y[keep]], [mask[keep]], [torch.ones(len(keep), device=dev)]
         if pool_thumbs and epoch >= config.pseudo_label_warmup:
             with torch.no_grad():  # the averaged weights label (a mean teacher) when EMA is on
                 probs = model.probs(model.head(features_of(pool_thumbs, weak)))
             rows, yp, mp = pseudo_targets(task, probs, config.pseudo_label_threshold)
             items += [(pool_thumbs[int(r)], True) for r in rows]
             ys, ms = ys + [yp], ms + [mp]
-            ws.append(torch.full((len(rows),), config.unlabelled_weight))
+            ws.append(torch.full((len(rows),), config.unlabelled_weight, device=dev))
         if live is not None:
             model.net.load_state_dict(live)
         ye, me, we = torch.cat(ys), torch.cat(ms), torch.cat(ws)
@@ -289,11 +334,14 @@ def fit_precise(
         model.backbone.eval()  # BatchNorm keeps its running statistics: small batches
         total, correct, seen = 0.0, 0.0, 0
         for i, (x, idx) in enumerate(batches):
-            logits = model.head(model.features(x))
+            with autocast(dev):
+                logits = model.head(model.features(to_device(x, dev, image=True))).float()
+            idx = idx.to(dev)
             loss = soft_target_loss(logits, ye[idx], task, mask=me[idx], weight=we[idx])
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             if ema is not None:
                 ema.update(model.net)
             total += float(loss.detach()) * len(idx)

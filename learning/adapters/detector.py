@@ -17,6 +17,10 @@ array ``[N]`` of annotation dicts ``{"boxes": [{"label", "bbox": [x, y, w, h]}],
 [{"label", "points": [...]}]}`` (class names). ``predict`` returns ``probs [N, C]`` (per class
 the best box score, 0 without a box) and per image ``boxes`` ``[{"label", "bbox", "score"}]``,
 with ``"points"`` (a polygon simplified to ``tolerance`` px) for segmentation.
+
+``device``: where the net lives; images and targets are copied there per batch and the
+results come back to the host. On CUDA training and inference run in mixed precision
+(:mod:`learning.device`). Weights are saved as host tensors and load on any device.
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ from learning.adapters.base import EpochStats, FitConfig, FitReport, LabelledIma
 from learning.adapters.registry import FORMAT_VERSION, MANIFEST, read_manifest, register_adapter
 from learning.backbones import DEFAULT_BACKBONE, create_backbone, data_config, set_num_threads
 from learning.data import ImageSource, load_rgb
+from learning.device import DeviceLike, autocast, grad_scaler, resolve_device, to_device
 from learning.polygons import mask_to_polygon, polygon_bbox, polygon_to_mask
-from learning.train import atomic_directory, notify, snapshot
+from learning.train import atomic_directory, cpu_state, notify, snapshot
 
 WEIGHTS = "weights.pt"
 __all__ = ["DetectorAdapter", "targets_from_annotations"]
@@ -176,7 +181,7 @@ class DetectorAdapter:
 
     def __init__(self, classes: Sequence[str], task: Task = "detection", backbone: str = DEFAULT_BACKBONE, *,
                  pretrained: bool = True, image_size: int | None = None, num_threads: int | None = None,
-                 **_: Any) -> None:
+                 device: DeviceLike = "cpu", **_: Any) -> None:
         if task not in ("detection", "segmentation"):
             raise ValueError(f"detector supports detection and segmentation, not {task!r}")
         if not classes or len(set(classes)) != len(classes):
@@ -186,8 +191,11 @@ class DetectorAdapter:
         self.backbone_name, self.pretrained = backbone, pretrained
         self.image_size = int(image_size or 320)
         self.num_threads = num_threads
+        self.device = resolve_device(device)
         self.model, self.body = _build(task, len(self.classes), backbone, pretrained, self.image_size)
+        self.model.to(self.device)
         self.model.eval()
+        self.trained_on: str | None = None
         self.weights_id = "pretrained" if pretrained else "random"
         self.holdout_predictions: Predictions | None = None
         """Set by ``fit`` when a hold-out set is given: the final model's predictions on it."""
@@ -218,7 +226,11 @@ class DetectorAdapter:
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 loaded = [self._load(s) for s in images[start : start + batch_size]]
-                for k, (res, (_, scale)) in enumerate(zip(self.model([x for x, _ in loaded]), loaded, strict=True)):
+                with autocast(self.device):
+                    results = self.model([to_device(x, self.device) for x, _ in loaded])
+                for k, (res_dev, (_, scale)) in enumerate(zip(results, loaded, strict=True)):
+                    res = {key: v.float().to("cpu") if v.is_floating_point() else v.to("cpu")
+                           for key, v in res_dev.items()}
                     dets = []
                     for j in range(len(res["boxes"])):
                         x0, y0, x1, y1 = (res["boxes"][j] / scale).tolist()
@@ -237,12 +249,15 @@ class DetectorAdapter:
         """``[N, D]`` float32: mean-pooled stride-32 body features, L2-normalised."""
         set_num_threads(self.num_threads)
         rows = []
+        dev = self.device
         with torch.inference_mode():
+            mean = torch.tensor(self.model.transform.image_mean, device=dev)[:, None, None]  # type: ignore[union-attr]
+            std = torch.tensor(self.model.transform.image_std, device=dev)[:, None, None]  # type: ignore[union-attr]
             for image in images:
                 x, _ = self._load(image)
-                mean = torch.tensor(self.model.transform.image_mean)[:, None, None]  # type: ignore[union-attr]
-                std = torch.tensor(self.model.transform.image_std)[:, None, None]  # type: ignore[union-attr]
-                rows.append(self.body.body(((x - mean) / std)[None])[-1].mean(dim=(2, 3)))
+                with autocast(dev):
+                    f = self.body.body(((to_device(x, dev) - mean) / std)[None])[-1].mean(dim=(2, 3))
+                rows.append(f.float().to("cpu"))
         if not rows:
             return np.zeros((0, int(self.body.body.feature_info.channels()[-1])), dtype=np.float32)
         return F.normalize(torch.cat(rows), dim=1).numpy().astype(np.float32)
@@ -273,6 +288,7 @@ class DetectorAdapter:
             warm = max(1, min(100, steps // 10))
             params = [p for p in self.model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+            scaler = grad_scaler(self.device)  # active only for fp16 autocast
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (
                 1 + math.cos(math.pi * min(1.0, i / steps))))
             history, step = [], 0
@@ -281,24 +297,30 @@ class DetectorAdapter:
                 order, total = rng.permutation(len(data)), 0.0
                 for b0 in range(0, len(data), bs):
                     batch = [_augment(*data[int(i)], rng) for i in order[b0 : b0 + bs]]
-                    losses = self.model([x for x, _ in batch], [t for _, t in batch])
-                    loss = sum(losses.values())
+                    xs = [to_device(x, self.device) for x, _ in batch]
+                    ts = [{k: to_device(v, self.device) for k, v in t.items()} for _, t in batch]
+                    with autocast(self.device):
+                        losses = self.model(xs, ts)
+                    loss: Any = sum(v.float() for v in losses.values())
                     opt.zero_grad()
-                    loss.backward()  # type: ignore[union-attr]
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(params, 10.0)
-                    opt.step()
+                    scaler.step(opt)
+                    scaler.update()
                     sched.step()
                     step += 1
-                    value = float(loss.detach())  # type: ignore[union-attr]
+                    value = float(loss.detach())
                     total += value * len(batch)
                     notify(progress, 0.03 + 0.87 * step / steps, f"epoch {epoch + 1}/{config.epochs}: "
                            f"batch {b0 // bs + 1}, loss {value:.3f}")
                 history.append(EpochStats(epoch=epoch, train_loss=total / len(data), train_accuracy=0.0))
             self.model.eval()
             self.weights_id = f"tuned-{time.time_ns():x}"
+            self.trained_on = str(self.device)
             report = FitReport(algorithm=config.algorithm, epochs_run=config.epochs, history=history,
                                stopped_early=False, best_epoch=config.epochs - 1, seconds=0.0,
-                               n_train=len(train), n_val=0)
+                               n_train=len(train), n_val=0, device=str(self.device))
             self.holdout_predictions = None
             if holdout is not None and len(holdout):
                 self.holdout_predictions = self.predict(holdout.images)
@@ -317,21 +339,25 @@ class DetectorAdapter:
         """Directory with ``manifest.json`` and ``weights.pt`` (the whole net), written atomically."""
         manifest = {"adapter": self.adapter_key, "format_version": FORMAT_VERSION, "task": self.task,
                     "classes": self.classes, "backbone": self.backbone_name, "image_size": self.image_size,
-                    "weights_id": self.weights_id, "weights": WEIGHTS,
+                    "weights_id": self.weights_id, "weights": WEIGHTS, "trained_on": self.trained_on,
                     "versions": {"torch": torch.__version__, "timm": timm.__version__},
                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         with atomic_directory(path) as tmp:
-            torch.save(self.model.state_dict(), tmp / WEIGHTS)
+            torch.save(cpu_state(self.model), tmp / WEIGHTS)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path | str) -> DetectorAdapter:
+    def load(cls, path: Path | str, *, device: DeviceLike = "cpu", num_threads: int | None = None,
+             **_: Any) -> DetectorAdapter:
+        """Restore a directory written by :meth:`save` onto ``device`` (whichever device trained it)."""
         m = read_manifest(path)
         if m.get("adapter") != cls.adapter_key:
             raise ValueError(f"{path} holds a {m.get('adapter')!r} model, not {cls.adapter_key!r}")
-        adapter = cls(m["classes"], m["task"], m["backbone"], pretrained=False, image_size=m["image_size"])
+        adapter = cls(m["classes"], m["task"], m["backbone"], pretrained=False, image_size=m["image_size"],
+                      num_threads=num_threads, device=device)
         state = torch.load(Path(path) / m.get("weights", WEIGHTS), map_location="cpu", weights_only=True)
         adapter.model.load_state_dict(state)
         adapter.model.eval()
         adapter.weights_id = str(m.get("weights_id", "loaded"))
+        adapter.trained_on = m.get("trained_on")
         return adapter

@@ -40,12 +40,24 @@ from PIL import Image
 from learning.adapters.base import Predictions, Task
 from learning.adapters.sandbox import SandboxError, TorchScriptSandbox, scrub_paths
 from learning.data import ImageSource, load_rgb
+from learning.device import DeviceLike, resolve_device
 from learning.polygons import mask_to_polygon
 
 __all__ = ["ExternalAdapter", "ExternalModelError", "InputSpec", "check_labels", "validate_model"]
 
 KINDS = ("onnx", "torchscript")
 TASKS = ("multiclass", "multilabel", "detection", "segmentation")
+
+
+def onnx_providers(device: Any) -> list[Any]:
+    """onnxruntime providers for ``device``: CUDA first when asked for and installed
+    (``onnxruntime-gpu``), the CPU always as the fallback. TorchScript models always run on
+    the CPU, in their sandbox child."""
+    import onnxruntime as ort
+
+    if getattr(device, "type", "cpu") == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": int(device.index or 0)}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 class ExternalModelError(ValueError):
@@ -115,12 +127,13 @@ class ExternalAdapter:
 
     def __init__(self, model: bytes | Path | str, kind: str, task: Task, labels: Sequence[str],
                  spec: InputSpec | dict, *, num_threads: int | None = None, sha256: str | None = None,
-                 timeout_s: float = 120.0) -> None:
+                 timeout_s: float = 120.0, device: DeviceLike = "cpu") -> None:
         if kind not in KINDS:
             raise ExternalModelError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if task not in TASKS:
             raise ExternalModelError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         self.kind, self.task = kind, task
+        self.device = resolve_device(device)
         self.path = None if isinstance(model, bytes) else Path(model)
         self.classes = check_labels(list(labels))
         self.spec = spec if isinstance(spec, InputSpec) else InputSpec.from_dict(spec)
@@ -140,7 +153,7 @@ class ExternalAdapter:
 
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-            self._session: Any = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            self._session: Any = ort.InferenceSession(data, opts, providers=onnx_providers(self.device))
         except Exception as exc:  # any loader error means "not a model of this kind"
             raise ExternalModelError(f"not a loadable onnx model: {_reason(exc)}") from exc
         self._check_onnx_input()

@@ -92,9 +92,10 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
     return manifest
 
 
-def load_adapter(path: Path | str) -> ModelAdapter:
-    """Load a saved model with the adapter class its manifest names."""
+def load_adapter(path: Path | str, **kwargs: Any) -> ModelAdapter:
+    """Load a saved model with the adapter class its manifest names; ``kwargs`` (e.g.
+    ``device=``, ``runtime_dir=``) go to that class's ``load``."""
     manifest = read_manifest(path)
     cls = get_adapter_class(str(manifest.get("adapter")))
-    adapter: ModelAdapter = cls.load(path)  # type: ignore[attr-defined]
+    adapter: ModelAdapter = cls.load(path, **kwargs)  # type: ignore[attr-defined]
     return adapter
