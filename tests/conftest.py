@@ -95,13 +95,13 @@ def serve_app(app: Any) -> Iterator[str]:
 
     import uvicorn
 
-    from tests.faults.live import free_port
+    from tests.faults.live import STARTUP_SECONDS, free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
-    deadline = time.time() + 20
+    deadline = time.time() + STARTUP_SECONDS
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
@@ -138,6 +138,30 @@ def seeded_streams(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> Ctx:
     ctx.settings.random_seed = 0
     monkeypatch.setattr(service.crud.queue, "_rng", random.Random(0))
     return ctx
+
+
+@pytest.fixture
+def fake_adapter(monkeypatch: pytest.MonkeyPatch) -> str:
+    """New models of this process are :mod:`tests.fakes`' colour adapter instead of the real
+    classifier (for job tests that need *a* model, not a good one: milliseconds, no torch).
+    Models it saves load through the registry as usual. Returns the adapter key.
+
+    Patches the two places the service creates a classifier; a ``Settings`` knob naming the
+    adapter key would replace this (and reach subprocess servers too)."""
+    import service.loop.clusters
+    import service.pipelines.classification
+    from tests.fakes import ColourAdapter, register
+
+    key = register()
+
+    def fake(*args: Any, **kwargs: Any) -> ColourAdapter:
+        classes = kwargs.get("classes", args[1] if len(args) > 1 else None)
+        task = kwargs.get("task", args[2] if len(args) > 2 else "multiclass")
+        return ColourAdapter(list(classes) if classes else ["_0", "_1"], str(getattr(task, "value", task)))
+
+    monkeypatch.setattr(service.pipelines.classification, "classifier", fake)
+    monkeypatch.setattr(service.loop.clusters, "_pretrained", lambda *args, **kwargs: ColourAdapter(["_0", "_1"]))
+    return key
 
 
 def png_bytes(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (32, 24),

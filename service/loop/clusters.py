@@ -4,11 +4,12 @@
 ``unlabelled`` or ``skipped``; proposals live in Pending), cuts k-means pages of
 4, 6 and 9 items (:func:`embeddings.cluster.grid_pages`) and suggests a class per
 page from the current model's latest predictions (``Prediction.data["top"]``).
-The pages live in the job's ``result`` (no table): ``{"model_version_id",
-"feature_version", "n_items", "pages": {"4": [...], "6": [...], "9": [...]}}``,
-page ids ``"<job id>-<size>-<index>"``; the newest succeeded cluster job is
-served (page leases, confirm and skip: :mod:`service.api.routes.grids`). A
-``clusters`` check re-clusters after each inference and after new uploads.
+The pages are :class:`~service.models.GridPage` rows of the job (page ids
+``"<job id>-<size>-<index>"``); its ``result`` says what the cut went by:
+``{"model_version_id", "feature_version", "n_items", "n_pages": {"4": n, "6": n, "9": n}}``.
+The newest succeeded cluster job is served (page leases, confirm and skip:
+:mod:`service.loop.grids`). A ``clusters`` check re-clusters after each inference
+and after new uploads.
 
 **Cold start.** Before any model exists the queue's strategy stream would be
 random. The ``cold_start`` job embeds the pool with the pretrained backbone and
@@ -36,12 +37,12 @@ from learning.policy import Policy
 from service.config import Settings
 from service.crud.items import blob_store
 from service.crud.projects import class_names
-from service.jobs.runner import JobConflict, JobContext, enqueue, task
-from service.jobs.scheduler import periodic
+from service.jobs.runner import JobConflict, JobContext, enqueue
 from service.loop.features import cached_embeddings
 from service.loop.holdout import calibration_items
 from service.loop.infer import current_model
 from service.models import (
+    GridPage,
     Item,
     ItemStatus,
     Job,
@@ -105,7 +106,27 @@ def predicted_probs(session: Session, mv: ModelVersion, ids: list[int], *, multi
 
 def cluster_project(session: Session, *, project: Project, settings: Settings, progress: Any,
                     job_id: int) -> dict[str, Any]:
-    """Grid pages of every size for the pool; the job stores the returned dict."""
+    """Cut grid pages of every size for the pool and store them as job ``job_id``'s
+    :class:`GridPage` rows (a rerun of the job replaces its pages); the job stores the
+    returned summary."""
+    assert project.id is not None
+    out = cut_pages(session, project=project, settings=settings, progress=progress, job_id=job_id)
+    pages: dict[str, list[dict[str, Any]]] = out.pop("pages")
+    for old in session.exec(select(GridPage).where(GridPage.job_id == job_id)).all():
+        session.delete(old)
+    session.flush()
+    session.add_all([GridPage(job_id=job_id, project_id=project.id, size=int(size), position=n,
+                              **{k: v for k, v in page.items() if k != "id"})
+                     for size, listed in pages.items() for n, page in enumerate(listed)])
+    session.commit()
+    out["n_pages"] = {size: len(listed) for size, listed in pages.items()}
+    return out
+
+
+def cut_pages(session: Session, *, project: Project, settings: Settings, progress: Any,
+              job_id: int) -> dict[str, Any]:
+    """What :func:`cluster_project` stores, with the pages as dicts under ``"pages"``
+    (``{"4": [...], "6": [...], "9": [...]}``, ids ``"<job id>-<size>-<index>"``)."""
     assert project.id is not None
     mv = current_model(session, project.id)
     items = pool_items(session, project.id)
@@ -288,15 +309,15 @@ def _project_job(ctx: JobContext, session: Session) -> Project:
     return project
 
 
-@task("cluster", one_per_project=True)
 def cluster_task(ctx: JobContext) -> dict[str, Any]:
+    """The ``cluster`` job (:mod:`service.jobs.registry`): :func:`cluster_project`."""
     with Session(ctx.engine, expire_on_commit=False) as s:
         return cluster_project(s, project=_project_job(ctx, s), settings=ctx.settings, progress=ctx.progress,
                                job_id=ctx.job_id)
 
 
-@task("cold_start", one_per_project=True)
 def cold_start_task(ctx: JobContext) -> dict[str, Any]:
+    """The ``cold_start`` job (:mod:`service.jobs.registry`): :func:`cold_start_project`."""
     with Session(ctx.engine, expire_on_commit=False) as s:
         return cold_start_project(s, project=_project_job(ctx, s), settings=ctx.settings, progress=ctx.progress,
                                   seed=ctx.job_id)
@@ -348,11 +369,9 @@ def _enqueue_where(engine: Engine, kind: str, due: Any, tasks: tuple[Task, ...])
                 s.commit()
 
 
-@periodic("clusters")
 def clusters_check(engine: Engine, settings: Settings) -> None:
     _enqueue_where(engine, "cluster", _cluster_due, CLASSIFICATION)
 
 
-@periodic("cold-start")
 def cold_start_check(engine: Engine, settings: Settings) -> None:
     _enqueue_where(engine, "cold_start", _cold_start_due, tuple(Task))

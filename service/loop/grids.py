@@ -1,13 +1,14 @@
 """Look-alike grid pages: lease pages, confirm a page with one label (and a class for each
 look-alike that is something else), skip a page.
 
-Pages come from the newest succeeded ``cluster`` job (:mod:`service.loop.clusters`).
-Serving a page leases each of its live items to the caller (``Lease`` reason
-``grid``, the queue's TTL), so two people never get the same page and the queue
-does not hand those items out meanwhile; items labelled since the clustering
-drop out, and a page with none left vanishes. Page state lives in the audit
-log: ``grid.confirm`` closes a page for everyone, ``grid.skip`` for the person
-who skipped it. The routes (:mod:`service.api.routes.grids`) and the simulator call these.
+Pages are :class:`~service.models.GridPage` rows cut by the newest succeeded ``cluster``
+job (:mod:`service.loop.clusters`). Serving a page leases each of its live items to the
+caller (``Lease`` reason ``grid``, the queue's TTL), so two people never get the same
+page and the queue does not hand those items out meanwhile; items labelled since the
+clustering drop out, and a page with none left vanishes. A confirm closes a page for
+everyone (``confirmed_at``), a skip for the person who skipped it (``GridPageSkip``);
+both are also written to the audit log. The routes (:mod:`service.api.routes.grids`)
+and the simulator call these; pages travel as dicts (:func:`page_dict`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,35 @@ from service.crud.queue import CLAIM_LOCK, expire_leases
 from service.errors import Conflict, Invalid, NotFound
 from service.loop.clusters import CLASSIFICATION, GRID, POOL, SIZES
 from service.loop.holdout import take_after_grid
-from service.models import AuditLog, Item, Job, JobState, Lease, Project, Provenance, User, utcnow
+from service.models import GridPage, GridPageSkip, Item, Job, JobState, Lease, Project, Provenance, User, utcnow
 from service.security import audit
 
 
-def _closed_pages(session: Session, project_id: int, user_id: int | None, since: Any) -> set[str]:
-    rows = session.exec(select(AuditLog).where(AuditLog.project_id == project_id, col(AuditLog.at) >= since,
-                                               col(AuditLog.action).in_(["grid.confirm", "grid.skip"]))).all()
-    return {str(r.detail.get("page_id")) for r in rows if r.action == "grid.confirm" or r.user_id == user_id}
+def page_dict(page: GridPage) -> dict[str, Any]:
+    """A page as the domain functions pass it around (``holdout_ids`` included: never show it)."""
+    return {"id": page.page_id, "size": page.size, "cluster": page.cluster, "item_ids": list(page.item_ids),
+            "cohesion": page.cohesion, "suggested_class": page.suggested_class, "confidence": page.confidence,
+            "agreement": page.agreement, "holdout_ids": list(page.holdout_ids)}
+
+
+def pages_of(session: Session, job_id: int, size: int) -> list[dict[str, Any]]:
+    """Every page of ``size`` that cluster job ``job_id`` cut, in its order (open or closed)."""
+    rows = session.exec(select(GridPage).where(GridPage.job_id == job_id, GridPage.size == size)
+                        .order_by(col(GridPage.position))).all()
+    return [page_dict(p) for p in rows]
+
+
+def _row(session: Session, page_id: str, *, for_update: bool = False) -> GridPage:
+    """The page with public id ``"<job id>-<size>-<index>"``, or :class:`NotFound`."""
+    try:
+        job_id, size, n = (int(x) for x in page_id.split("-"))
+    except ValueError:
+        raise NotFound("grid page not found") from None
+    q = select(GridPage).where(GridPage.job_id == job_id, GridPage.size == size, GridPage.position == n)
+    page = session.exec(q.with_for_update() if for_update else q).first()
+    if page is None:
+        raise NotFound("grid page not found")
+    return page
 
 
 def lease_pages(session: Session, *, project: Project, user: User, size: int, limit: int,
@@ -53,16 +75,19 @@ def lease_pages(session: Session, *, project: Project, user: User, size: int, li
     expire_leases(session, project_id=project.id)
     pool = set(session.exec(select(Item.id).where(Item.project_id == project.id, col(Item.status).in_(POOL))))
     leases = {le.item_id: le for le in session.exec(select(Lease).where(Lease.project_id == project.id))}
-    closed = _closed_pages(session, project.id, user.id, job.created_at)
+    skipped = select(GridPageSkip.page_id).where(GridPageSkip.user_id == user.id)
+    open_pages = session.exec(select(GridPage).where(
+        GridPage.job_id == job.id, GridPage.size == size, col(GridPage.confirmed_at).is_(None),
+        col(GridPage.id).not_in(skipped)).order_by(col(GridPage.position))).all()
     mine: list[tuple[dict[str, Any], list[int]]] = []
     free: list[tuple[dict[str, Any], list[int]]] = []
-    for page in (job.result or {}).get("pages", {}).get(str(size), []):
+    for row in open_pages:
         # an item someone labels in the queue leaves the page; a page on someone's grid is theirs
-        live = [i for i in page["item_ids"] if i in pool and (i not in leases or leases[i].reason == GRID)]
+        live = [i for i in row.item_ids if i in pool and (i not in leases or leases[i].reason == GRID)]
         holders = {leases[i].user_id for i in live if i in leases}
-        if page["id"] in closed or not live or holders - {user.id}:
+        if not live or holders - {user.id}:
             continue
-        (mine if holders else free).append((page, live))
+        (mine if holders else free).append((page_dict(row), live))
     expires = utcnow() + timedelta(seconds=ttl_seconds)
     for page, live in mine + free:
         if len(out["data"]) >= limit:
@@ -88,15 +113,12 @@ def lease_pages(session: Session, *, project: Project, user: User, size: int, li
 
 
 def find_page(session: Session, page_id: str) -> tuple[Job, dict[str, Any]]:
-    try:
-        job_id, size, n = (int(x) for x in page_id.split("-"))
-    except ValueError:
-        raise NotFound("grid page not found") from None
-    job = session.get(Job, job_id)
-    pages = (job.result or {}).get("pages", {}).get(str(size), []) if job and job.kind == "cluster" else []
-    if job is None or not 0 <= n < len(pages) or pages[n].get("id") != page_id:
+    """The cluster job that cut page ``page_id`` and the page (:func:`page_dict`)."""
+    page = _row(session, page_id)
+    job = session.get(Job, page.job_id)
+    if job is None or job.state != JobState.succeeded:  # a clustering that did not finish has no pages
         raise NotFound("grid page not found")
-    return job, pages[n]
+    return job, page_dict(page)
 
 
 def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str, Any], user: User, label: str,
@@ -115,7 +137,8 @@ def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str
     both = sorted(set(exclude) & set(corrections))
     if both:
         raise Invalid(f"items {both[:20]} are both excluded and corrected: choose one")
-    if page["id"] in _closed_pages(session, project.id, None, job.created_at):
+    row = _row(session, page["id"], for_update=True)  # two confirms of one page take turns
+    if row.confirmed_at is not None:
         raise Conflict(f"page {page['id']} was already confirmed")
     data = {c: canonical({"labels": [c]}) for c in {label, *corrections.values()}}
     items = {it.id: it for it in session.exec(select(Item).where(col(Item.id).in_(ids)))}
@@ -148,8 +171,9 @@ def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str
     # the page's hold-out items of this class would have been labelled with it; those of other
     # classes too when the person gave every exception its class and left none out; else they
     # would have been left out and stay in calibration (service/loop/holdout.py)
-    take_after_grid(session, holdout_ids=page.get("holdout_ids", []), label=label,
-                    every=bool(corrections) and not exclude)
+    take_after_grid(session, holdout_ids=row.holdout_ids, label=label, every=bool(corrections) and not exclude)
+    row.confirmed_at, row.confirmed_by = utcnow(), user.id
+    session.add(row)
     audit(session, user.id, "grid.confirm", project_id=project.id,
           detail={"page_id": page["id"], "label": label, "labelled": labelled, "excluded": released,
                   "corrected": {str(i): corrections[i] for i in corrected}})
@@ -164,9 +188,12 @@ def skip_page(session: Session, *, project: Project, page: dict[str, Any], user:
     released = [i for i in ids if i in leases and leases[i].user_id == user.id and leases[i].reason == GRID]
     for i in released:
         session.delete(leases[i])
+    row = _row(session, page["id"])
+    assert row.id is not None and user.id is not None
+    if session.exec(select(GridPageSkip).where(GridPageSkip.page_id == row.id,
+                                               GridPageSkip.user_id == user.id)).first() is None:
+        session.add(GridPageSkip(page_id=row.id, user_id=user.id))
     audit(session, user.id, "grid.skip", project_id=project.id, detail={"page_id": page["id"]})
     return {"page_id": page["id"], "released": released}
 
-
-# -- routes --------------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ Every test leaves a screenshot of each page it still has open when it ends, pass
 failed, as a test artifact: ``$LABELLOOP_ARTIFACTS/browser/<file>--<test>/final-N.png``
 (default ``test-artifacts/browser/...`` in the checkout, a folder that ignores itself in
 git), with ``result.txt`` giving the outcome and each screenshot's URL.
+
+The README's screenshots (:func:`shot`) go to ``<artifacts>/screenshots/NAME.png`` too, so
+running the suite never rewrites the committed ``web/screenshots``;
+``scripts/refresh_screenshots.sh`` runs the tests that take them and copies them there.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from tests.conftest import make_settings, serve_app
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "web" / "screenshots"
 PASSWORD = "correct-horse-1"
 
 
@@ -211,21 +214,13 @@ class Live:
             return f.id
 
     def grid_pages(self, project_id: int, pages: dict[int, list[dict[str, Any]]]) -> int:
-        """A succeeded ``cluster`` job whose result holds ``pages`` by size (ids filled in); its id."""
-        from service.models import Job, JobState
+        """A succeeded ``cluster`` job that cut ``pages`` (by size, fields as GridPage's); its id."""
+        from tests.factories import cluster_job
 
         with Session(self.engine) as s:
-            job = Job(kind="cluster", project_id=project_id, state=JobState.succeeded, progress=1.0)
-            s.add(job)
-            s.flush()
-            out = {str(size): [{"cluster": n, "cohesion": 0.8, "confidence": None, "agreement": None,
-                                "suggested_class": None, **p, "id": f"{job.id}-{size}-{n}"}
-                               for n, p in enumerate(pages.get(size, []))] for size in (4, 6, 9)}
-            job.result = {"model_version_id": None, "n_items": 0, "pages": out}
-            s.add(job)
+            job_id = cluster_job(s, project_id, pages)
             s.commit()
-            assert job.id is not None
-            return job.id
+            return job_id
 
     def api(self, name: str) -> httpx.Client:
         return httpx.Client(base_url=self.url + "/api/v1", timeout=30,
@@ -272,7 +267,7 @@ def new_page(browser: Any, live: Live, artifacts: Artifacts) -> Iterator[Callabl
 
     def make(user: str | None = None, *, viewport: dict | None = None) -> Any:
         ctx = browser.new_context(viewport=viewport or {"width": 1280, "height": 800}, base_url=live.url)
-        ctx.set_default_timeout(20_000)
+        ctx.set_default_timeout(60_000)  # a wait gives up only then: generous for a loaded machine
         contexts.append(ctx)
         artifacts.watch(ctx)
         page = ctx.new_page()
@@ -324,11 +319,21 @@ def sign_in(page: Any, user: str, password: str = PASSWORD) -> None:
     page.get_by_test_id("whoami").wait_for()
 
 
+def screenshots_dir() -> Path:
+    """Where :func:`shot` saves: ``<artifacts>/screenshots`` (ignored by git)."""
+    return artifacts_root() / "screenshots"
+
+
 def shot(page: Any, name: str) -> None:
-    """Save a screenshot for the README (web/screenshots/NAME.png)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    """Save a screenshot for the README as ``screenshots_dir() / NAME.png``
+    (``scripts/refresh_screenshots.sh`` copies them into web/screenshots)."""
+    folder = screenshots_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    ignore = artifacts_root() / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# test artifacts (browser screenshots): never committed\n*\n")
     page.wait_for_timeout(150)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    page.screenshot(path=str(folder / f"{name}.png"))
 
 
 def item_ids(live: Live, pid: int) -> list[int]:

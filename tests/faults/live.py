@@ -26,8 +26,15 @@ from sqlmodel import Session
 
 from service.config import Settings
 from service.db import make_engine, upgrade_schema
+from tests import factories
 
 REPO = Path(__file__).resolve().parents[2]
+# Deadlines only decide when a test gives up (every wait returns as soon as its condition
+# holds), so they are sized for a loaded machine: a 90 s start-up deadline failed
+# test_processes.py while the rest of the suite ran beside it.
+STARTUP_SECONDS = 300.0  # a ``labelloop serve`` (or uvicorn) process answering /health
+JOB_SECONDS = 420.0  # a job (training included) to reach a state
+STEP_SECONDS = 300.0  # anything else a test waits for (an upload, a job to be picked up)
 LABELLOOP = Path(sys.executable).parent / "labelloop"
 
 
@@ -61,7 +68,7 @@ class LiveServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 90.0) -> LiveServer:
+    def start(self, timeout: float = STARTUP_SECONDS) -> LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             cmd = [str(LABELLOOP), "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.serve_args]
@@ -134,12 +141,8 @@ class LiveServer:
 
 def colour_png(red: bool, rng: random.Random, size: int = 24) -> bytes:
     """A noisy red or blue square: two classes a model separates at once."""
-    base = np.array([200, 30, 30] if red else [30, 30, 200], dtype=np.int16)
-    noise = np.random.default_rng(rng.randint(0, 10**9)).integers(-40, 40, size=(size, size, 3))
-    arr = np.clip(base + noise, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+    return factories.colour_png((200, 30, 30) if red else (30, 30, 200), rng, size=size, jitter=0, noise=40,
+                                seed_range=10**9)
 
 
 def add_colours(c: httpx.Client, pid: int, n: int, seed: int) -> dict[int, str]:

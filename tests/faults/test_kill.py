@@ -26,7 +26,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.faults.live import LABELLOOP, LiveServer, add_colours, label_through_queue, noise_png, wait_for
+from tests.faults.live import (
+    JOB_SECONDS,
+    LABELLOOP,
+    STEP_SECONDS,
+    LiveServer,
+    add_colours,
+    label_through_queue,
+    noise_png,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +69,7 @@ def _phase_import(srv: LiveServer, c: httpx.Client, pid: int) -> list[tuple[str,
 
     t = threading.Thread(target=send)
     t.start()
-    wait_for(lambda: _objects(srv.data_dir), timeout=60, every=0.005, what="the first stored blob")
+    wait_for(lambda: _objects(srv.data_dir), timeout=STEP_SECONDS, every=0.005, what="the first stored blob")
     srv.kill()
     t.join(timeout=30)
     assert "status" not in outcome, f"the import finished before the kill: {outcome}"
@@ -87,7 +96,7 @@ def _phase_train(srv: LiveServer, c: httpx.Client, pid: int) -> int:
     r = c.post(f"/api/v1/projects/{pid}/train")
     assert r.status_code == 202, r.text
     wait_for(lambda: [m for m in c.get(f"/api/v1/projects/{pid}/model-versions").json()
-                      if m["status"] == "training"], timeout=90, what="a model version in training")
+                      if m["status"] == "training"], timeout=JOB_SECONDS, what="a model version in training")
     srv.kill()  # the job's error after restart proves it was still running
     return int(r.json()["id"])
 
@@ -112,7 +121,7 @@ def _phase_infer(srv: LiveServer, c: httpx.Client, pid: int) -> int:
         assert train["state"] in ("queued", "running", "succeeded"), train
         return next((j for j in _jobs(c, pid, "infer") if j["state"] == "running"), None)
 
-    job = wait_for(infer_running, timeout=120, every=0.01, what="the inference job to run")
+    job = wait_for(infer_running, timeout=JOB_SECONDS, every=0.01, what="the inference job to run")
     srv.kill()
     return int(job["id"])
 

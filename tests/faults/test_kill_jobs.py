@@ -47,13 +47,24 @@ import pytest
 from sqlmodel import Session, col, select
 
 from service.db import read_only
+from service.loop.grids import pages_of
 from service.models import Item, Job, Prediction, ReviewFlag
 from tests.detection.conftest import CLASSES as SHAPES
 from tests.detection.conftest import canvas, png
-from tests.faults.live import LABELLOOP, LiveServer, colour_png, label_through_queue, wait_for
+from tests.faults.live import (
+    JOB_SECONDS,
+    LABELLOOP,
+    STEP_SECONDS,
+    LiveServer,
+    colour_png,
+    label_through_queue,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
+DETECTOR_TRAIN = ("train", "train_detector")  # one ``train`` for every task since migration 0005
+DETECTOR_INFER = ("infer", "infer_detector")
 HEARTBEAT = 1.0  # the server's job heartbeat timeout: a killed job is stale this long after its last beat
 BATCH = 8  # service.loop.annotate.BATCH: one transaction per batch of items
 OPEN_STATUSES = ("unlabelled", "proposed", "skipped")
@@ -113,7 +124,7 @@ def _job(c: httpx.Client, jid: int) -> dict[str, Any]:
     return dict(r.json())
 
 
-def _finish(c: httpx.Client, jid: int, timeout: float = 240.0) -> dict[str, Any]:
+def _finish(c: httpx.Client, jid: int, timeout: float = JOB_SECONDS) -> dict[str, Any]:
     job = wait_for(lambda: (j := _job(c, jid))["state"] in ENDED and j, timeout=timeout, every=0.1,
                    what=f"job {jid} to end")
     assert job["state"] == "succeeded", job
@@ -121,7 +132,7 @@ def _finish(c: httpx.Client, jid: int, timeout: float = 240.0) -> dict[str, Any]
 
 
 def _kill_when(live: Live, c: httpx.Client, jid: int, ready: Callable[[dict[str, Any]], bool], what: str,
-               timeout: float = 240.0) -> dict[str, Any]:
+               timeout: float = JOB_SECONDS) -> dict[str, Any]:
     """SIGKILL the server as soon as job ``jid`` runs and ``ready(job)``; it must not have ended."""
 
     def check() -> dict[str, Any] | None:
@@ -254,7 +265,8 @@ def test_kill_cluster(live: Live, pool_project: tuple[int, list[int]]) -> None:
             r = c.post(f"/api/v1/projects/{pid}/grids/refresh")
             assert r.status_code == 202, r.text
             jid = int(r.json()["id"])
-            job = wait_for(partial(_cutting, c, jid), timeout=240, every=0.005, what="the clustering to cut pages")
+            job = wait_for(partial(_cutting, c, jid), timeout=JOB_SECONDS, every=0.005,
+                           what="the clustering to cut pages")
             if job["state"] == "running" and job["message"] in ("cutting grids of 4", "cutting grids of 6"):
                 live.kill()
                 break
@@ -278,7 +290,9 @@ def test_kill_cluster(live: Live, pool_project: tuple[int, list[int]]) -> None:
         result = rerun["result"]
         assert result["n_items"] == len(pool), result["n_items"]
         for size in (4, 6, 9):
-            pages = result["pages"][str(size)]
+            with Session(live.reader) as s:
+                pages = pages_of(s, rerun["id"], size)
+            assert result["n_pages"][str(size)] == len(pages)
             members = sorted(i for p in pages for i in p["item_ids"])
             assert members == pool, f"pages of {size} do not cover the pool once each"
             assert all(0 < len(p["item_ids"]) <= size for p in pages)
@@ -322,7 +336,7 @@ def trained(live: Live) -> Trained:
         assert r.status_code == 202, r.text
         train = _finish(c, r.json()["id"])
         infer = wait_for(lambda: [j for j in c.get(f"/api/v1/projects/{pid}/jobs").json()["data"]
-                                  if j["kind"] == "infer"], timeout=60, what="the inference after training")
+                                  if j["kind"] == "infer"], timeout=STEP_SECONDS, what="the inference after training")
         _finish(c, infer[0]["id"])
         mv_id = int(train["result"]["model_version_id"])
     return Trained(pid, "trained", mv_id, int(train["result"]["version"]), wrong)
@@ -418,7 +432,7 @@ def test_kill_annotate(live: Live, trained: Trained) -> None:
         return None
 
     try:
-        cli_job = wait_for(cli_starting, timeout=120, every=0.005, what="the CLI's annotate job to run")
+        cli_job = wait_for(cli_starting, timeout=STEP_SECONDS, every=0.005, what="the CLI's annotate job to run")
     finally:
         cli.kill()
         cli.wait(timeout=30)
@@ -528,7 +542,7 @@ def test_kill_train_and_infer_detector(live: Live) -> None:
                    files=[("files", (f"p{i:03d}.png", png(im), "image/png")) for i, (im, _) in enumerate(pool)])
         assert r.status_code == 201, r.text
         r = c.post(f"/api/v1/projects/{pid}/train")
-        assert r.status_code == 202 and r.json()["kind"] == "train_detector", r.text
+        assert r.status_code == 202 and r.json()["kind"] in DETECTOR_TRAIN, r.text
         train_job = int(r.json()["id"])
         _kill_when(live, c, train_job, lambda j: "epoch" in j["message"], "the detector to train an epoch")
     models = live.srv.settings.models_dir / f"project-{pid}"
@@ -549,7 +563,8 @@ def test_kill_train_and_infer_detector(live: Live) -> None:
         assert mvs[mv_id]["status"] == "ready" and mvs[mv_id]["is_current"], mvs
         assert (models / f"v{mvs[mv_id]['version']}" / "manifest.json").is_file()
         infer = wait_for(lambda: [j for j in c.get(f"/api/v1/projects/{pid}/jobs").json()["data"]
-                                  if j["kind"] == "infer_detector"], timeout=60, what="the detector's inference")
+                                  if j["kind"] in DETECTOR_INFER], timeout=STEP_SECONDS,
+                         what="the detector's inference")
         infer_job = int(infer[0]["id"])
         _kill_when(live, c, infer_job, lambda j: j["progress"] > 0, "the detector to predict a chunk")
     with Session(live.reader) as s:

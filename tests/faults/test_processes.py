@@ -21,7 +21,7 @@ from service.config import Settings
 from service.db import make_engine, upgrade_schema
 from service.jobs.scheduler import start_scheduler
 from tests.conftest import PG_URL, reset_postgres
-from tests.faults.live import LiveServer, add_colours, label_through_queue, wait_for
+from tests.faults.live import JOB_SECONDS, LiveServer, add_colours, label_through_queue, wait_for
 
 
 def test_one_scheduler_per_data_dir(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_two_api_processes_and_a_worker(tmp_path: Path) -> None:
                 jobs = c.get(f"/api/v1/projects/{pid}/jobs").json()["data"]
                 return next((j for j in jobs if j["kind"] == "train" and j["state"] == "succeeded"), None)
 
-            job = wait_for(trained, timeout=240, every=0.5, what="the worker to finish the scheduled training")
+            job = wait_for(trained, timeout=JOB_SECONDS, every=0.5, what="the worker to finish the scheduled training")
             assert job["worker"] and job["worker"].split(":")[1] == str(worker.pid), job
             trains = [j for j in c.get(f"/api/v1/projects/{pid}/jobs").json()["data"] if j["kind"] == "train"]
             assert len(trains) == 1, trains  # one scheduler: never two trainings enqueued at once

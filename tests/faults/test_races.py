@@ -25,8 +25,8 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from service.jobs.runner import ThreadExecutor
-from service.loop.infer import infer_project
 from service.models import Project
+from service.pipelines.jobs import infer_project
 from tests.conftest import Ctx, make_project
 from tests.faults.live import colour_png, label_through_queue
 
@@ -52,7 +52,8 @@ def test_no_success_reply_for_a_write_whose_commit_fails(ctx: Ctx, monkeypatch: 
     assert r is not None and r.status_code >= 500, "the client was told 201 for a label that was never stored"
 
 
-def test_inference_does_not_undo_labels_made_while_it_predicted(ctx: Ctx) -> None:
+def test_inference_does_not_undo_labels_made_while_it_predicted(ctx: Ctx, fake_adapter: str) -> None:
+    # any model that proposes will do: the fake adapter (tests/fakes.py) learns red from blue
     ctx.settings.image_size = 32
     ctx.settings.torch_threads = 1
     admin = ctx.user("root", "admin")

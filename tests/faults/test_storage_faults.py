@@ -12,8 +12,8 @@ import random
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 import service.ingest.storage as storage
@@ -93,7 +93,8 @@ def _trainable(ctx: Ctx, headers: dict[str, str]) -> int:
 
 
 def test_model_save_on_full_disk_fails_the_job_and_keeps_the_current_model(
-        ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+        ctx: Ctx, monkeypatch: pytest.MonkeyPatch, fake_adapter: str) -> None:
+    # any model will do: the fake adapter (tests/fakes.py) writes its weights with np.savez
     admin = ctx.user("root", "admin")
     pid = _trainable(ctx, admin)
     executor = ThreadExecutor(ctx.engine, ctx.settings)
@@ -105,7 +106,7 @@ def test_model_save_on_full_disk_fails_the_job_and_keeps_the_current_model(
     def no_space(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", no_space)
+    monkeypatch.setattr(np, "savez", no_space)
     r = ctx.client.post(f"/api/v1/projects/{pid}/train", headers=admin)
     assert r.status_code == 202, r.text
     executor.run_pending()
@@ -116,6 +117,7 @@ def test_model_save_on_full_disk_fails_the_job_and_keeps_the_current_model(
     assert mvs[1]["status"] == "ready" and mvs[1]["is_current"]
     model_dir = ctx.settings.models_dir / f"project-{pid}"
     assert sorted(p.name for p in model_dir.iterdir()) == ["v1"], "a failed save left files behind"
+    assert json.loads((model_dir / "v1" / "manifest.json").read_text())["adapter"] == fake_adapter
 
 
 def _cli_export(ctx: Ctx, monkeypatch: pytest.MonkeyPatch, out: Path) -> int:

@@ -7,6 +7,7 @@ from sqlmodel import Session, col, select
 
 from learning.policy import Policy
 from service.loop.clusters import clusters_check, on_pages
+from service.loop.grids import pages_of
 from service.models import AuditLog, Item, ItemStatus, Job, Lease, Prediction
 from tests.conftest import Ctx
 from tests.loop4.helpers import colour_project, label, run_jobs, start_job, user_id
@@ -71,9 +72,11 @@ def test_items_the_model_cannot_place_stay_off_the_pages(ctx: Ctx) -> None:
     run_jobs(ctx)
     with Session(ctx.engine) as s:
         result = s.get(Job, job).result  # type: ignore[union-attr]
+        pages = {size: pages_of(s, job, size) for size in (4, 6, 9)}
     below = {i for i in pool if score[i] < floor}
     assert below and result["n_uncertain"] == len(below)
-    paged = {i for size in ("4", "6", "9") for p in result["pages"][size] for i in p["item_ids"]}
+    assert result["n_pages"] == {str(size): len(listed) for size, listed in pages.items()}
+    paged = {i for listed in pages.values() for p in listed for i in p["item_ids"]}
     assert paged and not paged & below and paged == pool - below
 
 

@@ -29,6 +29,7 @@ from service.config import Settings
 from service.main import create_app
 from service.models import (
     ApiToken,
+    GridPage,
     Item,
     Job,
     JobState,
@@ -77,10 +78,9 @@ def _other_project(ctx: Ctx, admin: dict[str, str], pid: int) -> dict[str, Any]:
                       expires_at=utcnow().replace(year=2999))
         s.add_all([pred, flag, job, lease])
         s.flush()
-        page = {"id": f"{job.id}-4-0", "cluster": 0, "item_ids": items[:2], "cohesion": 0.9, "confidence": None,
-                "agreement": None, "suggested_class": None}
-        job.result = {"model_version_id": None, "pages": {"4": [page]}}
-        s.add(job)
+        s.add(GridPage(job_id=job.id, project_id=pid, size=4, position=0, cluster=0,  # type: ignore[arg-type]
+                       item_ids=items[:2], cohesion=0.9))
+        page = {"id": f"{job.id}-4-0"}
         s.commit()
         return {"pred": pred.id, "flag": flag.id, "page": page["id"], "job": job.id, "lease": lease.id,
                 "mv": mv.id, "item": items[0], "class": s.exec(select(LabelClass.id).where(
