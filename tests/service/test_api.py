@@ -12,6 +12,7 @@ def test_health_and_docs(ctx: Ctx) -> None:
     r = ctx.client.get("/api/v1/health")
     assert r.status_code == 200
     assert r.json()["status"] == "ok" and r.json()["schema_version"]
+    assert r.json()["device"].startswith(("cpu", "cuda"))  # where the jobs compute
     assert ctx.client.get("/openapi.json").status_code == 200
     assert ctx.client.get("/docs").status_code == 200
 
@@ -205,3 +206,16 @@ def test_token_revocation_and_rate_limit(ctx: Ctx) -> None:
     assert codes.count(429) >= 1
     log = ctx.client.get("/api/v1/audit", headers=admin).json()
     assert {"token.create", "token.revoke", "login.failed"} <= {e["action"] for e in log}
+
+
+def test_policy_defaults_are_a_new_projects_policy(ctx: Ctx) -> None:
+    """Settings marks each knob's default and resets to them: the route answers Policy()'s values."""
+    from learning.policy import Policy
+
+    r = ctx.client.get("/api/v1/policy/defaults", headers=ctx.user("lab1"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["defaults"] == Policy().to_dict()
+    assert body["defaults"]["calibration"] == "auto"
+    assert "auto" in body["choices"]["calibration"] and "margin" in body["choices"]["strategy"]
+    assert ctx.client.get("/api/v1/policy/defaults").status_code == 401

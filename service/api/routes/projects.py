@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, HTTPException
+from pydantic import BaseModel
+
+from learning.policy import ALGORITHMS, CALIBRATIONS, FEATURES, Policy
+from learning.query import STRATEGIES
 
 from service.api.deps import CONFLICT, STD_ERRORS, CurrentUser, SessionDep, get_project, role_in_project
 from service.crud import projects as crud
@@ -25,6 +29,19 @@ from service.models import (
 )
 
 router = APIRouter(tags=["projects"])
+
+
+class PolicyDefaultsPublic(BaseModel):
+    defaults: PolicyPublic
+    choices: dict[str, list[str]]
+
+
+@router.get("/policy/defaults", response_model=PolicyDefaultsPublic, responses=STD_ERRORS)
+def policy_defaults(user: CurrentUser) -> PolicyDefaultsPublic:
+    """A new project's policy and the values each choice field allows (Settings: default marks, reset)."""
+    return PolicyDefaultsPublic(defaults=PolicyPublic(**Policy().to_dict()), choices={
+        "algorithm": list(ALGORITHMS), "calibration": list(CALIBRATIONS), "features": list(FEATURES),
+        "strategy": sorted(STRATEGIES)})
 
 
 @router.post("/projects", response_model=ProjectPublic, status_code=201, responses={**STD_ERRORS, **CONFLICT})

@@ -3,7 +3,9 @@
 
 import { get, parseTime, post, rows, watchJob } from "../api.js";
 import { chartInto } from "../charts.js";
+import { loopState, missing, nextModel, whyBlock } from "../next_step.js";
 import { classColor, clear, fmtNum, fmtPct, fmtTime, h, notAvailable, progressBar, showError, toast } from "../ui.js";
+import { fmtThreshold, jobWord, metricWord, originWord, statusWord } from "../words.js";
 
 const STATUS_COLORS = { labelled: "#1f8a4c", proposed: "#2f6fed", unlabelled: "#c3cad6", skipped: "#b7791f", review: "#c53030" };
 const TILES = [["total", "Images"], ["labelled", "Labelled"], ["unlabelled", "Unlabelled"], ["proposed", "Pending"],
@@ -49,10 +51,16 @@ export async function render(root, { project }) {
     try { versions = rows(await get(`/projects/${project.id}/model-versions`)); } catch (err) {
       if (!err.missingRoute) showError(err);
     }
+    const loop = await loopState(project);
     if (stopped) return;
     for (const w of watchers.splice(0)) w.close();
     for (const c of charts.splice(0)) if (c) c.destroy();
     clear(body);
+    const lacking = missing(loop);
+    if (lacking.length) { // on the way to pre-labels: what is missing, and how far it is
+      body.append(whyBlock("dash-why", loop.model ? "Pre-labels are not proven yet." : "No model yet.",
+        [...lacking, loop.model ? nextModel(loop) : null]));
+    }
     await draw(stats, versions);
   }
 
@@ -75,7 +83,7 @@ export async function render(root, { project }) {
     grid.append(prog);
     const statuses = Object.keys(STATUS_COLORS);
     charts.push(await chartInto(prog, { type: "doughnut",
-      data: { labels: statuses, datasets: [{ data: statuses.map((k) => c[k] || 0), backgroundColor: statuses.map((k) => STATUS_COLORS[k]) }] },
+      data: { labels: statuses.map(statusWord), datasets: [{ data: statuses.map((k) => c[k] || 0), backgroundColor: statuses.map((k) => STATUS_COLORS[k]) }] },
       options: { plugins: { legend: { position: "right" } }, cutout: "60%" } }, "Items by status", "chart-progress"));
 
     // queue make-up
@@ -89,10 +97,12 @@ export async function render(root, { project }) {
         h("span", { testid: "stat-holdout-calibrating", title: "hold-out images no other route would have taken: the ones thresholds are calibrated on" },
           fmtNum(q.holdout_calibrating ?? 0)), " calibrating)"));
     grid.append(queue);
-    const oKeys = Object.keys(origins);
+    const oKeys = Object.keys(origins).sort((a, b) => origins[b] - origins[a]);
     if (oKeys.length) {
+      queue.append(h("ul", { class: "chips", testid: "labels-by-origin" }, oKeys.map((k) =>
+        h("li", { class: "chip", title: k }, `${originWord(k)}: `, h("span", { testid: `origin-${k}` }, fmtNum(origins[k]))))));
       charts.push(await chartInto(queue, { type: "bar",
-        data: { labels: oKeys, datasets: [{ label: "human labels", data: oKeys.map((k) => origins[k]), backgroundColor: "#2f6fed" }] },
+        data: { labels: oKeys.map(originWord), datasets: [{ label: "human labels", data: oKeys.map((k) => origins[k]), backgroundColor: "#2f6fed" }] },
         options: { plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } } },
       "Human labels by where they were made", "chart-queue"));
     } else queue.append(h("p", { class: "muted" }, "No human labels yet."));
@@ -157,16 +167,24 @@ export async function render(root, { project }) {
       if (lo != null && hi != null) iv.append(h("div", { class: "ci", style: { left: `${lo * 100}%`, width: `${(hi - lo) * 100}%` } }));
       if (p.precision != null) iv.append(h("div", { class: "point", style: { left: `calc(${p.precision * 100}% - 1px)` } }));
       iv.append(h("div", { class: "target", style: { left: `${(p.target ?? st.target_precision) * 100}%` } }));
-      const ok = lo != null && lo >= (p.target ?? st.target_precision);
+      const [word, kind] = verdict(lo, hi, p.decided, p.target ?? st.target_precision);
       card.append(h("div", { testid: `precision-v${p.version}` },
         h("p", { class: "small" }, h("strong", {}, `model v${p.version ?? "?"}: `),
           h("span", { testid: "precision-value" }, fmtPct(p.precision)),
-          ` (${fmtPct(lo)} – ${fmtPct(hi)}) from ${p.decided} decided · ${p.open} open · ${p.auto_accepted} auto-accepted `,
-          h("span", { class: `badge ${ok ? "" : "hard"}` }, ok ? "meets target" : lo == null ? "no evidence yet" : "below target")),
+          ` (interval ${fmtPct(lo)} – ${fmtPct(hi)}) from ${p.decided} decided · ${p.open} open · ${p.auto_accepted} auto-accepted `,
+          h("span", { class: `badge ${kind}`, testid: "precision-badge" }, word)),
         iv));
     }
     card.append(h("div", { class: "legend" }, h("span", {}, "▮ interval"), h("span", {}, "| realised"), h("span", { style: { color: "var(--err)" } }, "| target")));
     return card;
+  }
+
+  /** The interval against the target: below only when its top is under the target, met only when its bottom is over. */
+  function verdict(lo, hi, decided, target) {
+    if (!decided || lo == null || hi == null) return ["no decisions yet", ""];
+    if (lo >= target) return ["meets target", "good"];
+    if (hi < target) return ["below target", "hard"];
+    return ["too few decisions", ""];
   }
 
   function runsCard(runs) {
@@ -179,7 +197,7 @@ export async function render(root, { project }) {
       const cancel = ["queued", "running"].includes(r.state)
         ? h("button", { type: "button", class: "icon", "aria-label": `Cancel job ${r.id}`, onclick: () => post(`/jobs/${r.id}/cancel`, {}).catch(showError) }, "Cancel") : null;
       tbody.append(h("tr", { testid: `run-${r.id}` },
-        h("td", {}, `#${r.id} ${r.kind}`, h("br"), h("span", { class: "small muted" }, fmtTime(parseTime(r.created_at)))),
+        h("td", {}, `#${r.id} ${jobWord(r.kind)}`, h("br"), h("span", { class: "small muted" }, fmtTime(parseTime(r.created_at)))),
         h("td", {}, state), h("td", { style: { width: "40%" } }, bar.el, msg), h("td", {}, cancel)));
       if (["queued", "running"].includes(r.state)) {
         watchers.push(watchJob(r.id, (job) => {
@@ -204,7 +222,7 @@ export async function render(root, { project }) {
     for (const v of versions) {
       const m = v.metrics || {};
       const metricText = Object.entries(m).filter(([k, x]) => typeof x === "number" && k !== "n_holdout")
-        .slice(0, 4).map(([k, x]) => `${k.replace(/_/g, " ")} ${fmtNum(x)}`).join(" · ");
+        .slice(0, 4).map(([k, x]) => `${metricWord(k)} ${fmtNum(x)}`).join(" · ");
       const th = v.thresholds || {};
       const per = th.per_class || {};
       // auto: the threshold in force per class (pooled, a class's own, or none), not each class's own walk
@@ -216,10 +234,10 @@ export async function render(root, { project }) {
         h("td", { class: "num" }, fmtNum(v.n_train)), h("td", { class: "num" }, fmtNum(v.n_holdout)),
         h("td", { class: "small" }, metricText || (m.error ? h("span", { class: "warn" }, m.error) : "–")),
         h("td", { class: "small" }, h("div", { class: "chips" },
-          Object.entries(per).map(([cls, t]) => h("span", { class: "chip", title: t && t.reason ? t.reason :
+          Object.entries(per).map(([cls, t]) => h("span", { class: "chip", testid: `threshold-${v.version}-${cls}`, title: t && t.reason ? t.reason :
             t ? `precision ≥ ${fmtPct(t.lower_bound)} (bound) on ${t.n_above} hold-out items, coverage ${fmtPct(t.coverage)}` : "" },
-          `${cls} `, force(cls, t) != null ? `≥ ${fmtNum(force(cls, t), 2)}` : "none")),
-          th.pooled && th.pooled.threshold != null ? h("span", { class: "chip" }, `pooled ≥ ${fmtNum(th.pooled.threshold, 2)}`) : null,
+          `${cls} `, force(cls, t) != null ? `≥ ${fmtThreshold(force(cls, t))}` : "not pre-labelled")),
+          th.pooled && th.pooled.threshold != null ? h("span", { class: "chip" }, `all classes ≥ ${fmtThreshold(th.pooled.threshold)}`) : null,
           !Object.keys(per).length && th.reason ? h("span", { class: "muted" }, th.reason) : null),
           th.statement ? h("div", { class: "muted", testid: `statement-${v.version}` }, th.statement) : null)));
     }

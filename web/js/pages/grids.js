@@ -10,6 +10,7 @@
 import { get, post, qs, rows, thumbUrl } from "../api.js";
 import { atLeast } from "../app.js";
 import { Keymap } from "../keys.js";
+import { gridsEmpty, loopState } from "../next_step.js";
 import { clear, fmtNum, h, notAvailable, showError, toast, watchImages } from "../ui.js";
 
 const SIZES = [4, 6, 9];
@@ -27,12 +28,14 @@ export async function render(root, { project, role }) {
   const fixBox = h("div", { class: "grid-fixes", testid: "grid-fixes" });
   const footer = h("div", { class: "actions" });
   const keys = new Keymap("Grids", { buttons: ".grid-cell, [data-testid=grid-confirm]" });
-  root.append(h("h1", {}, "Grid review"),
-    h("p", { class: "muted" }, "Look-alike images the model groups together. Leave out the ones that do not belong (and give them their class if you know it), then confirm the page. ",
-      keys.button()),
-    h("div", { class: "toolbar" }, h("div", { class: "field" }, h("span", {}, "Images per page ", h("kbd", {}, "G")), sizeBox),
-      h("div", { class: "field" }, h("label", { for: "grid-label" }, "Label for the selected images ", h("kbd", {}, "L")), labelSel)),
-    head, cells, fixBox, footer);
+  // the images take the height the screen has; what is said about them and the actions sit beside them
+  root.append(h("h1", {}, "Grid review"), h("div", { class: "grids-layout" }, cells,
+    h("aside", { class: "grid-side card", testid: "grid-side", "aria-label": "The page's class and actions" }, head,
+      h("div", { class: "toolbar" }, h("div", { class: "field" }, h("span", {}, "Images per page ", h("kbd", {}, "G")), sizeBox),
+        h("div", { class: "field" }, h("label", { for: "grid-label" }, "Label for the selected images ", h("kbd", {}, "L")), labelSel)),
+      footer, fixBox,
+      h("p", { class: "muted small" }, "Look-alike images the model groups together. Leave out the ones that do not belong (and give them their class if you know it), then confirm the page. ",
+        keys.button()))));
 
   let inFlight = 0;
   function busy(delta) {
@@ -111,8 +114,14 @@ export async function render(root, { project, role }) {
     state.images = { shown: 0, total: 0 };
     if (!page) {
       clear(head);
-      clear(cells, h("p", { class: "muted", testid: "grid-empty" },
+      cells.className = "grid-page empty";
+      clear(cells, h("div", { class: "muted", testid: "grid-empty" },
         "No grid pages right now: they appear once the unlabelled images have been clustered (after each model update)."));
+      const mine = loads; // what is missing before pages come, and how far it is
+      loopState(project).then((st) => {
+        const box = cells.querySelector("[data-testid=grid-empty]");
+        if (mine === loads && box && st.readiness) clear(box, gridsEmpty(st));
+      });
       clear(footer, atLeast(role, "manager") ? h("button", { type: "button", testid: "grid-refresh", onclick: refresh },
         "Cluster now ", h("kbd", {}, "C")) : null);
       return;

@@ -9,6 +9,7 @@
 
 import { get, post, qs, thumbUrl } from "../api.js";
 import { Keymap, reveal } from "../keys.js";
+import { loopState, pendingEmpty } from "../next_step.js";
 import { clear, h, notAvailable, showError, toast, watchImages } from "../ui.js";
 
 const PAGE = 24;
@@ -93,9 +94,11 @@ export async function render(root, { project }) {
     }
     state.cursor = Math.max(0, Math.min(state.cursor, state.rows.length - 1));
     summary.textContent = state.count ? `${state.count} proposals` : "";
+    const filtered = Boolean(state.label || state.minScore);
     clear(list, state.rows.length ? state.rows.map(card)
-      : h("li", { class: "muted", testid: "pending-empty" }, "Nothing pending" +
-        (state.label || state.minScore ? " for this filter." : ": the model has not proposed anything yet.")));
+      : h("li", { class: "muted empty", testid: "pending-empty" }, "Nothing pending" +
+        (filtered ? " for this filter." : ": the model has not proposed anything yet.")));
+    if (!state.rows.length && !filtered) explainEmpty(mine);
     stopImages();
     stopImages = watchImages(list, (shown, total) => { state.images = { shown, total }; settle(); });
     clear(pager,
@@ -104,6 +107,14 @@ export async function render(root, { project }) {
       state.offset + PAGE < state.count ? h("button", { type: "button", testid: "pending-next", onclick: () => nextPage() },
         "Next → ", h("kbd", {}, "N")) : null);
     markCursor(false);
+  }
+
+  /** An empty list without a filter: say what is missing before proposals come, and how far it is. */
+  async function explainEmpty(mine) {
+    const st = await loopState(project);
+    const li = list.querySelector("[data-testid=pending-empty]");
+    if (mine !== loads || !li || !st.readiness) return;
+    clear(li, pendingEmpty(st));
   }
 
   function describe(p) {

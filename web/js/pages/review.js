@@ -2,6 +2,7 @@
 // false / missed detections) for a reviewer to confirm, fix or dismiss.
 
 import { get, qs, request, rows, thumbUrl } from "../api.js";
+import { loopState, reviewEmpty } from "../next_step.js";
 import { classColor, clear, fmtNum, h, notAvailable, s, showError, toast } from "../ui.js";
 
 const KIND_HELP = {
@@ -59,6 +60,7 @@ export async function render(root, { project }) {
     h("div", { class: "toolbar" }, h("div", { class: "field" }, h("label", { for: "review-kind" }, "Kind"), kindSel), summary),
     list);
 
+  let explained = 0;
   async function load() {
     let out;
     try {
@@ -70,7 +72,13 @@ export async function render(root, { project }) {
     }
     const flags = rows(out);
     summary.textContent = `${out && out.count != null ? out.count : flags.length} open flags`;
-    clear(list, flags.length ? flags.map(card) : h("li", { class: "muted", testid: "review-empty" }, "No open flags."));
+    clear(list, flags.length ? flags.map(card) : h("li", { class: "muted empty", testid: "review-empty" }, "No open flags."));
+    if (!flags.length && !kindSel.value) {
+      const mine = ++explained; // what is missing before flags come, and how far it is
+      const st = await loopState(project);
+      const li = list.querySelector("[data-testid=review-empty]");
+      if (mine === explained && li && st.readiness) clear(li, reviewEmpty(st));
+    }
   }
 
   function card(f) {

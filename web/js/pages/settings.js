@@ -1,39 +1,15 @@
 // Settings (managers): project name and instructions, classes (add, rename,
 // colour, hotkey order), the retraining policy, members and roles.
 
-import { get, patch, post, put, request } from "../api.js";
+import { get, patch, post, request } from "../api.js";
+import { policyCard } from "../policy_card.js";
 import { classColor, clear, h, showError, toast } from "../ui.js";
-
-// What the policy fields mean; unknown fields still get a plain input.
-const POLICY = {
-  min_labels_per_class: ["Labels per class before training", "int", "At least two classes need this many human labels."],
-  retrain_every_labels: ["Retrain every N new labels", "int?", "Empty switches this trigger off."],
-  retrain_every_minutes: ["Retrain every T minutes", "float?", "Empty switches this trigger off."],
-  algorithm: ["Algorithm", ["fast", "precise"], "fast: a head on cached embeddings (seconds); precise: fine-tunes the backbone."],
-  target_precision: ["Target pre-label precision", "float", "Between 0 and 1, e.g. 0.95."],
-  delta: ["Risk δ (1 − confidence)", "float", "The threshold's precision holds with probability 1 − δ."],
-  holdout_share: ["Hold-out share", "float", "Share of labels drawn at random for calibration."],
-  holdout_min: ["Hold-out labels to reach early", "int", "The first this many hold-out labels are drawn sooner: 30% of draws instead of 20% until they calibrate, then none until 20% of the labels would have made them. A small hold-out can rarely prove a threshold. 0: the plain share throughout."],
-  strategy: ["Query strategy", "strategy", "How the queue picks the next image."],
-  auto_accept: ["Auto-accept confident pre-labels", "bool", "Skip Pending for proposals above the threshold (audited)."],
-  audit_share: ["Audit share", "float", "Share of auto-accepted pre-labels sent back to people."],
-  batch_size: ["Query batch size", "int", "Items a query round selects."],
-  calibration: ["Calibration", ["per_class", "pooled"], "per_class: a certified threshold per class; pooled: one for all classes (needs fewer hold-out labels)."],
-  epochs: ["Epochs (precise)", "int", "Training passes over the labels."],
-  semi_supervised: ["Learn from unlabelled images", "bool?", "auto: on for fast (labels weighted to the class mix of the unlabelled images, plus pseudo-labels), off for precise (FixMatch-style pseudo-labels, slower)."],
-  image_size: ["Model input size", "int?", "Empty: the backbone's default."],
-  features: ["Image features", ["stages", "final"], "stages: the backbone's top features and three stages below them (better on images unlike ImageNet); final: the top features only."],
-  mirror: ["Mirror images are the same class", "bool", "On: the model sees each image and its left-right mirror image as one (better scores). Off when classes differ by the way they face (left/right arrows)."],
-  grid_min_confidence: ["Grid pages: lowest model confidence", "float", "Images the model is less sure of are labelled one by one."],
-  grid_purity: ["Grid pages: expected purity", "float?", "Pages take the images most likely right until this share is expected in the page's class (learnt from the hold-out). Empty switches it off."],
-};
-const STRATEGIES = ["margin", "entropy", "least_confidence", "margin_diverse", "entropy_diverse", "margin_balanced", "margin_explore",
-  "multilabel_uncertainty", "multilabel_entropy", "cold_start", "random"];
 
 export async function render(root, { project }) {
   const wrap = h("div", { class: "settings" });
   root.append(h("h1", {}, "Settings"), wrap);
-  wrap.append(projectCard(project), await classesCard(project), await policyCard(project), await membersCard(project));
+  const [classes, members, policy] = await Promise.all([classesCard(project), membersCard(project), policyCard(project)]);
+  wrap.append(projectCard(project), classes, members, policy); // the policy spans the width, below the three small cards
 }
 
 function projectCard(project) {
@@ -105,99 +81,6 @@ async function classesCard(project) {
 function toHex(color) {
   if (/^#[0-9a-f]{6}$/i.test(color)) return color;
   return "#888888";
-}
-
-async function policyCard(project) {
-  const card = h("section", { class: "card", "aria-labelledby": "set-policy", testid: "settings-policy" },
-    h("h2", { id: "set-policy" }, "Retraining policy"));
-  let policy;
-  try { policy = await get(`/projects/${project.id}/policy`); } catch (err) { card.append(h("p", { class: "notice error" }, err.message)); return card; }
-  const form = h("form", { class: "policy-form" });
-  const inputs = {};
-  for (const [key, value] of Object.entries(policy)) {
-    const [label, type, help] = POLICY[key] || [key.replace(/_/g, " "), typeof value === "boolean" ? "bool"
-      : typeof value === "number" ? (Number.isInteger(value) ? "int" : "float") : value === null ? "float?" : "text", ""];
-    const id = `pol-${key}`;
-    let input;
-    if (Array.isArray(type)) {
-      input = h("select", { id }, type.map((t) => h("option", { value: t, selected: t === value }, t)));
-    } else if (type === "bool") {
-      input = h("input", { id, type: "checkbox", checked: Boolean(value) });
-    } else if (type === "bool?") {
-      input = h("select", { id }, [["auto", null], ["on", true], ["off", false]].map(([t, v]) =>
-        h("option", { value: t, selected: v === value }, t)));
-    } else if (type === "strategy") {
-      input = h("input", { id, value: value ?? "", list: "pol-strategies" });
-    } else if (type === "int" || type === "int?" || type === "float" || type === "float?") {
-      input = h("input", { id, type: "number", step: type.startsWith("int") ? "1" : "any", value: value ?? "",
-        placeholder: type.endsWith("?") ? "off" : "" });
-    } else {
-      input = h("input", { id, value: typeof value === "object" && value !== null ? JSON.stringify(value) : value ?? "" });
-    }
-    input.dataset.testid = `policy-${key}`;
-    const error = h("p", { id: `${id}-error`, class: "small form-error", role: "alert", testid: `policy-error-${key}`,
-      style: { gridColumn: "1 / -1", display: "none" } });
-    inputs[key] = [input, type, value, error];
-    form.append(h("label", { for: id, title: help }, label), input, error);
-  }
-  /** The server's "invalid policy: NAME must be ..." sentences, each under its field. */
-  const showProblems = (message) => {
-    const text = String(message).replace(/^(invalid policy:\s*)+/i, "");
-    const left = [];
-    for (const problem of text.split("; ")) {
-      const key = (problem.match(/^(\w+) /) || [])[1];
-      const field = inputs[key];
-      if (!field) { left.push(problem); continue; }
-      const [input, , , error] = field;
-      error.textContent = problem.replace(/_/g, " ");
-      error.style.display = "";
-      input.setAttribute("aria-invalid", "true");
-      input.setAttribute("aria-describedby", error.id);
-    }
-    return left;
-  };
-  const clearProblems = () => {
-    for (const [input, , , error] of Object.values(inputs)) {
-      error.textContent = "";
-      error.style.display = "none";
-      input.removeAttribute("aria-invalid");
-      input.removeAttribute("aria-describedby");
-    }
-  };
-  form.append(h("datalist", { id: "pol-strategies" }, STRATEGIES.map((s) => h("option", { value: s }))));
-  const status = h("p", { class: "small", role: "status", testid: "policy-status" });
-  form.append(h("div", { class: "actions", style: { gridColumn: "1 / -1" } },
-    h("button", { type: "submit", class: "primary", testid: "policy-save" }, "Save policy")), status);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const changes = {};
-    for (const [key, [input, type, old]] of Object.entries(inputs)) {
-      let v;
-      if (type === "bool") v = input.checked;
-      else if (type === "bool?") v = { auto: null, on: true, off: false }[input.value];
-      else if (type === "int" || type === "int?" || type === "float" || type === "float?") {
-        v = input.value === "" ? (type.endsWith("?") ? null : old) : Number(input.value);
-      } else if (typeof old === "object" && old !== null) {
-        try { v = JSON.parse(input.value); } catch { v = old; }
-      } else v = input.value;
-      if (JSON.stringify(v) !== JSON.stringify(old)) changes[key] = v;
-    }
-    clearProblems();
-    if (!Object.keys(changes).length) { status.textContent = "Nothing changed."; status.className = "small"; return; }
-    try {
-      const out = await put(`/projects/${project.id}/policy`, changes);
-      for (const [key, [, , ]] of Object.entries(inputs)) inputs[key][2] = out[key];
-      status.textContent = `Saved: ${Object.keys(changes).join(", ")}.`;
-      status.className = "small ok";
-      toast("Policy saved", "ok");
-    } catch (err) {
-      const left = err.status === 422 ? showProblems(err.message) : [err.message];
-      status.textContent = left.length ? `Not saved: ${left.join("; ")}` : "Not saved: see the note under the field.";
-      status.className = "small form-error";
-    }
-  });
-  card.append(form);
-  return card;
 }
 
 async function membersCard(project) {
