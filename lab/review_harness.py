@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, col, func, select
 
-import service.jobs.tasks  # noqa: F401  (registers the jobs)
 from lab.fashion import FASHION_CLASSES, FASHION_DIR, load_fashion, png
 from lab.simulate import workspace
 from learning.policy import Policy

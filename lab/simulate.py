@@ -25,7 +25,6 @@ import numpy as np
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-import service.jobs.tasks  # noqa: F401  (registers the train and infer jobs)
 from lab.fashion import FASHION_CLASSES, FASHION_DIR, load_fashion, png
 from lab.metrics import best_hindsight, fresh_holdouts, label_efficiency
 from lab.plot import plot

@@ -7,9 +7,10 @@ import argparse
 
 from sqlmodel import Session, select
 
+from service.cli_support import cli_engine, project_named
 from service.config import Settings
 from service.errors import LabelloopError
-from service.loop.annotate import AnnotateIn, register_job, start_annotation
+from service.loop.annotate import AnnotateIn, start_annotation
 from service.models import Job, ModelVersion, RegisteredModel, utcnow
 
 
@@ -28,14 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
-    from service.cli import _engine, _project
     from service.jobs.runner import run_job, worker_name
     from service.models import JobState
 
-    engine = _engine(settings)
+    engine = cli_engine(settings)
     pairs = [kv.split("=", 1) for kv in args.label_map.split(",") if kv.strip()]
     with Session(engine, expire_on_commit=False) as s:
-        project = _project(s, args.project)
+        project = project_named(s, args.project)
         body = AnnotateIn(label_map={k.strip(): v.strip() for k, v in pairs}, threshold=args.threshold,
                           clean_old=args.clean_old, masks_as_polygons=args.masks_as_polygons)
         if args.model:
@@ -63,7 +63,6 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_wait:
         print(f"queued job {job_id}")
         return 0
-    register_job()
     state = run_job(engine, settings, job_id)
     with Session(engine) as s:
         done = s.get(Job, job_id)

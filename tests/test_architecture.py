@@ -38,7 +38,6 @@ PACKAGES = [p for p in ("service", "learning", "embeddings", "lab") if (ROOT / p
 # of the cycle check, each with the cycle it closes. The lead empties this list at the end;
 # nothing may be added to it.
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    ("service.ingest.sniff", "service.ingest.dicom"): "ingest sniff <-> dicom (inspect_dicom, lazily)",
 }
 
 DOMAIN = ("service.crud", "service.loop", "service.pipelines", "service.jobs", "service.ingest", "service.formats")

@@ -76,7 +76,7 @@ def _one_batch(session: Session, folder: WatchedFolder, project: Project, settin
 
 def rescan_due(engine: Engine, settings: Settings) -> None:
     """Scan every watched folder whose interval has passed (the scheduler's
-    ``watched-folders`` check, registered in :mod:`service.jobs.tasks`)."""
+    ``watched-folders`` check, listed in :data:`service.jobs.registry.CHECKS`)."""
     with Session(engine) as session:
         folders = session.exec(select(WatchedFolder).where(WatchedFolder.interval_minutes > 0)).all()
         now = utcnow()

@@ -1,4 +1,5 @@
-"""Periodic checks every deployment runs: crash recovery and lease expiry."""
+"""Periodic checks every deployment runs: crash recovery and lease expiry (listed in
+:data:`service.jobs.registry.CHECKS`)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,13 @@ from sqlmodel import Session
 
 from service.config import Settings
 from service.crud.queue import expire_leases
-from service.jobs.runner import recover_stale
-from service.jobs.scheduler import periodic
+from service.jobs.recovery import recover_stale
 
 
-@periodic("recover-stale-jobs")
 def recover(engine: Engine, settings: Settings) -> None:
     recover_stale(engine, timeout_seconds=settings.job_heartbeat_timeout_seconds)
 
 
-@periodic("expire-leases")
 def leases(engine: Engine, settings: Settings) -> None:
     with Session(engine) as s:
         expire_leases(s)

@@ -1,13 +1,12 @@
-"""Job states, claiming, progress/heartbeat, cancel and crash recovery.
+"""Job states, claiming, progress/heartbeat, cancel, and the thread executor.
 
 A job row moves ``queued -> running -> succeeded | failed | cancelled``. Any
 process (the API's in-process executor or ``labelloop worker``) may claim a
 queued job: on PostgreSQL with ``FOR UPDATE SKIP LOCKED``, on SQLite inside a
 ``BEGIN IMMEDIATE`` write transaction. A running job heartbeats from a side
-thread; a job whose heartbeat is older than the timeout belongs to a dead
-process and is failed with a reason, or requeued when its task can resume.
-Task functions only see a :class:`JobContext`, so another engine could run
-the same functions elsewhere.
+thread; a job whose heartbeat stopped is recovered by :mod:`service.jobs.recovery`.
+Job functions are listed in :mod:`service.jobs.registry` and see a :class:`JobContext`;
+their compute steps see only :class:`service.jobs.executor.ComputeContext`.
 """
 
 from __future__ import annotations
@@ -17,19 +16,24 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from learning.adapters.base import Cancelled as LearningCancelled
 from service.config import Settings
-from service.models import TERMINAL_JOB_STATES, Job, JobState, ModelVersion, utcnow
+from service.jobs.executor import Executor, LocalContext, map_in_process
+from service.jobs.recovery import recover_stale
+from service.jobs.registry import UnknownJob, canonical_kind, job_spec
+from service.models import TERMINAL_JOB_STATES, Job, JobState, utcnow
 
 log = logging.getLogger("labelloop.jobs")
+__all__ = ["Cancelled", "JobConflict", "JobContext", "ThreadExecutor", "claim_next", "enqueue", "recover_stale",
+           "request_cancel", "run_job", "task", "worker_name"]  # recover_stale: service.jobs.recovery
+S = TypeVar("S")
+R = TypeVar("R")
 
 
 class Cancelled(LearningCancelled):
@@ -40,21 +44,15 @@ class JobConflict(Exception):
     """A job of this kind is already active for the project."""
 
 
-@dataclass
-class TaskSpec:
-    fn: Callable[[JobContext], dict[str, Any] | None]
-    resumable: bool = False
-    one_per_project: bool = False
-
-
-TASKS: dict[str, TaskSpec] = {}
-
-
 def task(name: str, *, resumable: bool = False, one_per_project: bool = False) -> Callable:
-    """Register a job function ``fn(ctx) -> result dict`` under ``name``."""
+    """Kept for modules written before :mod:`service.jobs.registry`: registers nothing, only
+    checks that the registry lists ``name`` with these flags (jobs are listed there)."""
+    spec = job_spec(name)
+    if (spec.resumable, spec.one_per_project) != (resumable, one_per_project):
+        raise ValueError(f"job {name!r}: the registry says resumable={spec.resumable}, "
+                         f"one_per_project={spec.one_per_project}")
 
     def deco(fn: Callable[[JobContext], dict[str, Any] | None]) -> Callable:
-        TASKS[name] = TaskSpec(fn, resumable, one_per_project)
         return fn
 
     return deco
@@ -67,9 +65,10 @@ def worker_name() -> str:
 class JobContext:
     """What a task sees: its payload, progress reporting and cancellation."""
 
-    def __init__(self, engine: Engine, settings: Settings, job: Job) -> None:
+    def __init__(self, engine: Engine, settings: Settings, job: Job, executor: Executor | None = None) -> None:
         assert job.id is not None
         self.engine = engine
+        self.executor = executor
         self.settings = settings
         self.job_id: int = job.id
         self.project_id = job.project_id
@@ -93,6 +92,10 @@ class JobContext:
         if cancel:
             raise Cancelled("cancelled by request")
 
+    def compute_context(self) -> LocalContext:
+        """The context a compute step gets: this job's progress and its executor's ``map``."""
+        return LocalContext(report=self.progress, mapper=self.executor.map if self.executor else map_in_process)
+
     def cancelled(self) -> bool:
         with Session(self.engine) as s:
             job = s.get(Job, self.job_id)
@@ -115,10 +118,10 @@ class JobContext:
 
 def enqueue(session: Session, *, kind: str, project_id: int | None, payload: dict[str, Any] | None = None,
             user_id: int | None = None) -> Job:
-    """Add a queued job. Raises :class:`JobConflict` for a second active one-per-project job."""
-    spec = TASKS.get(kind)
-    if spec is None:
-        raise KeyError(f"unknown job kind {kind!r}; known: {sorted(TASKS)}")
+    """Add a queued job. Raises :class:`JobConflict` for a second active one-per-project job and
+    :class:`service.jobs.registry.UnknownJob` for a kind the registry does not list."""
+    spec = job_spec(kind)
+    kind = canonical_kind(kind)
     if spec.one_per_project and project_id is not None:
         active = session.exec(
             select(Job).where(Job.project_id == project_id, Job.kind == kind,
@@ -176,22 +179,24 @@ def _finish(engine: Engine, job_id: int, state: JobState, *, result: dict | None
         s.commit()
 
 
-def run_job(engine: Engine, settings: Settings, job_id: int) -> JobState:
+def run_job(engine: Engine, settings: Settings, job_id: int, executor: Executor | None = None) -> JobState:
     """Run one claimed job to a terminal state (never raises for task errors)."""
     with Session(engine) as s:
         job = s.get(Job, job_id)
         if job is None:
             return JobState.failed
-        spec = TASKS.get(job.kind)
-        ctx = JobContext(engine, settings, job)
-    if spec is None:
-        _finish(engine, job_id, JobState.failed, error=f"no task named {ctx.kind!r} in this process")
+        ctx = JobContext(engine, settings, job, executor)
+    try:
+        fn = job_spec(ctx.kind).function()
+    except (UnknownJob, ImportError) as exc:  # a kind this process cannot run
+        _finish(engine, job_id, JobState.failed, error=f"{type(exc).__name__}: {exc}",
+                message=f"failed: {exc}")
         return JobState.failed
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(engine, job_id, stop), daemon=True)
     beat.start()
     try:
-        result = spec.fn(ctx) or {}
+        result = fn(ctx) or {}
     except LearningCancelled as exc:
         _finish(engine, job_id, JobState.cancelled, message=f"cancelled: {exc}")
         return JobState.cancelled
@@ -222,46 +227,6 @@ def _heartbeat(engine: Engine, job_id: int, stop: threading.Event, every: float 
             log.warning("heartbeat for job %s failed", job_id, exc_info=True)
 
 
-def recover_stale(engine: Engine, *, timeout_seconds: float) -> list[int]:
-    """Fail (or requeue, if resumable) running jobs whose heartbeat stopped."""
-    cutoff = utcnow() - timedelta(seconds=timeout_seconds)
-    touched: list[int] = []
-    with Session(engine) as s:
-        stale = s.exec(
-            # a job marked running without a first beat (older databases) counts from its start
-            select(Job).where(Job.state == JobState.running,
-                              func.coalesce(col(Job.heartbeat_at), col(Job.started_at), col(Job.created_at)) < cutoff)
-        ).all()
-        for job in stale:
-            assert job.id is not None
-            touched.append(job.id)
-            if job.resumable and not job.cancel_requested and job.attempts < 3:
-                job.state = JobState.queued
-                job.message = f"requeued after its worker {job.worker} stopped heartbeating"
-            else:
-                job.state = JobState.failed
-                job.finished_at = utcnow()
-                job.error = (f"worker {job.worker} stopped heartbeating (crashed or was killed); "
-                             f"last progress {job.progress:.0%}: {job.message}")
-            s.add(job)
-            _fail_unfinished_versions(s, job)
-        s.commit()
-    for jid in touched:
-        log.warning("recovered stale job %s", jid)
-    return touched
-
-
-def _fail_unfinished_versions(session: Session, job: Job) -> None:
-    """A training that died with its worker leaves its model version at ``training``: mark it
-    ``failed`` (it never became current; a requeued run trains a new version)."""
-    for mv in session.exec(select(ModelVersion).where(ModelVersion.job_id == job.id,
-                                                      ModelVersion.status == "training")).all():
-        mv.status = "failed"
-        mv.metrics = {**(mv.metrics or {}), "error": f"the training job's worker {job.worker} stopped "
-                                                     "(crashed or was killed) before the model was complete"}
-        session.add(mv)
-
-
 def request_cancel(session: Session, job: Job) -> Job:
     if job.state in TERMINAL_JOB_STATES:
         return job
@@ -275,7 +240,9 @@ def request_cancel(session: Session, job: Job) -> Job:
 
 
 class ThreadExecutor:
-    """Runs queued jobs on background threads of this process (the default)."""
+    """Runs queued jobs on background threads of this process: the API's default, and
+    ``labelloop worker``'s. An :class:`service.jobs.executor.Executor`; its ``map`` runs
+    shards in order on the calling thread."""
 
     def __init__(self, engine: Engine, settings: Settings, *, threads: int = 1,
                  kinds: list[str] | None = None) -> None:
@@ -294,6 +261,20 @@ class ThreadExecutor:
     def wake(self) -> None:
         self._wake.set()
 
+    def submit(self, job_id: int | None = None) -> None:
+        """A job was queued (committed): look for work now instead of at the next tick."""
+        self.wake()
+
+    def cancel(self, job_id: int) -> None:
+        with Session(self.engine) as s:
+            job = s.get(Job, job_id)
+            if job is not None:
+                request_cancel(s, job)
+                s.commit()
+
+    def map(self, fn: Callable[[S], R], shards: Sequence[S]) -> list[R]:
+        return map_in_process(fn, shards)
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
@@ -304,7 +285,7 @@ class ThreadExecutor:
         """Run queued jobs until none is left (used by tests and the worker)."""
         n = 0
         while (jid := claim_next(self.engine, worker_name(), self.kinds)) is not None:
-            run_job(self.engine, self.settings, jid)
+            run_job(self.engine, self.settings, jid, self)
             n += 1
         return n
 

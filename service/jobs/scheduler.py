@@ -1,8 +1,9 @@
 """APScheduler 3.x: one scheduler per deployment, started in the app's lifespan.
 
-Every ``scheduler_interval_seconds`` it runs the periodic checks registered
-with :func:`periodic`: crash recovery, lease expiry, watched folders and the
-retraining policy. The checks only enqueue jobs; executors run them.
+Every ``scheduler_interval_seconds`` it runs the periodic checks listed in
+:data:`service.jobs.registry.CHECKS`: crash recovery, lease expiry, watched folders,
+clusters, the retraining policy and the hard-example scan. The checks only enqueue
+jobs; executors run them.
 """
 
 from __future__ import annotations
@@ -17,16 +18,20 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from service.config import Settings
+from service.jobs.registry import CHECKS, UnknownJob, checks
 
 log = logging.getLogger("labelloop.scheduler")
 
 Check = Callable[[Engine, Settings], None]
-PERIODIC: dict[str, Check] = {}
 
 
 def periodic(name: str) -> Callable[[Check], Check]:
+    """Kept for modules written before :mod:`service.jobs.registry`: registers nothing, only
+    checks that the registry lists the check ``name``."""
+    if name not in CHECKS:
+        raise UnknownJob(f"periodic check {name!r} is not in service.jobs.registry.CHECKS")
+
     def deco(fn: Check) -> Check:
-        PERIODIC[name] = fn
         return fn
 
     return deco
@@ -34,7 +39,7 @@ def periodic(name: str) -> Callable[[Check], Check]:
 
 def run_checks(engine: Engine, settings: Settings, wake: Callable[[], None] | None = None) -> None:
     """Run every periodic check once (each isolated from the others' errors)."""
-    for name, fn in list(PERIODIC.items()):
+    for name, fn in checks():
         try:
             fn(engine, settings)
         except Exception:  # one failing check must not stop the others

@@ -1,4 +1,5 @@
-"""Automatic annotation on demand (CVAT style): the ``annotate`` job, its checks, and the CLI.
+"""Automatic annotation on demand (CVAT style): the ``annotate`` job and its checks (the CLI
+is :mod:`service.cli_annotate`, the route :mod:`service.api.routes.annotate`).
 
 A chosen model (a registered external model, or a ready model version of the project)
 runs over the project's items and writes ``proposed`` predictions (Pending), stamped with
@@ -22,7 +23,6 @@ message say how far it got.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -91,9 +91,8 @@ def start_annotation(session: Session, *, project: Project, body: AnnotateIn, us
     wrong = sorted(set(statuses) - {s.value for s in ItemStatus})
     if wrong or set(body.filter) - {"status"}:
         raise Invalid(f"filter takes status in {[s.value for s in ItemStatus]}; got {body.filter}")
-    from service.jobs.runner import enqueue
+    from service.jobs.runner import enqueue  # here: building the CLI's parser must not import torch
 
-    register_job()
     payload = {**body.model_dump(), "label_map": label_map, "model_name": name,
                "threshold": default if body.threshold is None else body.threshold,
                "dropped_labels": [lab for lab in labels if lab not in label_map]}
@@ -187,7 +186,7 @@ def _settle_status(session: Session, item: Item, has_open: bool) -> None:
 
 
 def annotate_task(ctx: JobContext) -> dict[str, Any]:
-    """The ``annotate`` job (registered by :func:`register_job`)."""
+    """The ``annotate`` job (listed in :mod:`service.jobs.registry`)."""
     from learning.adapters import load_adapter
     from learning.adapters.external import ExternalAdapter
     from service.jobs.runner import Cancelled
@@ -274,16 +273,3 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
         if isinstance(adapter, ExternalAdapter):
             adapter.close()  # stops a TorchScript sandbox child
     return {**result, "processed": done, "proposed": proposed, "cleaned": cleaned}
-
-
-def register_job() -> None:
-    """Register ``annotate`` (and, through service.loop.detect, the detection jobs) with the
-    runner; idempotent. Deferred so that building the CLI parser does not import torch."""
-    from service.jobs.runner import task
-
-    task("annotate")(annotate_task)
-    import service.loop.detect  # noqa: F401  (train_detector / infer_detector)
-
-
-if "service.jobs.runner" in sys.modules:  # imported by the job layer (service.jobs.tasks)
-    register_job()

@@ -63,7 +63,7 @@ ANCHORS = 5_000  # labelled items the farthest-first order keeps away from
 
 
 @lru_cache(maxsize=2)
-def _pretrained(backbone: str, checkpoint: str | None, image_size: int, threads: int, features: str,
+def pretrained_features(backbone: str, checkpoint: str | None, image_size: int, threads: int, features: str,
                 mirror: bool) -> Any:
     return create_adapter("classifier", classes=["_0", "_1"], backbone=backbone, checkpoint=checkpoint,
                           image_size=image_size, num_threads=threads, features=features, mirror=mirror)
@@ -77,7 +77,8 @@ def feature_adapter(project: Project, mv: ModelVersion | None, settings: Setting
     policy = Policy.from_dict(project.policy or {})
     size = policy.image_size or settings.image_size
     ckpt = str(settings.backbone_checkpoint) if settings.backbone_checkpoint else None
-    return _pretrained(settings.backbone, ckpt, int(size), settings.torch_threads, policy.features, policy.mirror)
+    return pretrained_features(settings.backbone, ckpt, int(size), settings.torch_threads, policy.features,
+                               policy.mirror)
 
 
 def pool_items(session: Session, project_id: int) -> list[Item]:

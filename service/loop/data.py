@@ -10,9 +10,9 @@ import numpy as np
 from sqlmodel import Session, col, select
 
 from learning.policy import Policy
+from service.crud.holdout import in_calibration
 from service.crud.projects import class_names
 from service.ingest import BlobStore
-from service.loop.holdout import in_calibration
 from service.models import Annotation, Item, ItemStatus, Project, Provenance, ReviewFlag, Task
 
 #: label provenances that count as people's labels (training and readiness)
@@ -81,7 +81,7 @@ def snapshot(session: Session, *, project: Project, store: BlobStore, with_pool:
             continue
         assert item.id is not None
         # the hold-out keeps only random-stream labels that a person gave and that no
-        # other route would have taken (service/loop/holdout.py)
+        # other route would have taken (service/crud/holdout.py)
         if in_calibration(item.is_holdout, item.holdout_taken_by) and ann.provenance == Provenance.human:
             snap.holdout_ids.append(item.id)
             snap.holdout_shas.append(item.sha256)

@@ -1,7 +1,7 @@
 """Pending: people confirm, correct or reject proposed pre-labels (many at once).
 
 Each decision also takes the hold-out items the same model would have proposed rightly
-in that class at a score no lower out of the calibration set (:mod:`service.loop.holdout`).
+in that class at a score no lower out of the calibration set (:mod:`service.crud.holdout`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from service.crud.annotations import canonical, validate_for_project, write_version
+from service.crud.holdout import take_after_pending
 from service.errors import Conflict, Invalid, NotFound
-from service.loop.holdout import take_after_pending
 from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, Provenance, ReviewFlag, User, utcnow
 
 

@@ -1,4 +1,7 @@
-"""Hard examples: the ``hard_examples`` job, and reviewers resolving its flags.
+"""Hard examples: classification's evidence (cross-fitting) and flag kinds, stale flags,
+and reviewers resolving flags. The scans are the ``hard_examples`` job's
+(:func:`service.pipelines.jobs.hard_examples_job`): :mod:`service.pipelines.classification_scans`
+and :mod:`service.pipelines.detection_scans`.
 
 * ``label error``: a person's label (multiclass) that out-of-sample evidence says is
   more likely wrong than right (:func:`learning.hard_examples.flag_label_errors`).
@@ -38,24 +41,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
-from learning.adapters import load_adapter
-from learning.data import load_rgb
 from learning.hard_examples import (
     FALSE_DETECTION,
     MISSED_DETECTION,
-    FlagRule,
     find_label_issues,
-    flag_label_errors,
-    flag_unstable,
-    pair_history,
 )
-from service.config import Settings
 from service.crud.annotations import (
     canonical,
     check_if_match,
@@ -64,26 +58,14 @@ from service.crud.annotations import (
     validate_for_project,
     write_version,
 )
-from service.crud.items import blob_store
-from service.crud.projects import class_names
+from service.crud.audit import record_audit
 from service.errors import Conflict, Invalid
-from service.jobs.runner import JobConflict, JobContext, enqueue, task
-from service.jobs.scheduler import periodic
 from service.loop import pending
-from service.loop.audit import record_audit
-from service.loop.clusters import due_after_infer, feature_adapter
-from service.loop.data import HUMAN, TrainingGuard, flag_verdicts, judged_flags
-from service.loop.detect import DETECTION_TASKS, find_box_errors, find_unstable_boxes
-from service.loop.features import cached_embeddings
-from service.loop.infer import current_model
-from service.models import Annotation, Item, ItemStatus, Prediction, Project, Provenance, ReviewFlag, Task, User, utcnow
+from service.models import Item, ItemStatus, Prediction, Project, Provenance, ReviewFlag, User, utcnow
 
 LABEL_ERROR, UNSTABLE = "label error", "unstable"
 FOLDS, C_REG, MAX_LABELS = 5, 10.0, 50_000  # cross-fitting 50k labels: minutes on 2 cores
 REPEATS, REPEAT_MAX = 3, 5_000  # cross-fittings with different fold seeds ("3 of 3 models say ...")
-RULE = FlagRule()
-TTA_BATCH, TTA_MAX = 128, 2000  # proposals checked per run (each once)
-ZOOM = 0.8  # the second view of a mirror-averaging model: the central 80% of the image
 
 
 def out_of_sample_probs(x: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int = FOLDS, seed: int = 0,
@@ -160,172 +142,6 @@ def is_stale(flag: ReviewFlag, item: Item, proposed: set[int | None]) -> bool:
     if flag.kind == UNSTABLE:
         return flag.detail.get("prediction_id") not in proposed
     return item.version != flag.detail.get("annotation_version")
-
-
-def find_label_errors(session: Session, *, project: Project, settings: Settings, progress: Any,
-                      seed: int) -> dict[str, Any]:
-    assert project.id is not None
-    classes = class_names(session, project.id)
-    index = {c: i for i, c in enumerate(classes)}
-    rows = [(it, ann) for it, ann in session.exec(select(Item, Annotation).join(Annotation, (
-        col(Annotation.item_id) == Item.id) & (col(Annotation.version) == Item.version)).where(
-        Item.project_id == project.id, col(Item.status).in_([ItemStatus.labelled, ItemStatus.review]))
-        .order_by(col(Item.id)))
-        if ann.provenance in HUMAN and len(ann.data.get("labels", [])) == 1 and ann.data["labels"][0] in index]
-    counts = np.bincount([index[a.data["labels"][0]] for _, a in rows], minlength=len(classes))
-    rows = [(it, a) for it, a in rows if counts[index[a.data["labels"][0]]] >= 2][-MAX_LABELS:]  # 2 to cross-fit
-    mv = current_model(session, project.id)
-    open_, done = judged_flags(session, project.id, LABEL_ERROR)
-    verdicts = [(index[f.detail["given"]], index[f.detail["suggested"]], right)
-                for f, right in flag_verdicts(session, project.id, LABEL_ERROR)
-                if f.detail.get("given") in index and f.detail.get("suggested") in index]
-    session.commit()  # no transaction (SQLite write lock) while embedding
-    if len(rows) < RULE.min_labels or len({a.data["labels"][0] for _, a in rows}) < 2:
-        return {"label_errors": 0, "checked_labels": len(rows),
-                "skipped": f"{len(rows)} labels; flags need {RULE.min_labels}"}
-    store = blob_store(settings)
-    adapter = feature_adapter(project, mv, settings)
-    x = cached_embeddings(adapter, [it.sha256 for it, _ in rows], [store.path(it.sha256) for it, _ in rows],
-                          settings=settings, progress=lambda f, m: progress(0.05 + 0.5 * f, m))
-    y = np.asarray([index[a.data["labels"][0]] for _, a in rows])
-    fits = label_evidence(x, y, len(classes), seed=seed, progress=lambda f: progress(0.55 + 0.1 * f, "cross-fitting"))
-    v = np.asarray(verdicts, dtype=np.int64).reshape(-1, 3)
-    right, wrong = pair_history(len(classes), v[:, 0], v[:, 1], v[:, 2].astype(bool), window=RULE.window)
-    skip = np.array([it.id in open_ or (it.id, it.version) in done for it, _ in rows], dtype=bool)
-    guard = TrainingGuard(session, project)
-    new = withheld = 0
-    for f in flag_label_errors(y, fits, rule=RULE, right=right, wrong=wrong, skip=skip,
-                               open_flags=len(open_), class_names=classes):
-        item = rows[f.index][0]
-        version = item.version
-        session.refresh(item)  # labelled again while we computed: next run judges the new label
-        assert item.id is not None
-        if item.id in open_ or (item.id, item.version) in done or item.version != version:
-            continue
-        given = classes[f.detail["given"]]
-        out = f.detail["likely_right"] and guard.withhold(item, [given])
-        session.add(ReviewFlag(project_id=project.id, item_id=item.id, model_version_id=mv.id if mv else None,
-                               kind=LABEL_ERROR, score=f.score, detail={
-                                   "given": given, "suggested": classes[f.detail["suggested"]],
-                                   "reason": f.detail["reason"],
-                                   "self_confidence": round(f.detail["self_confidence"], 5),
-                                   "suggested_prob": round(f.detail["suggested_prob"], 5),
-                                   "votes": f.detail["votes"], "fits": f.detail["fits"],
-                                   "bar": round(f.detail["bar"], 5), "likely_right": f.detail["likely_right"],
-                                   "withheld": out, "annotation_version": item.version,
-                                   "method": "confident_learning", "feature_version": adapter.feature_version}))
-        session.add(item)
-        new += 1
-        withheld += out
-    session.commit()
-    return {"label_errors": new, "checked_labels": len(rows), "withheld": withheld}
-
-
-def tta_views(adapter: Any, paths: list[Any]) -> np.ndarray:
-    """``[2, N, C]``: probabilities of each image and of a second view of it: its horizontal
-    mirror, or, for a model that already averages each image with its mirror (``mirror``
-    on, the default: the flip would change nothing), the image zoomed in to its central
-    ``ZOOM`` share and scaled back."""
-    mirrored = bool(getattr(adapter, "mirrored", False))
-    views: list[list[np.ndarray]] = [[], []]
-    for start in range(0, len(paths), TTA_BATCH):
-        images = [load_rgb(p) for p in paths[start:start + TTA_BATCH]]
-        views[0].append(np.asarray(adapter.predict(images).probs))
-        views[1].append(np.asarray(adapter.predict([second_view(im, mirrored) for im in images]).probs))
-    return np.stack([np.concatenate(v) for v in views])
-
-
-def second_view(image: Image.Image, mirrored: bool) -> Image.Image:
-    """The view an unstable prediction is checked on (see :func:`tta_views`)."""
-    if not mirrored:
-        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    w, h = image.size
-    dx, dy = round(w * (1 - ZOOM) / 2), round(h * (1 - ZOOM) / 2)
-    return image.crop((dx, dy, w - dx, h - dy)).resize((w, h), Image.Resampling.BILINEAR)
-
-
-def find_unstable(session: Session, *, project: Project, settings: Settings, progress: Any) -> dict[str, Any]:
-    assert project.id is not None
-    mv = current_model(session, project.id)
-    if mv is None or mv.path is None or project.task != Task.multiclass:
-        return {"unstable": 0, "checked_proposals": 0}
-    rows = [(p, it) for p, it in session.exec(select(Prediction, Item).join(Item, col(Item.id) == Prediction.item_id)
-                                              .where(Prediction.model_version_id == mv.id,
-                                                     Prediction.state == "proposed")
-                                              .order_by(col(Prediction.id))) if "tta_flip" not in p.data][:TTA_MAX]
-    open_, _ = judged_flags(session, project.id, UNSTABLE)
-    session.commit()
-    if not rows:
-        return {"unstable": 0, "checked_proposals": 0}
-    progress(0.6, f"test-time augmentation of {len(rows)} proposals")
-    store = blob_store(settings)
-    views = tta_views(load_adapter(mv.path), [store.path(it.sha256) for _, it in rows])
-    classes = list(mv.classes)
-    for k, (p, _) in enumerate(rows):
-        c = int(views[1, k].argmax())
-        p.data = {**p.data, "tta_flip": [classes[c], round(float(views[1, k, c]), 5)]}
-        session.add(p)
-    new = 0
-    for f in flag_unstable(views, threshold=0.25):
-        p, item = rows[f.index]
-        if item.id in open_:
-            continue
-        session.add(ReviewFlag(project_id=project.id, item_id=item.id, model_version_id=mv.id,  # type: ignore[arg-type]
-                               kind=UNSTABLE, score=f.score, detail={
-                                   "prediction_id": p.id, "proposed": p.label,
-                                   "views": [classes[c] for c in f.detail["view_classes"]],
-                                   "annotation_version": item.version}))
-        new += 1
-    session.commit()
-    return {"unstable": new, "checked_proposals": len(rows)}
-
-
-def hard_examples(session: Session, *, project: Project, settings: Settings, progress: Any,
-                  seed: int = 0) -> dict[str, Any]:
-    assert project.id is not None
-    closed = close_stale(session, project.id)
-    released = release_unheld(session, project.id)
-    session.commit()
-    out: dict[str, Any] = {"closed_stale": closed, "released": released}
-    if project.task == Task.multiclass:
-        out |= find_label_errors(session, project=project, settings=settings, progress=progress, seed=seed)
-        out |= find_unstable(session, project=project, settings=settings, progress=progress)
-    elif project.task in DETECTION_TASKS:
-        out |= find_unstable_boxes(session, project=project, settings=settings, progress=progress)
-        out |= find_box_errors(session, project=project, settings=settings,
-                               progress=lambda f, m: progress(0.5 + 0.5 * f, m), seed=seed)
-    mv = current_model(session, project.id)
-    out["model_version_id"] = mv.id if mv else None
-    session.commit()  # progress() writes the job row: hold no transaction here (SQLite)
-    progress(1.0, f"{out['box_flags']} box flags on {out['checked_images']} labelled images, "
-             f"{out['unstable_boxes']} unstable proposals" if "box_flags" in out
-             else f"{out.get('label_errors', 0)} label errors, {out.get('unstable', 0)} unstable")
-    return out
-
-
-@task("hard_examples", one_per_project=True)
-def hard_examples_task(ctx: JobContext) -> dict[str, Any]:
-    with Session(ctx.engine, expire_on_commit=False) as s:
-        project = s.get(Project, ctx.project_id)
-        if project is None:
-            raise ValueError("project was deleted")
-        return hard_examples(s, project=project, settings=ctx.settings, progress=ctx.progress, seed=ctx.job_id)
-
-
-@periodic("hard-examples")
-def hard_examples_check(engine: Engine, settings: Settings) -> None:
-    """After each inference: look for label errors and unstable proposals (classification) or
-    wrong boxes on training images (detection, segmentation) again."""
-    with Session(engine) as s:
-        tasks = [Task.multiclass, *DETECTION_TASKS]
-        for project in s.exec(select(Project).where(col(Project.task).in_(tasks))).all():
-            infer = "infer" if project.task == Task.multiclass else "infer_detector"
-            if project.id is not None and due_after_infer(s, project.id, "hard_examples", infer):
-                try:
-                    enqueue(s, kind="hard_examples", project_id=project.id, payload={"reason": "scheduled"})
-                except JobConflict:
-                    continue
-                s.commit()
 
 
 # -- reviewers ---------------------------------------------------------------------------------

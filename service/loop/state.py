@@ -1,18 +1,17 @@
-"""Readiness and retraining: build a ``learning.policy.ProjectState`` from the database,
-and the periodic check that enqueues trainings when the policy says so."""
+"""Readiness and retraining: build a ``learning.policy.ProjectState`` from the database and
+enqueue a ``train`` job when the policy says so (the scheduler's check over every project
+is :func:`service.pipelines.jobs.retraining_check`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from learning.policy import Decision, Policy, ProjectState, Readiness, next_training_progress, readiness, should_retrain
-from service.config import Settings
 from service.crud.projects import class_names
+from service.jobs.registry import kind_names
 from service.jobs.runner import JobConflict, enqueue
-from service.jobs.scheduler import periodic
 from service.loop.data import label_counts
 from service.models import Item, ItemStatus, Job, JobState, ModelVersion, Project, utcnow
 
@@ -25,7 +24,7 @@ def project_state(session: Session, project: Project) -> ProjectState:
         Item.project_id == project.id,
         col(Item.status).in_([ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed]))).one()
     running = session.exec(select(Job.id).where(
-        Job.project_id == project.id, col(Job.kind).in_(["train", "train_detector"]),
+        Job.project_id == project.id, col(Job.kind).in_(kind_names("train")),
         col(Job.state).in_([JobState.queued, JobState.running]))).first() is not None
     has_model = session.exec(select(ModelVersion.id).where(
         ModelVersion.project_id == project.id, col(ModelVersion.is_current).is_(True))).first() is not None
@@ -63,11 +62,3 @@ def maybe_train(session: Session, project: Project) -> int | None:
         return None
     session.commit()
     return job.id
-
-
-@periodic("retraining-policy")
-def policy_check(engine: Engine, settings: Settings) -> None:
-    with Session(engine) as session:
-        for project in session.exec(select(Project)).all():
-            if project.task in ("multiclass", "multilabel"):
-                maybe_train(session, project)

@@ -1,4 +1,5 @@
-"""The ``train`` job: fit on people's labels, calibrate on the hold-out, publish a model version.
+"""Training's shared parts: classification's fit config and calibration, and a model
+version's life (the ``train`` job itself is :func:`service.pipelines.jobs.train_job`).
 
 A model version row is created as ``training`` and becomes ``ready`` (and the
 project's current model) only after its files are written completely and its
@@ -17,15 +18,10 @@ import numpy as np
 from sqlmodel import Session, col, func, select
 
 from learning import calibration
-from learning.adapters import create_adapter
-from learning.adapters.base import FitConfig, FitEmbeddings, LabelledImages
+from learning.adapters.base import FitConfig
 from learning.calibration_auto import calibrate_auto
 from learning.policy import Policy
-from service.config import Settings
-from service.crud.items import blob_store
-from service.jobs.runner import Cancelled, JobContext, enqueue, task
-from service.loop.data import Snapshot, label_counts, snapshot
-from service.loop.features import cached_embeddings
+from service.loop.data import Snapshot, label_counts
 from service.models import ModelVersion, Project, Task, utcnow
 
 # unlabelled images a semi-supervised fit uses (a seeded sample of pool + hold-out): fast
@@ -33,13 +29,6 @@ from service.models import ModelVersion, Project, Task, utcnow
 # sample each epoch
 FAST_MAX_UNLABELLED = 20_000
 PRECISE_MAX_UNLABELLED = FitConfig.max_unlabelled
-
-
-def make_adapter(settings: Settings, snap: Snapshot, policy: Policy) -> Any:
-    return create_adapter("classifier", classes=snap.classes, task=str(snap.task.value),
-                          backbone=settings.backbone, checkpoint=settings.backbone_checkpoint,
-                          image_size=policy.image_size or settings.image_size,
-                          num_threads=settings.torch_threads, features=policy.features, mirror=policy.mirror)
 
 
 def calibrate_version(task_: Task, classes: list[str], probs: np.ndarray, y: np.ndarray,
@@ -126,54 +115,10 @@ def unlabelled_sample(policy: Policy, snap: Snapshot, seed: int) -> list[int]:
     return np.sort(np.random.default_rng(seed).permutation(n)[: max_unlabelled(policy)]).tolist()
 
 
-def train_project(session: Session, *, project: Project, settings: Settings, progress: Any,
-                  job_id: int | None = None) -> ModelVersion:
-    """Fit, calibrate and publish; returns the new ready model version."""
-    assert project.id is not None
-    policy = Policy.from_dict(project.policy or {})
-    store = blob_store(settings)
-    labels_at = label_counts(session, project.id)[2]  # what this training saw: later labels count for the next
-    snap = snapshot(session, project=project, store=store, with_pool=policy.uses_unlabelled)
-    version = (session.exec(select(func.max(ModelVersion.version))
-                            .where(ModelVersion.project_id == project.id)).one() or 0) + 1
-    mv = ModelVersion(project_id=project.id, version=version, name=f"v{version}", algorithm=policy.algorithm,
-                      status="training", classes=snap.classes, policy=policy.to_dict(),
-                      n_train=len(snap.train_ids), n_holdout=len(snap.holdout_ids), job_id=job_id)
-    session.add(mv)
-    session.commit()
-    path = settings.models_dir / f"project-{project.id}" / f"v{version}"
-    try:
-        progress(0.02, f"training v{version} on {len(snap.train_ids)} labels ({policy.algorithm})")
-        adapter = make_adapter(settings, snap, policy)
-        emb = None
-        sample = unlabelled_sample(policy, snap, version) if policy.uses_unlabelled else []
-        if policy.algorithm == "fast":
-            every_sha, every_path = snap.pool_shas + snap.holdout_shas, unlabelled_paths(snap)
-            extra = [every_sha[i] for i in sample]
-            shas = snap.train_shas + snap.holdout_shas + extra
-            paths = snap.train_paths + snap.holdout_paths + [every_path[i] for i in sample]
-            vecs = cached_embeddings(adapter, shas, paths, settings=settings,
-                                     progress=lambda f, m: progress(0.02 + 0.4 * f, m))
-            n, h = len(snap.train_ids), len(snap.holdout_ids)
-            emb = FitEmbeddings(train=vecs[:n], holdout=vecs[n:n + h], unlabelled=vecs[n + h:] if extra else None)
-        train = LabelledImages(list(snap.train_paths), snap.y(snap.train_labels))
-        holdout = LabelledImages(list(snap.holdout_paths), snap.y(snap.holdout_labels)) if snap.holdout_ids else None
-        report = adapter.fit(train, holdout, config=fit_config(policy, snap, seed=version, sample=sample),
-                             progress=lambda f, m: progress(0.45 + 0.4 * f, m), embeddings=emb)
-        probs = report.holdout_probs if report.holdout_probs is not None else np.zeros((0, len(snap.classes)))
-        ths, metrics, curve = calibrate_version(snap.task, snap.classes, probs,
-                                                snap.y(snap.holdout_labels), policy)
-        metrics.update({"fit_seconds": report.seconds, "epochs_run": report.epochs_run,
-                        "stopped_early": report.stopped_early,
-                        "history": [h.__dict__ for h in report.history][-50:]})
-        progress(0.9, "saving model")
-        adapter.save(path)
-    except BaseException as exc:
-        fail_version(session, mv, path, exc)
-        raise
-    publish_version(session, project, mv, path, thresholds=ths, metrics=metrics, risk_coverage=curve,
-                    labels_at=labels_at)
-    return mv
+def next_version(session: Session, project_id: int) -> int:
+    """The number the project's next model version gets."""
+    return (session.exec(select(func.max(ModelVersion.version))
+                         .where(ModelVersion.project_id == project_id)).one() or 0) + 1
 
 
 def fail_version(session: Session, mv: ModelVersion, path: Path, exc: BaseException) -> None:
@@ -207,20 +152,3 @@ def publish_version(session: Session, project: Project, mv: ModelVersion, path: 
     session.add(mv)
     session.add(project)
     session.commit()
-
-
-@task("train", one_per_project=True)
-def train_task(ctx: JobContext) -> dict[str, Any]:
-    with Session(ctx.engine, expire_on_commit=False) as s:
-        project = s.get(Project, ctx.project_id)
-        if project is None:
-            raise ValueError("project was deleted")
-        try:
-            mv = train_project(s, project=project, settings=ctx.settings, progress=ctx.progress, job_id=ctx.job_id)
-        except Cancelled:
-            raise
-        if ctx.payload.get("infer", True):
-            enqueue(s, kind="infer", project_id=project.id, payload={"model_version_id": mv.id})
-            s.commit()
-        return {"model_version_id": mv.id, "version": mv.version, "n_train": mv.n_train,
-                "n_holdout": mv.n_holdout, "holdout_accuracy": mv.metrics.get("holdout_accuracy")}

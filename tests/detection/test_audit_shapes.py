@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.loop.audit import same_labels
+from service.crud.audit import same_labels
 from service.models import Prediction
 
 

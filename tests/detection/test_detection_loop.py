@@ -1,5 +1,6 @@
-"""A detection project end to end: a few labelled canvases -> train_detector (scheduled by the
-detection policy) -> calibrated box thresholds -> infer_detector -> proposals in Pending."""
+"""A detection project end to end: a few labelled canvases -> train (scheduled by the
+retraining policy, through the detection pipeline) -> calibrated box thresholds -> infer ->
+proposals in Pending."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 from sqlmodel import Session, select
 
 from service.jobs.runner import ThreadExecutor
-from service.loop.detect import detection_policy_check
 from service.models import Job, ModelVersion, Prediction, ReviewFlag
+from service.pipelines.jobs import retraining_check
 from tests.conftest import Ctx
 from tests.detection.conftest import CLASSES, iou, shapes_project
 
@@ -25,14 +26,15 @@ def test_labelled_canvases_to_detector_to_proposals(ctx: Ctx) -> None:
         r = ctx.client.post(f"/api/v1/items/{lease['item']['id']}/annotations", headers=admin,
                             json={"boxes": ann["boxes"], "lease_id": lease["lease_id"]})
         assert r.status_code == 201, r.text
-    detection_policy_check(ctx.engine, ctx.settings)  # the periodic check enqueues the first training
+    retraining_check(ctx.engine, ctx.settings)  # the periodic check enqueues the first training
     with Session(ctx.engine) as s:
-        assert [j.kind for j in s.exec(select(Job)).all()] == ["train_detector"]
-    ThreadExecutor(ctx.engine, ctx.settings).run_pending()  # train_detector, then infer_detector
+        assert [j.kind for j in s.exec(select(Job)).all()] == ["train"]
+    ThreadExecutor(ctx.engine, ctx.settings).run_pending()  # train, then infer
     with Session(ctx.engine) as s:
         jobs = {j.kind: j for j in s.exec(select(Job)).all()}
-        assert jobs["train_detector"].state == "succeeded", jobs["train_detector"].error
-        assert jobs["infer_detector"].state == "succeeded", jobs["infer_detector"].error
+        assert jobs["train"].state == "succeeded", jobs["train"].error
+        assert jobs["infer"].state == "succeeded", jobs["infer"].error
+        assert jobs["train"].result["flags"] == len(s.exec(select(ReviewFlag)).all())  # hold-out flags
         mv = s.exec(select(ModelVersion)).one()
         assert mv.status == "ready" and mv.is_current and mv.n_holdout >= 8
         assert mv.thresholds["kind"] == "boxes" and set(mv.thresholds["in_force"]) == set(CLASSES)

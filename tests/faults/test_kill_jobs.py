@@ -22,9 +22,9 @@ job promises:
   statuses they imply commit together, the flip test (``tta_flip`` on the proposals and
   the ``unstable`` flags) in a later transaction: the label-error set is whole, the
   flip-test output absent; a re-run adds no duplicate flag;
-* ``train_detector`` (killed in an epoch): the version ends ``failed``, never current,
+* ``train`` of a detection project (killed in an epoch): the version ends ``failed``, never current,
   with no files published and no review flags; a re-run publishes a new version;
-  ``infer_detector`` (killed after its first chunk): predictions, statuses and query
+  ``infer`` (killed after its first chunk): predictions, statuses and query
   scores are written in one transaction: none after a kill, one per pool item after a
   re-run.
 
@@ -577,7 +577,7 @@ def test_kill_train_and_infer_detector(live: Live) -> None:
     with live.client() as c:
         _assert_killed(_job(c, infer_job))
         assert c.get(f"/api/v1/projects/{pid}/model-versions").json()[0]["is_current"]
-        result = _finish(c, _enqueue(live, "infer_detector", pid, {"model_version_id": mv_id}))["result"]
+        result = _finish(c, _enqueue(live, "infer", pid, {"model_version_id": mv_id}))["result"]
         assert result["pool"] == 128, result
         pending = c.get(f"/api/v1/projects/{pid}/pending", params={"limit": 1}).json()["count"]
     with Session(live.reader) as s:

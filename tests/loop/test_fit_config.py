@@ -47,12 +47,14 @@ def test_training_and_grids_read_one_feature_space(mirror: bool, tmp_path: Path)
     # the train job caches embed() under the adapter's feature_version and grid clustering
     # reads them back under its own: one policy must name one space, and mirror must reach both
     from service.config import Settings
-    from service.loop import clusters, train
+    from service.loop import clusters
     from service.models import Project
+    from service.pipelines.base import ModelConfig
+    from service.pipelines.classification import classifier
 
     policy = Policy(mirror=mirror, image_size=48)
     settings = Settings(data_dir=tmp_path, torch_threads=1)
-    trained = train.make_adapter(settings, _snap(), policy)
+    trained = classifier(ModelConfig.from_settings(settings), ["a", "b"], Task.multiclass, policy)
     grids = clusters.feature_adapter(Project(name="p", policy=policy.to_dict()), None, settings)
     assert trained.mirror is mirror and grids.mirror is mirror
     assert trained.feature_version == grids.feature_version

@@ -103,16 +103,16 @@ def test_labels_to_model_to_pending_to_confirm(ctx: Ctx) -> None:
 def test_the_queue_explores_while_a_class_has_no_labels(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
     # "green" exists in the project but nobody has labelled one: the model cannot know it,
     # so uncertainty sampling alone would never ask about one; the infer job explores, and says so
-    from service.loop import infer
+    from service.pipelines import classification
 
     asked: list[bool] = []
-    real = infer.query_scores
+    real = classification.query_scores
 
     def spy(*args: object, **kw: object) -> np.ndarray:
         asked.append(bool(kw.get("explore")))
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(infer, "query_scores", spy)
+    monkeypatch.setattr(classification, "query_scores", spy)
 
     ctx.settings.image_size = 32
     admin = ctx.user("root", "admin")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from service.crud.annotations import write_version
-from service.loop.audit import record_audit
+from service.crud.audit import record_audit
 from service.models import Item, ModelVersion, Prediction, Provenance, User
 from tests.conftest import Ctx, make_project
 

@@ -1,4 +1,4 @@
-"""Hold-out items keep their place in the pool (service/loop/holdout.py): a route that would
+"""Hold-out items keep their place in the pool (service/crud/holdout.py): a route that would
 have taken one moves it from the calibration set to the training set.  The strategy stream's
 part is in tests/service/test_queue_streams.py (both databases)."""
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from sqlmodel import Session, col, select
 
+from service.crud.holdout import _unit, decided_share
 from service.ingest import BlobStore
 from service.loop.data import snapshot
-from service.loop.holdout import _unit, decided_share
 from service.models import Item, Prediction, Project
 from tests.conftest import Ctx
 from tests.loop.test_loop_e2e import colour_png, label_from_queue
@@ -57,11 +57,11 @@ def test_a_confirmed_grid_page_takes_its_holdout_items_of_that_class(ctx: Ctx) -
     _hold_out(ctx, ghosts)
     start_job(ctx, "cluster", pid)
     run_jobs(ctx)
-    from service.models import Job
+    from service.models import GridPage
 
-    with Session(ctx.engine) as s:
-        job = s.exec(select(Job).where(Job.kind == "cluster")).one()
-        pages = (job.result or {})["pages"]["9"]
+    with Session(ctx.engine) as s:  # the cluster job's pages of 9, best first
+        pages = [{"id": p.page_id, "item_ids": p.item_ids, "holdout_ids": p.holdout_ids} for p in s.exec(
+            select(GridPage).where(GridPage.size == 9).order_by(col(GridPage.position))).all()]
     placed = [g for p in pages for g in p["holdout_ids"]]
     assert sorted(placed) == sorted(ghosts)  # each hold-out item rides on exactly one page of 9
     for p in pages:  # ... the page of its look-alikes, never shown to labelers

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-import service.loop.train as train_module
+import service.pipelines.classification as classification
 from service.loop.state import project_state
 from service.models import Project
 from tests.conftest import Ctx
@@ -21,14 +21,14 @@ def test_labels_given_during_a_training_count_for_the_next(ctx: Ctx, monkeypatch
     for iid in ids[:18]:
         label(ctx, admin, iid, truth[iid])
     late = ids[18:21]
-    real_make_adapter = train_module.make_adapter
+    real_classifier = classification.classifier
 
-    def label_then_make_adapter(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def label_then_classifier(*args, **kwargs):  # type: ignore[no-untyped-def]
         for iid in late:  # people keep labelling while the model trains (the job holds no transaction)
             label(ctx, admin, iid, truth[iid])
-        return real_make_adapter(*args, **kwargs)
+        return real_classifier(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "make_adapter", label_then_make_adapter)
+    monkeypatch.setattr(classification, "classifier", label_then_classifier)
     start_job(ctx, "train", pid)
     run_jobs(ctx)
     with Session(ctx.engine) as s:

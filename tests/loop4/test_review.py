@@ -13,8 +13,8 @@ from sqlmodel import Session, select
 
 from learning.adapters import Predictions
 from service.crud.annotations import write_version
-from service.loop import review
 from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, Provenance, ReviewFlag
+from service.pipelines import classification_scans as scans
 from tests.conftest import Ctx
 from tests.loop4.helpers import COLOURS, colour_project, label, run_jobs, user_id
 
@@ -121,7 +121,7 @@ def png(left: tuple[int, int, int], right: tuple[int, int, int]) -> bytes:
 
 
 def test_unstable_prelabels_are_flagged_once(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(review, "load_adapter", lambda path: MirrorFake())
+    monkeypatch.setattr(scans, "load_adapter", lambda path: MirrorFake())
     admin = ctx.user("root", "admin")
     r = ctx.client.post("/api/v1/projects", json={"name": "mirror", "classes": ["red", "blue"]}, headers=admin)
     pid = r.json()["id"]
@@ -221,7 +221,7 @@ def test_flagged_labels_keep_training_unless_likely_right(ctx: Ctx, monkeypatch:
     _write_labels(ctx, truth, wrong)
     before = _train_ids(ctx, pid)
     assert before == set(truth)
-    monkeypatch.setattr(review, "RULE", FlagRule(likely_right=1.01))  # no flag counts as likely right
+    monkeypatch.setattr(scans, "RULE", FlagRule(likely_right=1.01))  # no flag counts as likely right
     scan(ctx, pid, admin)
     found = flags(ctx, pid, admin, "?kind=label%20error")
     assert found and {f["item_id"] for f in found} <= set(wrong), found
@@ -240,7 +240,7 @@ def test_flagged_labels_keep_training_unless_likely_right(ctx: Ctx, monkeypatch:
         project.policy = {**project.policy, "min_labels_per_class": 21}  # red 20, green 21, blue 19 labels
         s.add(project)
         s.commit()
-    monkeypatch.setattr(review, "RULE", FlagRule())
+    monkeypatch.setattr(scans, "RULE", FlagRule())
     scan(ctx, pid, admin)
     found = flags(ctx, pid, admin, "?kind=label%20error")
     likely = [f for f in found if f["detail"]["likely_right"]]

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from learning.adapters.base import Predictions
-from service.loop.review import second_view, tta_views
+from service.pipelines.classification_scans import second_view, tta_views
 
 
 class Recorder:

@@ -12,7 +12,7 @@ from service.api.deps import CONFLICT, STD_ERRORS, CurrentUser, SessionDep, _err
 from service.jobs.runner import JobConflict, enqueue
 from service.loop import pending as crud
 from service.loop.state import readiness_report
-from service.models import JobPublic, ModelVersion, ModelVersionPublic, Role, Task
+from service.models import JobPublic, ModelVersion, ModelVersionPublic, Role
 
 router = APIRouter(tags=["learning"])
 
@@ -32,8 +32,7 @@ def train_now(project_id: int, user: CurrentUser, session: SessionDep) -> JobPub
     if not report["ready"]:
         raise HTTPException(422, "not ready to train: " + "; ".join(report["reasons"]))
     try:
-        kind = "train_detector" if project.task in (Task.detection, Task.segmentation) else "train"
-        job = enqueue(session, kind=kind, project_id=project.id, payload={"reason": "requested"},
+        job = enqueue(session, kind="train", project_id=project.id, payload={"reason": "requested"},
                       user_id=user.id)
     except JobConflict as exc:
         raise HTTPException(409, str(exc)) from exc

@@ -9,7 +9,6 @@ from pydantic import BaseModel
 
 from learning.policy import ALGORITHMS, CALIBRATIONS, FEATURES, Policy
 from learning.query import STRATEGIES
-
 from service.api.deps import CONFLICT, STD_ERRORS, CurrentUser, SessionDep, get_project, role_in_project
 from service.crud import projects as crud
 from service.models import (

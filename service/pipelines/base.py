@@ -1,0 +1,150 @@
+"""What every task's learning pipeline provides, and the plain values its steps exchange.
+
+A pipeline (one per task type: :mod:`service.pipelines.classification`,
+:mod:`service.pipelines.detection`) gives the three learning jobs their task-specific
+parts; the jobs themselves (:mod:`service.pipelines.jobs`) are the same for every task:
+
+* **train**: ``prepare_train(session) -> TrainPlan`` (the training set as paths and
+  labels, a config with the :class:`learning.policy.Policy`), ``compute_train(inputs,
+  ctx) -> TrainOutputs`` (fit, calibrate, save: no database), then the job publishes the
+  version in one transaction and calls ``after_train`` (detection flags its hold-out's
+  hard examples from the same out-of-sample predictions).
+* **infer**: ``prepare_infer -> InferPlan``, ``compute_infer(inputs, ctx)`` (predict,
+  score, decide per image: no database), ``commit_infer`` (proposals, in one transaction).
+* **hard examples**: ``prepare_scan`` -> ``compute_scan`` (cross-fit, second views: no
+  database) -> ``commit_scan`` (flags), and the sentence that sums a scan up.
+
+``inputs`` and compute outputs are plain and picklable (paths, arrays, dataclasses), so
+another executor may run ``compute_*`` on another machine; ``keep`` holds what only the
+commit needs (item ids, label versions), never sent to compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlmodel import Session
+
+from learning.policy import Policy
+from service.config import Settings
+from service.jobs.executor import ComputeContext
+from service.models import ModelVersion, Project
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The deployment's model settings a compute step needs (not the whole
+    :class:`service.config.Settings`: no database URL, no secrets)."""
+
+    backbone: str
+    checkpoint: Path | None
+    image_size: int
+    torch_threads: int
+    data_dir: Path  # the embedding cache lives under it
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelConfig:
+        return cls(backbone=settings.backbone, checkpoint=settings.backbone_checkpoint,
+                   image_size=settings.image_size, torch_threads=settings.torch_threads,
+                   data_dir=settings.data_dir)
+
+    def cache_settings(self) -> Settings:
+        """Settings naming only ``data_dir``, for :func:`service.loop.features.cached_embeddings`
+        (built without reading the environment)."""
+        return Settings.model_construct(data_dir=self.data_dir)
+
+
+@dataclass
+class TrainPlan:
+    """``prepare_train``'s answer: the new version row's facts, compute's ``inputs``, and
+    what ``after_train`` needs (``keep``)."""
+
+    classes: list[str]
+    algorithm: str
+    n_train: int
+    n_holdout: int
+    inputs: Any
+    keep: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainOutputs:
+    """A fitted, calibrated, saved model: ``thresholds`` / ``metrics`` / ``risk_coverage``
+    as stored on the model version (JSON shapes unchanged); ``holdout``: task-specific
+    out-of-sample predictions ``after_train`` uses (detection: ``(preds, gts)``)."""
+
+    model_path: Path
+    thresholds: dict[str, Any]
+    metrics: dict[str, Any]
+    risk_coverage: dict[str, Any] | None = None
+    holdout: Any = None
+
+
+@dataclass
+class InferPlan:
+    """``prepare_infer``'s answer: compute's ``inputs`` and what the commit needs (``keep``)."""
+
+    inputs: Any
+    keep: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScanPlan:
+    """``prepare_scan``'s answer (``None`` from it: this task has no scan)."""
+
+    inputs: Any
+    keep: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """The ``train`` job's result (``Job.result``); ``quality``: the task's hold-out figures
+    (``holdout_accuracy``; ``holdout_map50`` and ``flags``)."""
+
+    model_version_id: int | None
+    version: int
+    n_train: int
+    n_holdout: int
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_version_id": self.model_version_id, "version": self.version, "n_train": self.n_train,
+                "n_holdout": self.n_holdout, **self.quality}
+
+
+class Pipeline(Protocol):
+    """One task type's learning steps (see the module docstring)."""
+
+    name: str
+    #: whether the scheduler scans this task's projects for hard examples after inference
+    scans_hard_examples: bool
+
+    def prepare_train(self, session: Session, *, project: Project, settings: Settings, policy: Policy,
+                      version: int, path: Path) -> TrainPlan: ...
+
+    def compute_train(self, inputs: Any, ctx: ComputeContext) -> TrainOutputs: ...
+
+    def after_train(self, session: Session, *, project: Project, mv: ModelVersion, plan: TrainPlan,
+                    outputs: TrainOutputs) -> dict[str, Any]: ...
+
+    def prepare_infer(self, session: Session, *, project: Project, mv: ModelVersion, settings: Settings,
+                      policy: Policy, rng: Any) -> InferPlan: ...
+
+    def compute_infer(self, inputs: Any, ctx: ComputeContext) -> Any: ...
+
+    def commit_infer(self, session: Session, *, project: Project, mv: ModelVersion, policy: Policy,
+                     plan: InferPlan, outputs: Any, rng: Any, progress: Progress) -> dict[str, Any]: ...
+
+    def prepare_scan(self, session: Session, *, project: Project, settings: Settings, seed: int
+                     ) -> ScanPlan | None: ...
+
+    def compute_scan(self, inputs: Any, ctx: ComputeContext) -> Any: ...
+
+    def commit_scan(self, session: Session, *, project: Project, plan: ScanPlan, outputs: Any) -> dict[str, Any]: ...
+
+    def hard_examples_summary(self, out: dict[str, Any]) -> str: ...
