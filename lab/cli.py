@@ -18,7 +18,7 @@ from service.config import Settings
 
 SWITCH = {"auto": None, "on": True, "off": False}  # a policy setting that may be left to its default
 DEFAULT = Policy()
-KINDS = ("actions", "strategies", "label-errors", "audit")
+KINDS = ("actions", "strategies", "label-errors", "audit", "order")
 FASHION_HINT = "(Debian: apt-get install dataset-fashion-mnist)"
 
 
@@ -161,6 +161,8 @@ def add_review_arguments(sp: argparse.ArgumentParser) -> None:
                     help="the policy's image_size (default: the image_size setting, as in the product)")
     sp.add_argument("--features", choices=["stages", "final"], default=None,
                     help="the project's features policy (default: the policy's default)")
+    sp.add_argument("--confirm", type=int, default=50,
+                    help="order: right proposals each arm confirms (with one correction and one rejection)")
     sp.add_argument("--dataset", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     sp.add_argument("--out", type=Path, default=Path("bench-out/issue4"))
 
@@ -169,8 +171,16 @@ def cmd_simulate_review(args: argparse.Namespace, settings: Settings) -> int:
     from lab.sim_review import from_args
 
     _need_fashion(args.dataset)
-    report = from_args(args, torch_threads=settings.torch_threads,
-                       command=" ".join(["labelloop", *sys.argv[1:]]))
+    command = " ".join(["labelloop", *sys.argv[1:]])
+    if args.experiment == "order":  # order of confirmation (issue 23): lab.review_order
+        from lab.review_order import from_args as order_from_args
+        from lab.review_order import table
+
+        report = order_from_args(args, torch_threads=settings.torch_threads, command=command)
+        print("\n\n".join(table(r) for r in report["runs"]))
+        print(f"wrote {args.out / 'order.json'}")
+        return 0
+    report = from_args(args, torch_threads=settings.torch_threads, command=command)
     print(json.dumps(report["summary"], indent=1, default=str))
     print(f"wrote {args.out / (args.experiment + '.json')}")
     return 0

@@ -77,9 +77,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from service.demo import ensure_demo
 
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     engine = _engine(settings)
     with Session(engine) as s:
-        name, password = ensure_demo(s, settings)
+        name, password = ensure_demo(s, settings, empty=args.empty, say=say)
     host, port = args.host or settings.host, args.port or settings.port
     print(f"demo project ready in {settings.data_dir.resolve()}")
     if password:
@@ -93,7 +96,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    import service.jobs.tasks  # noqa: F401
     from service.jobs.runner import ThreadExecutor
 
     if args.nice:
@@ -217,11 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labelloop", description="human-in-the-loop active learning for images")
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, help_ in (("serve", "run the API, web UI and scheduler"),
-                        ("demo", "create the demo project and an admin login, then serve")):
+                        ("demo", "create (or reuse) the demo project and an admin login, then serve")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--host")
         sp.add_argument("--port", type=int)
         sp.add_argument("--workers", type=int, help="API server processes (default LABELLOOP_WEB_WORKERS, 1)")
+        if name == "demo":
+            sp.add_argument("--empty", action="store_true",
+                            help="only 60 unlabelled images, nothing trained (default: a project the loop has "
+                                 "already run on: imported and queue labels, two models, Pending, grids, Review)")
     w = sub.add_parser("worker", help="run jobs in this process against the same database")
     w.add_argument("--threads", type=int, default=1)
     w.add_argument("--nice", type=int, default=10,

@@ -27,7 +27,6 @@ from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import service.jobs.tasks  # noqa: F401  (registers job functions and periodic checks)
 from service.api.routes import (
     annotate,
     auth,
@@ -42,12 +41,14 @@ from service.api.routes import (
     review,
     stats,
     transfer,
+    users,
 )
 from service.config import Settings, get_settings
 from service.db import NulInText, engine_from_settings, upgrade_schema
 from service.errors import LabelloopError
 from service.ingest import StorageError
-from service.jobs.runner import ThreadExecutor, recover_stale
+from service.jobs.recovery import recover_stale
+from service.jobs.runner import ThreadExecutor
 from service.jobs.scheduler import start_scheduler
 from service.security import RateLimiter
 
@@ -76,7 +77,7 @@ def api_router() -> APIRouter:
     r = APIRouter(prefix="/api/v1")
     # the labelers' hot path first: FastAPI tries routes in order (about 20 µs each)
     for mod in (queue, items, health, auth, projects, jobs, transfer, learning, grids, review, stats, models,
-                annotate):
+                annotate, users):
         r.include_router(mod.router)
     return r
 

@@ -160,7 +160,8 @@ def fake_adapter(monkeypatch: pytest.MonkeyPatch) -> str:
         return ColourAdapter(list(classes) if classes else ["_0", "_1"], str(getattr(task, "value", task)))
 
     monkeypatch.setattr(service.pipelines.classification, "classifier", fake)
-    monkeypatch.setattr(service.loop.clusters, "_pretrained", lambda *args, **kwargs: ColourAdapter(["_0", "_1"]))
+    monkeypatch.setattr(service.loop.clusters, "pretrained_features",
+                        lambda *args, **kwargs: ColourAdapter(["_0", "_1"]))
     return key
 
 

@@ -14,7 +14,10 @@ budget of labelled canvases it trains the detector adapter, then reports:
 boxes added; every canvas predicted by a cross-fitted detector (learning.crossfit) and
 flagged (learning.hard_examples.detection_flags). Reports, per flag kind, the share of the
 deleted (``false detection``) / added (``missed detection``) boxes found in the top 10% and
-20% of canvases ranked by that kind's flag score.
+20% of canvases ranked by that kind's flag score; and the product's own flag decision (the
+cuts and per-run cap of the detection hard-example scan, service.loop.detect): its precision
+and recall per kind, and (first, on the same canvases with their true labels: ``--no-clean``
+skips it) the share of correct canvases it flags.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python lab/benchmarks/bench_detection.py \
         --budgets 100,300 --epochs 12 --holdout 200 --test 200 --out bench-detection.json
@@ -171,49 +174,141 @@ def corrupt(canvases: list[tuple[Image.Image, dict]], share: float, seed: int, c
     return labels, deleted, added
 
 
-def run_hard_examples(args: argparse.Namespace, classes: list[str], pool: tuple) -> dict:
-    """Cross-fitted false/missed detection flags against deleted/added boxes."""
+def crossfit_boxes(canvases: list[tuple[Image.Image, dict]], labels: list[dict], args: argparse.Namespace,
+                   classes: list[str]) -> tuple[list[ImageBoxes], list[ImageBoxes], float]:
+    """Out-of-sample boxes of every canvas (a ``--folds`` cross-fitted detector on ``labels``):
+    ``(preds, labelled boxes, seconds)``, one :class:`ImageBoxes` per canvas each."""
     from learning.crossfit import cross_fit
+
+    data = np.empty(len(labels), dtype=object)
+    data[:] = labels
+    cfg = FitConfig(algorithm="precise", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    t0 = time.perf_counter()
+    shown = [-1]
+
+    def progress(f: float, msg: str) -> None:  # every 5% to stderr: how far a slow run got
+        if int(f * 20) > shown[0]:
+            shown[0] = int(f * 20)
+            print(f"crossfit {f:.0%} after {time.perf_counter() - t0:.0f} s: {msg}", file=sys.stderr, flush=True)
+
+    pred = cross_fit(lambda: DetectorAdapter(classes, image_size=args.image_size, num_threads=args.threads),
+                     LabelledImages([im for im, _ in canvases], data), config=cfg, folds=args.folds, seed=args.seed,
+                     progress=progress)
+    seconds = time.perf_counter() - t0
+    assert pred.boxes is not None
+    return ([to_image_boxes(p, classes, True) for p in pred.boxes],
+            [to_image_boxes(a["boxes"], classes, False) for a in labels], seconds)
+
+
+def product_flags(preds: list[ImageBoxes], gts: list[ImageBoxes], classes: list[str]) -> dict[str, Any]:
+    """The product's flag decision per canvas, as the detection hard-example scan makes it
+    (:func:`service.loop.detect.flag_hard_examples`): ``detection_flags`` at
+    :func:`service.loop.detect.flag_cuts` (no certified threshold, no reviewer verdict yet:
+    trust 1), then per kind at most ``max(FLAG_MIN, FLAG_SHARE * canvases)`` canvases, most
+    suspicious first. Returns ``{"cuts": ..., kind: {"cut": {canvas: [Flag]}, "capped": {...}}}``."""
+    from learning.hard_examples import FALSE_DETECTION, MISSED_DETECTION, detection_flags
+    from service.loop.detect import FLAG_MIN, FLAG_SHARE, flag_cuts
+
+    low, high = flag_cuts(None, classes, 1.0)
+    out: dict[str, Any] = {"cuts": {"missed_below": low, "false_above": float(np.max(high))}}
+    cap = max(FLAG_MIN, int(FLAG_SHARE * len(preds)))
+    for kind in (FALSE_DETECTION, MISSED_DETECTION):
+        cut: dict[int, list] = {}
+        for i, (p, g) in enumerate(zip(preds, gts, strict=True)):
+            mine = [f for f in detection_flags(p.boxes, np.asarray(p.scores), p.labels, g.boxes, g.labels,
+                                               missed_below=low, false_above=high) if f.kind == kind]
+            if mine:
+                cut[i] = mine
+        ranked = sorted(cut, key=lambda i: (-max(f.score for f in cut[i]), i))
+        out[kind] = {"cut": cut, "capped": {i: cut[i] for i in ranked[:cap]}}
+    out["cap"] = cap
+    return out
+
+
+def _found(kind: str, box: dict, f: Any, classes: list[str]) -> bool:
+    """Whether flag ``f`` of ``kind`` finds the corrupted ``box``."""
+    from learning.hard_examples import FALSE_DETECTION
+
+    if kind == FALSE_DETECTION:  # the model's confident box where a box was deleted
+        return bool(f.detail["label"] == classes.index(box["label"]) and iou_matrix(
+            np.array([f.detail["box"]]), np.array([box["bbox"]]))[0, 0] >= 0.5)
+    return bool(f.detail["box"] == box["bbox"])  # the spurious box itself is flagged missed
+
+
+def flag_figures(flags: dict[str, Any], n: int, truth: dict[str, list[tuple[int, dict]]], classes: list[str]
+                 ) -> dict[str, Any]:
+    """Per kind and decision (``cut``: every canvas the cuts flag; ``capped``: the scan's cap per
+    run too): canvases flagged, and against ``truth`` (kind -> corrupted (canvas, box)) the
+    precision and recall by canvas (a flagged canvas holding a corruption of that kind) and by
+    box (a flagged box that finds one); the share of untouched canvases flagged (any kind)."""
+    row: dict[str, Any] = {}
+    touched = {i for boxes in truth.values() for i, _ in boxes}
+    clean = [i for i in range(n) if i not in touched]
+    for decision in ("cut", "capped"):
+        anyflag: set[int] = set()
+        for kind, bad in truth.items():
+            got: dict[int, list] = flags[kind][decision]
+            anyflag |= set(got)
+            key = f"{kind} ({decision})"
+            row[f"{key}: canvases flagged"] = len(got)
+            if not bad:
+                continue
+            bad_canvases = {i for i, _ in bad}
+            boxes_flagged = [(i, f) for i, fl in got.items() for f in fl]
+            right = sum(any(_found(kind, b, f, classes) for j, b in bad if j == i) for i, f in boxes_flagged)
+            found = sum(any(_found(kind, b, f, classes) for f in got.get(i, [])) for i, b in bad)
+            row[f"{key}: canvas precision"] = round(len(set(got) & bad_canvases) / len(got), 4) if got else None
+            row[f"{key}: canvas recall"] = round(len(set(got) & bad_canvases) / len(bad_canvases), 4)
+            row[f"{key}: box precision"] = round(right / len(boxes_flagged), 4) if boxes_flagged else None
+            row[f"{key}: box recall"] = round(found / len(bad), 4)
+        row[f"untouched canvases flagged ({decision})"] = round(len(anyflag & set(clean)) / max(1, len(clean)), 4)
+    row["untouched canvases"] = len(clean)
+    return row
+
+
+def run_hard_examples(args: argparse.Namespace, classes: list[str], pool: tuple) -> dict:
+    """Cross-fitted false/missed detection flags against deleted/added boxes (the ranking at
+    ``--cut``, and the product's decision: :func:`product_flags`); with ``--clean`` first the
+    same canvases with their true labels (the share of correct canvases flagged)."""
     from learning.hard_examples import FALSE_DETECTION, MISSED_DETECTION, detection_flags
 
     n = args.hard_examples
     canvases = make_canvases(n, args.seed, tuple(args.class_ids), pool=pool)
+    row: dict[str, Any] = {"canvases": n, "folds": args.folds, "epochs": args.epochs}
+    if args.clean:
+        truth_labels = [{"boxes": [dict(b) for b in a["boxes"]], "polygons": []} for _, a in canvases]
+        preds, gts, secs = crossfit_boxes(canvases, truth_labels, args, classes)
+        pf = product_flags(preds, gts, classes)
+        both = set(pf[FALSE_DETECTION]["cut"]) | set(pf[MISSED_DETECTION]["cut"])
+        capped = set(pf[FALSE_DETECTION]["capped"]) | set(pf[MISSED_DETECTION]["capped"])
+        row["no corruption"] = {
+            "boxes": sum(len(a["boxes"]) for a in truth_labels), "crossfit_seconds": round(secs, 1),
+            "cuts": pf["cuts"], "cap per kind": pf["cap"],
+            "canvases flagged (cut)": round(len(both) / n, 4), "canvases flagged (capped)": round(len(capped) / n, 4),
+            **{f"{k} (cut): canvases flagged": len(pf[k]["cut"]) for k in (FALSE_DETECTION, MISSED_DETECTION)}}
+        print(json.dumps({"no corruption": row["no corruption"]}), flush=True)
     labels, deleted, added = corrupt(canvases, args.corrupt_share, args.seed + 7, classes)
-    data = np.empty(n, dtype=object)
-    data[:] = labels
-    cfg = FitConfig(algorithm="precise", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    t0 = time.perf_counter()
-    pred = cross_fit(lambda: DetectorAdapter(classes, image_size=args.image_size, num_threads=args.threads),
-                     LabelledImages([im for im, _ in canvases], data), config=cfg, folds=args.folds, seed=args.seed,
-                     progress=lambda f, m: None)
-    fit_s = time.perf_counter() - t0
-    assert pred.boxes is not None
-    flags = []
-    for p, a in zip(pred.boxes, labels, strict=True):
-        pb, gb = to_image_boxes(p, classes, True), to_image_boxes(a["boxes"], classes, False)
-        flags.append(detection_flags(pb.boxes, np.asarray(pb.scores), pb.labels, gb.boxes, gb.labels,
-                                     score_threshold=args.cut))
-    row: dict[str, Any] = {"canvases": n, "boxes_after": sum(len(a["boxes"]) for a in labels),
-                           "deleted": len(deleted), "added": len(added), "folds": args.folds, "epochs": args.epochs,
-                           "cut": args.cut, "crossfit_seconds": round(fit_s, 1)}
-
-    def found(kind: str, i: int, box: dict, f: Any) -> bool:
-        if kind == FALSE_DETECTION:  # the model's confident box where a box was deleted
-            return bool(f.detail["label"] == classes.index(box["label"]) and iou_matrix(
-                np.array([f.detail["box"]]), np.array([box["bbox"]]))[0, 0] >= 0.5)
-        return f.detail["box"] == box["bbox"]  # the spurious box itself is flagged missed
-
+    preds, gts, fit_s = crossfit_boxes(canvases, labels, args, classes)
+    flags = [detection_flags(p.boxes, np.asarray(p.scores), p.labels, g.boxes, g.labels, score_threshold=args.cut)
+             for p, g in zip(preds, gts, strict=True)]
+    row |= {"boxes_after": sum(len(a["boxes"]) for a in labels), "deleted": len(deleted), "added": len(added),
+            "cut": args.cut, "crossfit_seconds": round(fit_s, 1)}
     for kind, truth in ((FALSE_DETECTION, deleted), (MISSED_DETECTION, added)):
         score = np.array([max((f.score for f in fl if f.kind == kind), default=-1.0) for fl in flags])
         order = np.argsort(-score, kind="stable")
         flagged = int((score >= 0).sum())
         for share in (0.1, 0.2):
             top = set(order[: int(round(share * n))].tolist()) & set(np.flatnonzero(score >= 0).tolist())
-            hit = sum(any(found(kind, i, b, f) for f in flags[i] if f.kind == kind) for i, b in truth if i in top)
+            hit = sum(any(_found(kind, b, f, classes) for f in flags[i] if f.kind == kind) for i, b in truth
+                      if i in top)
             corrupted_images = len({i for i, _ in truth} & top)
             row[f"{kind}: recall in top {share:.0%} of images"] = round(hit / len(truth), 4) if truth else None
             row[f"{kind}: top {share:.0%} images holding one"] = round(corrupted_images / max(1, len(top)), 4)
         row[f"{kind}: images flagged"] = flagged
+    pf = product_flags(preds, gts, classes)
+    row["product flags (5% deleted, 5% added)"] = {
+        "cuts": pf["cuts"], "cap per kind": pf["cap"],
+        **flag_figures(pf, n, {FALSE_DETECTION: deleted, MISSED_DETECTION: added}, classes)}
     return row
 
 
@@ -237,7 +332,9 @@ def main() -> int:
                     help="instead of budgets: N labelled canvases with boxes deleted/added, cross-fitted flags")
     ap.add_argument("--corrupt-share", type=float, default=0.05, help="share of boxes deleted, and added")
     ap.add_argument("--folds", type=int, default=2)
-    ap.add_argument("--cut", type=float, default=0.5, help="score at which a box counts as confident")
+    ap.add_argument("--cut", type=float, default=0.5, help="score at which a box counts as confident (the ranking)")
+    ap.add_argument("--no-clean", dest="clean", action="store_false",
+                    help="--hard-examples: skip the cross-fit on the uncorrupted labels")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     args.class_ids = [int(c) for c in args.class_ids.split(",")]

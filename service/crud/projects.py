@@ -9,7 +9,7 @@ from sqlmodel import Session, col, func, select
 from learning.policy import Policy
 from service.crud.annotations import rename_label
 from service.crud.classes import class_names as class_names  # re-exported until service.loop imports .classes
-from service.crud.classes import classes_of
+from service.crud.classes import classes_of, set_archived
 from service.errors import Conflict, Invalid, NotFound
 from service.models import (
     LabelClass,
@@ -169,6 +169,8 @@ def update_class(session: Session, *, project: Project, class_id: int, data: Lab
         session.add(cls)
         session.flush()
         _renumber(session, project.id, first=cls)
+    if changes.get("archived") is not None:
+        set_archived(session, cls=cls, archived=bool(changes.pop("archived")), user=user)
     session.add(cls)
     audit(session, user.id, "class.update", project_id=project.id, detail={"id": class_id, **changes})
     return cls

@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import asdict
 
+from sqlalchemy import Select
 from sqlmodel import Session, col, select
 
 from service.crud.annotations import canonical, current_annotation, is_empty, write_version
@@ -93,19 +94,22 @@ def import_labels(session: Session, *, project: Project, fmt: str, data: bytes, 
             "rejected_count": len(rejected)}
 
 
-def build_labelset(session: Session, *, project: Project,
-                   skipped: list[Rejected] | None = None) -> LabelSet:
+def build_labelset(session: Session, *, project: Project, skipped: list[Rejected] | None = None,
+                   only: Select | None = None) -> LabelSet:
     """The project's current labels, each shape fitted to its item (``fit_image``).
 
     Stored rows from before imports were checked may hold huge, non-finite or
     null coordinates: a shape that cannot be fitted is left out of the label
     set and appended to ``skipped``; one that overlaps its image is clipped.
-    The stored rows are not changed.
+    The stored rows are not changed. ``only`` (a ``SELECT item.id``, e.g. the data browser's
+    :func:`service.crud.browse.selection`) keeps the items it selects.
     """
     assert project.id is not None
     images = []
-    rows = session.exec(select(Item).where(Item.project_id == project.id, col(Item.version) > 0)
-                        .order_by(col(Item.id))).all()
+    q = select(Item).where(Item.project_id == project.id, col(Item.version) > 0)
+    if only is not None:
+        q = q.where(col(Item.id).in_(only.scalar_subquery()))
+    rows = session.exec(q.order_by(col(Item.id))).all()
     for item in rows:
         ann = current_annotation(session, item)
         if ann is None or is_empty(ann.data):
@@ -126,19 +130,23 @@ def build_labelset(session: Session, *, project: Project,
     return LabelSet(classes=class_names(session, project.id), images=images)
 
 
-def export(session: Session, *, project: Project, fmt: str, user: User) -> tuple[bytes, str, str]:
-    """(bytes, media type, file name) of the project's current labels in ``fmt``."""
+def export(session: Session, *, project: Project, fmt: str, user: User,
+           only: Select | None = None) -> tuple[bytes, str, str]:
+    """(bytes, media type, file name) of the project's current labels in ``fmt``; with
+    ``only`` (a ``SELECT item.id``) those of the items it selects."""
     try:
         f = get_format(fmt)
     except FormatError as exc:
         raise Invalid(str(exc)) from exc
     skipped: list[Rejected] = []
-    labels = build_labelset(session, project=project, skipped=skipped)
+    labels = build_labelset(session, project=project, skipped=skipped, only=only)
     try:
         body = f.dump(labels)
     except FormatError as exc:
         raise Invalid(f"cannot export this project as {fmt}: {exc}") from exc
     detail: dict = {"format": fmt, "images": len(labels.images)}
+    if only is not None:
+        detail["selection"] = True
     if skipped:
         detail["skipped"] = len(skipped)
         detail["skipped_shapes"] = [asdict(r) for r in skipped[:20]]

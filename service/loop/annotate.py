@@ -32,6 +32,7 @@ from service.crud.annotations import current_annotation, is_empty, write_version
 from service.crud.items import blob_store
 from service.crud.projects import class_names
 from service.errors import Invalid, NotFound
+from service.loop.clusters import load_model
 from service.loop.data import HUMAN
 from service.models import Item, ItemStatus, Job, ModelVersion, Prediction, Project, Provenance, RegisteredModel, utcnow
 
@@ -187,7 +188,6 @@ def _settle_status(session: Session, item: Item, has_open: bool) -> None:
 
 def annotate_task(ctx: JobContext) -> dict[str, Any]:
     """The ``annotate`` job (listed in :mod:`service.jobs.registry`)."""
-    from learning.adapters import load_adapter
     from learning.adapters.external import ExternalAdapter
     from service.jobs.runner import Cancelled
 
@@ -207,11 +207,12 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
             mv = _stamp(s, project.id, rm)  # type: ignore[arg-type]
             # the stored file must still be the registered one; TorchScript runs in a sandbox child
             adapter: Any = ExternalAdapter(rm.path, rm.kind, rm.task, rm.labels, rm.input_spec,  # type: ignore[arg-type]
-                                           num_threads=ctx.settings.torch_threads, sha256=rm.sha256)
+                                           num_threads=ctx.settings.torch_threads, sha256=rm.sha256,
+                                           device=ctx.settings.torch_device)
         else:
             mv = s.get(ModelVersion, p["model_version_id"])  # type: ignore[assignment]
             assert mv is not None and mv.path is not None
-            adapter = load_adapter(mv.path)
+            adapter = load_model(mv.path, ctx.settings)
         q = select(Item).where(Item.project_id == project.id)
         if p.get("filter", {}).get("status"):
             q = q.where(col(Item.status).in_(p["filter"]["status"]))

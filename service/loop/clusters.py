@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,23 +63,39 @@ COLD_START_SAMPLE = 20_000  # cold_start costs O(N k D) per iteration
 ANCHORS = 5_000  # labelled items the farthest-first order keeps away from
 
 
+def compute_options(settings: Settings) -> dict[str, Any]:
+    """Where features are computed: ``LABELLOOP_DEVICE``, the CPU runtime, the shared folder
+    of exported backbones and the decoding threads (hashable values, for the cache below)."""
+    return {"device": str(settings.torch_device), "runtime": settings.cpu_runtime,
+            "runtime_dir": str(settings.models_dir / "runtime"), "decode_workers": settings.decode_workers}
+
+
+def load_model(path: str | Path, settings: Settings) -> Any:
+    """A saved model on this deployment's device (a classifier keeps its calibrated runtime)."""
+    opts = compute_options(settings)
+    return load_adapter(path, device=opts["device"], runtime_dir=opts["runtime_dir"],
+                        decode_workers=opts["decode_workers"])
+
+
 @lru_cache(maxsize=2)
 def pretrained_features(backbone: str, checkpoint: str | None, image_size: int, threads: int, features: str,
-                mirror: bool) -> Any:
+                        mirror: bool, device: str = "cpu", runtime: str = "torch", runtime_dir: str | None = None,
+                        decode_workers: int = 0) -> Any:
     return create_adapter("classifier", classes=["_0", "_1"], backbone=backbone, checkpoint=checkpoint,
-                          image_size=image_size, num_threads=threads, features=features, mirror=mirror)
+                          image_size=image_size, num_threads=threads, features=features, mirror=mirror,
+                          device=device, runtime=runtime, runtime_dir=runtime_dir, decode_workers=decode_workers)
 
 
 def feature_adapter(project: Project, mv: ModelVersion | None, settings: Settings) -> Any:
     """The current ``fast`` model (frozen backbone, so its feature space is cached), else
     the pretrained backbone at the project's image size (kept in memory between jobs)."""
     if mv is not None and mv.algorithm == "fast" and mv.path:
-        return load_adapter(mv.path)
+        return load_model(mv.path, settings)
     policy = Policy.from_dict(project.policy or {})
     size = policy.image_size or settings.image_size
     ckpt = str(settings.backbone_checkpoint) if settings.backbone_checkpoint else None
     return pretrained_features(settings.backbone, ckpt, int(size), settings.torch_threads, policy.features,
-                               policy.mirror)
+                               policy.mirror, **compute_options(settings))
 
 
 def pool_items(session: Session, project_id: int) -> list[Item]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import field_validator
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -90,10 +91,76 @@ class ServerImport(SQLModel):
     interval_minutes: float = Field(default=10.0, ge=0.5, le=7 * 24 * 60)
 
 
+class ItemFilter(SQLModel):
+    """The data browser's selection (``GET /projects/{id}/items`` and its export); every
+    field left out matches everything, the fields given all have to match."""
+
+    status: ItemStatus | None = None
+    label: str | None = Field(default=None, max_length=200,
+                              description="a class in the current labels (classes, boxes or polygons)")
+    provenance: Provenance | None = Field(default=None, description="of the current labels")
+    model_version_id: int | None = Field(
+        default=None, description="the model version that made the current labels or the open proposal")
+    score_min: float | None = Field(default=None, description="open proposal's score, else the model label's")
+    score_max: float | None = None
+    labeller_id: int | None = Field(default=None, description="author of the current labels")
+    flag: str | None = Field(default=None, max_length=40,
+                             description="an open review flag: `any` or its kind (`label error`, ...)")
+    holdout: bool | None = Field(default=None, description="hold-out items only (true) or none (false)")
+
+    @field_validator("label", "flag")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:  # refused alike on every database (PostgreSQL text cannot hold it)
+            raise ValueError("must not contain NUL characters")
+        return v
+
+
+class ItemRowPublic(ItemPublic):
+    """One row of the data browser: the item, its current labels and who / what made them."""
+
+    thumbnail_url: str
+    labels: list[str] = Field(default_factory=list, description="every class in the current labels")
+    labeller_id: int | None = None
+    labeller: str | None = Field(default=None, description="the current labels' author")
+    model_version_id: int | None = None
+    model_version: int | None = Field(default=None, description="number of that model version")
+    score: float | None = None
+    proposal: str | None = Field(default=None, description="class of the open proposal, if any")
+    flag: str | None = Field(default=None, description="kind of the oldest open review flag, if any")
+
+
 class ItemsPublic(SQLModel):
-    data: list[ItemPublic]
-    count: int
+    data: list[ItemRowPublic]
+    count: int = Field(description="items matching the filters (all pages)")
     next_cursor: str | None = None
+
+
+class ItemReject(SQLModel):
+    reason: str = Field(default="", max_length=500)
+
+
+class TimelineEntry(SQLModel):
+    """One event in an item's life: a label version, a proposal, a review flag, an audit row."""
+
+    at: datetime
+    kind: Literal["version", "proposal", "flag", "audit"]
+    what: str = Field(description="origin of a version, state of a proposal / flag, audit action")
+    version: int | None = None
+    labels: list[str] = Field(default_factory=list)
+    provenance: Provenance | None = None
+    user_id: int | None = None
+    user: str | None = None
+    model_version_id: int | None = None
+    model_version: int | None = None
+    score: float | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ItemTimelinePublic(SQLModel):
+    item: ItemRowPublic
+    etag: str
+    entries: list[TimelineEntry] = Field(description="oldest first")
 
 
 class Annotation(SQLModel, table=True):

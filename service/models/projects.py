@@ -48,6 +48,7 @@ class LabelClass(LabelClassBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
     position: int = Field(default=0, description="hotkey order: positions 0-8 are keys 1-9")
+    archived: bool = Field(default=False, description="hidden from labelling; labels that use it keep it")
 
 
 class LabelClassCreate(LabelClassBase):
@@ -58,11 +59,13 @@ class LabelClassUpdate(SQLModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     color: str | None = Field(default=None, max_length=32)
     position: int | None = Field(default=None, ge=0)
+    archived: bool | None = Field(default=None, description="true hides the class from labelling")
 
 
 class LabelClassPublic(LabelClassBase):
     id: int
     position: int
+    archived: bool = False
 
 
 class PolicyPublic(SQLModel):

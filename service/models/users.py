@@ -27,9 +27,64 @@ class UserCreate(UserBase):
     password: str | None = Field(default=None, min_length=8, max_length=200)
 
 
+class UserUpdate(SQLModel):
+    role: Role | None = None
+    disabled: bool | None = Field(default=None, description="a disabled user cannot sign in or use tokens")
+
+
 class UserPublic(UserBase):
     id: int
     created_at: datetime
+    disabled: bool = False
+
+
+class UsersPublic(SQLModel):
+    data: list[UserPublic]
+    count: int
+
+
+class InviteBase(SQLModel):
+    role: Role = Field(default=Role.labeler, description="the global role of the user who accepts")
+
+
+class Invite(InviteBase, table=True):
+    """A one-time sign-up link; only the sha256 of its token is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(index=True, unique=True, max_length=64)
+    created_by: int | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
+    used_by: int | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+
+
+class InviteCreate(InviteBase):
+    ttl_hours: float = Field(default=72.0, gt=0, le=24 * 30, description="how long the link works")
+
+
+class InvitePublic(InviteBase):
+    id: int
+    created_by: int | None
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    used_by: int | None
+
+
+class InvitesPublic(SQLModel):
+    data: list[InvitePublic]
+    count: int
+
+
+class InviteCreated(InvitePublic):
+    token: str = Field(description="shown once: the link is `/#/invite/<token>`")
+    link: str = Field(description="the path of the web page that accepts it")
+
+
+class InviteAccept(SQLModel):
+    name: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=8, max_length=200)
 
 
 class Membership(SQLModel, table=True):

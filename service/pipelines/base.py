@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from sqlmodel import Session
 
+from learning.adapters import load_adapter
 from learning.policy import Policy
 from service.config import Settings
 from service.jobs.executor import ComputeContext
@@ -46,12 +47,30 @@ class ModelConfig:
     image_size: int
     torch_threads: int
     data_dir: Path  # the embedding cache lives under it
+    device: str = "cpu"  # ``LABELLOOP_DEVICE`` resolved: cpu, cuda:0, ...
+    cpu_runtime: str = "torch"  # what runs the frozen backbone on the CPU (auto: the fastest installed)
+    runtime_dir: Path | None = None  # exported backbones, shared by every model version
+    decode_workers: int = 0
+    batch_size: int = 32  # images per forward pass when predicting and embedding
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelConfig:
         return cls(backbone=settings.backbone, checkpoint=settings.backbone_checkpoint,
                    image_size=settings.image_size, torch_threads=settings.torch_threads,
-                   data_dir=settings.data_dir)
+                   data_dir=settings.data_dir, device=str(settings.torch_device), cpu_runtime=settings.cpu_runtime,
+                   runtime_dir=settings.models_dir / "runtime", decode_workers=settings.decode_workers,
+                   batch_size=settings.inference_batch_size)
+
+    def classifier_options(self) -> dict[str, Any]:
+        """Where and how a new classifier adapter computes (``create_adapter("classifier", ...)``)."""
+        return {"device": self.device, "runtime": self.cpu_runtime, "runtime_dir": self.runtime_dir,
+                "decode_workers": self.decode_workers}
+
+    def load(self, path: Path | str) -> Any:
+        """A saved model on this deployment's device. A classifier keeps the runtime its
+        calibration was computed on (never ``runtime=``: predictions must match it)."""
+        return load_adapter(path, device=self.device, runtime_dir=self.runtime_dir,
+                            decode_workers=self.decode_workers)
 
     def cache_settings(self) -> Settings:
         """Settings naming only ``data_dir``, for :func:`service.loop.features.cached_embeddings`

@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import bindparam, delete, update
 from sqlmodel import Session, col, select
 
-from learning.adapters import create_adapter, load_adapter
+from learning.adapters import create_adapter
 from learning.adapters.base import FitConfig, FitEmbeddings, LabelledImages
 from learning.policy import Policy, short_classes
 from service.config import Settings
@@ -43,7 +43,8 @@ def classifier(model: ModelConfig, classes: list[str], task: Task, policy: Polic
     """The classifier adapter a policy trains (its ``feature_version`` names the embedding space)."""
     return create_adapter("classifier", classes=classes, task=str(task.value), backbone=model.backbone,
                           checkpoint=model.checkpoint, image_size=policy.image_size or model.image_size,
-                          num_threads=model.torch_threads, features=policy.features, mirror=policy.mirror)
+                          num_threads=model.torch_threads, features=policy.features, mirror=policy.mirror,
+                          **model.classifier_options())
 
 
 @dataclass
@@ -192,7 +193,7 @@ class ClassificationPipeline:
                                        "ghosts": [(int(g.id or 0), truth) for g, truth in ghosts]})
 
     def compute_infer(self, inputs: InferInputs, ctx: ComputeContext) -> InferOutputs:
-        adapter = load_adapter(inputs.model_path)
+        adapter = inputs.model.load(inputs.model_path)
         probs, vecs = predict_pool(adapter, algorithm=inputs.algorithm, n_classes=len(inputs.classes),
                                    shas=inputs.shas, paths=inputs.paths, settings=inputs.model.cache_settings(),
                                    progress=ctx.progress)

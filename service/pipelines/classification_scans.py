@@ -56,6 +56,7 @@ class FeatureSource:
     threads: int
     features: str
     mirror: bool
+    options: tuple[tuple[str, Any], ...] = ()  # clusters.compute_options: device, runtime, ...
 
     @classmethod
     def of(cls, project: Project, mv: ModelVersion | None, settings: Settings) -> FeatureSource:
@@ -64,13 +65,16 @@ class FeatureSource:
                    backbone=settings.backbone,
                    checkpoint=str(settings.backbone_checkpoint) if settings.backbone_checkpoint else None,
                    image_size=int(policy.image_size or settings.image_size), threads=settings.torch_threads,
-                   features=policy.features, mirror=policy.mirror)
+                   features=policy.features, mirror=policy.mirror,
+                   options=tuple(sorted(clusters.compute_options(settings).items())))
 
     def adapter(self) -> Any:
+        opts = dict(self.options)
         if self.model_path is not None:
-            return load_adapter(self.model_path)
+            return load_adapter(self.model_path, device=opts.get("device", "cpu"), runtime_dir=opts.get("runtime_dir"),
+                                decode_workers=opts.get("decode_workers", 0))
         return clusters.pretrained_features(self.backbone, self.checkpoint, self.image_size, self.threads,
-                                            self.features, self.mirror)
+                                            self.features, self.mirror, **opts)
 
 
 @dataclass
@@ -91,6 +95,7 @@ class ScanInputs:
     open_flags: int = 0
     skipped: dict[str, Any] | None = None
     tta_model: str | None = None
+    device: str = "cpu"
     tta_classes: list[str] = field(default_factory=list)
     tta_paths: list[Path] = field(default_factory=list)
 
@@ -145,6 +150,7 @@ def prepare(session: Session, *, project: Project, settings: Settings, seed: int
             .where(Prediction.model_version_id == mv.id, Prediction.state == "proposed")
             .order_by(col(Prediction.id))) if "tta_flip" not in p.data][:TTA_MAX]
         inputs.tta_model, inputs.tta_classes = mv.path, list(mv.classes)
+        inputs.device = str(settings.torch_device)
         inputs.tta_paths = [store.path(it.sha256) for _, it in props]
         keep["proposals"] = [(int(p.id or 0), int(it.id or 0), it.version, p.label) for p, it in props]
         keep["open_unstable"] = judged_flags(session, project.id, UNSTABLE)[0]
@@ -171,7 +177,7 @@ def compute(inputs: ScanInputs, ctx: ComputeContext) -> ScanOutputs:
         out.feature_version = adapter.feature_version
     if inputs.tta_model is not None and inputs.tta_paths:
         progress(0.6, f"test-time augmentation of {len(inputs.tta_paths)} proposals")
-        out.views = tta_views(load_adapter(inputs.tta_model), inputs.tta_paths)
+        out.views = tta_views(load_adapter(inputs.tta_model, device=inputs.device), inputs.tta_paths)
         out.unstable = flag_unstable(out.views, threshold=0.25)
     return out
 

@@ -23,7 +23,7 @@ import numpy as np
 from sqlmodel import Session, select
 
 import learning.adapters.detector  # noqa: F401  (registers the "detector" adapter)
-from learning.adapters import create_adapter, load_adapter
+from learning.adapters import create_adapter
 from learning.adapters.base import FitConfig, LabelledImages
 from learning.box_calibration import calibrate_boxes, map50, propose
 from learning.policy import Policy
@@ -73,6 +73,7 @@ class InferInputs:
     possible: float
     segmentation: bool
     paths: list[Path]
+    model: ModelConfig
 
 
 @dataclass
@@ -113,7 +114,7 @@ class DetectionPipeline:
         progress(0.02, f"training detector v{inputs.version} on {len(inputs.train_paths)} images")
         adapter: Any = create_adapter("detector", classes=classes, task=str(inputs.task.value),
                                       image_size=policy.image_size or DEFAULT_IMAGE_SIZE,
-                                      num_threads=inputs.model.torch_threads)
+                                      num_threads=inputs.model.torch_threads, device=inputs.model.device)
         holdout = LabelledImages(inputs.holdout_paths, objects(inputs.holdout_data)) if inputs.holdout_paths else None
         config = FitConfig(algorithm="precise", epochs=policy.epochs, seed=inputs.version, batch_size=8,
                            num_threads=inputs.model.torch_threads)
@@ -155,11 +156,11 @@ class DetectionPipeline:
                              thresholds=[(mv.thresholds.get("in_force") or {}).get(c) for c in classes],
                              possible=float(mv.thresholds.get("possible", 0.05)),
                              segmentation=project.task == Task.segmentation,
-                             paths=[store.path(i.sha256) for i in pool])
+                             paths=[store.path(i.sha256) for i in pool], model=ModelConfig.from_settings(settings))
         return InferPlan(inputs, keep={"ids": [int(i.id) for i in pool if i.id is not None]})
 
     def compute_infer(self, inputs: InferInputs, ctx: ComputeContext) -> list[ImageDecision]:
-        adapter: Any = load_adapter(inputs.model_path)
+        adapter: Any = inputs.model.load(inputs.model_path)
         n = len(inputs.paths)
         dets: list[list[dict[str, Any]]] = []
         for start in range(0, n, CHUNK):

@@ -75,6 +75,7 @@ class ScanInputs:
     paths: list[Path] = field(default_factory=list)
     data: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, Any] | None = None
+    device: str = "cpu"
 
 
 @dataclass
@@ -93,7 +94,7 @@ def prepare(session: Session, *, project: Project, settings: Settings, seed: int
     mv = current_model(session, project.id)
     inputs = ScanInputs(classes=class_names(session, project.id), task=str(project.task.value), seed=seed,
                         image_size=policy.image_size or DEFAULT_IMAGE_SIZE, epochs=policy.epochs,
-                        threads=settings.torch_threads)
+                        threads=settings.torch_threads, device=str(settings.torch_device))
     keep: dict[str, Any] = {"mv": mv, "proposals": []}
     store = blob_store(settings)
     if mv is not None and mv.path is not None:
@@ -123,7 +124,7 @@ def compute(inputs: ScanInputs, ctx: ComputeContext) -> ScanOutputs:
     out = ScanOutputs()
     progress = ctx.progress
     if inputs.tta_model is not None and inputs.tta_paths:
-        adapter: Any = load_adapter(inputs.tta_model)
+        adapter: Any = load_adapter(inputs.tta_model, device=inputs.device)
         classes, n = inputs.tta_classes, len(inputs.tta_paths)
         for start in range(0, n, CHUNK):
             images = [load_rgb(p) for p in inputs.tta_paths[start:start + CHUNK]]
@@ -136,7 +137,7 @@ def compute(inputs: ScanInputs, ctx: ComputeContext) -> ScanOutputs:
     if inputs.skipped is None:
         def make() -> Any:
             return create_adapter("detector", classes=inputs.classes, task=inputs.task,
-                                  image_size=inputs.image_size, num_threads=inputs.threads)
+                                  image_size=inputs.image_size, num_threads=inputs.threads, device=inputs.device)
 
         config = FitConfig(algorithm="precise", epochs=inputs.epochs, seed=inputs.seed, batch_size=8,
                            num_threads=inputs.threads)

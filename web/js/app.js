@@ -13,7 +13,9 @@ const TABS = {
   grids: ["Grids", "labeler", "./pages/grids.js"],
   review: ["Review", "reviewer", "./pages/review.js"],
   dashboard: ["Dashboard", "manager", "./pages/dashboard.js"],
+  browse: ["Data", "manager", "./pages/data.js"],
   data: ["Import / export", "manager", "./pages/transfer.js"],
+  people: ["People", "manager", "./pages/people.js"],
   settings: ["Settings", "manager", "./pages/settings.js"],
 };
 
@@ -33,6 +35,7 @@ export function go(hash) {
 function parse() {
   const parts = location.hash.replace(/^#\/?/, "").split("?")[0].split("/").filter(Boolean);
   if (parts[0] === "login") return { page: "login" };
+  if (parts[0] === "invite" && parts[1]) return { page: "invite", token: parts[1] };
   if (parts[0] === "project" && parts[1]) {
     return { page: "project", projectId: Number(parts[1]), tab: parts[2] || "" };
   }
@@ -76,7 +79,7 @@ async function route() {
     state.cleanup = null;
   }
   const r = parse();
-  if (!state.user && r.page !== "login") {
+  if (!state.user && r.page !== "login" && r.page !== "invite") {
     const u = await loadUser().catch((err) => { clear(view, errorBlock(err)); return undefined; });
     if (u === undefined) return;
     if (!u) {
@@ -92,6 +95,9 @@ async function route() {
     if (r.page === "login") {
       const mod = await import("./pages/login.js");
       await mount(seq, mod, {});
+    } else if (r.page === "invite") {
+      const mod = await import("./pages/people.js");
+      await mount(seq, { render: mod.renderInvite }, { token: r.token });
     } else if (r.page === "projects") {
       const mod = await import("./pages/projects.js");
       await mount(seq, mod, { user: state.user });
@@ -128,7 +134,7 @@ async function mount(seq, mod, ctx) {
 }
 
 window.addEventListener("labelloop:unauthorized", () => {
-  if (parse().page === "login") return;
+  if (["login", "invite"].includes(parse().page)) return;
   state.user = null;
   renderUserBox();
   sessionStorage.setItem("labelloop.after", location.hash || "#/");

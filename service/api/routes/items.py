@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, File, Header, HTTPException, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -21,7 +22,9 @@ from service.api.deps import (
     get_item,
     get_project,
 )
+from service.api.routes.transfer import FORMAT_PATTERN
 from service.crud import annotations as ann_crud
+from service.crud import browse, transfer
 from service.crud import items as crud
 from service.crud.folders import import_folder
 from service.models import (
@@ -29,11 +32,11 @@ from service.models import (
     ItemBatchPublic,
     ItemPublic,
     ItemsPublic,
-    ItemStatus,
     Role,
     ServerImport,
     SkipCreate,
 )
+from service.models.items import ItemFilter, ItemReject, ItemRowPublic, ItemTimelinePublic
 
 router = APIRouter(tags=["items"])
 
@@ -67,13 +70,36 @@ def server_import(project_id: int, body: ServerImport, admin: AdminUser, session
     return ItemBatchPublic.model_validate(result.as_dict())
 
 
-@router.get("/projects/{project_id}/items", response_model=ItemsPublic, responses=STD_ERRORS)
-def list_items(project_id: int, user: CurrentUser, session: SessionDep, status: ItemStatus | None = None,
+@router.get("/projects/{project_id}/items", response_model=ItemsPublic, responses={**STD_ERRORS, 422: _err(
+    "bad filter or cursor")})
+def list_items(project_id: int, user: CurrentUser, session: SessionDep, filters: Annotated[ItemFilter, Query()],
                cursor: str | None = Query(default=None, max_length=200),
+               offset: int = Query(default=0, ge=0, le=10_000_000),
                limit: int = Query(default=50, ge=1, le=500)) -> ItemsPublic:
+    """Items by id with their current labels (the data browser): every filter given must
+    match; page with ``offset`` or with ``next_cursor``; ``count`` counts all matches."""
     project = get_project(session, user, project_id)
-    rows, count, nxt = crud.list_items(session, project=project, status=status, cursor=cursor, limit=limit)
-    return ItemsPublic(data=[crud.item_public(session, r) for r in rows], count=count, next_cursor=nxt)
+    assert project.id is not None
+    after = crud.decode_cursor(cursor) if cursor else None
+    data, count = browse.browse(session, project_id=project.id, f=filters, limit=limit + 1, offset=offset,
+                                after_id=after)
+    nxt = crud.encode_cursor(data[limit - 1].id) if len(data) > limit else None
+    return ItemsPublic(data=data[:limit], count=count, next_cursor=nxt)
+
+
+@router.get("/projects/{project_id}/items/export", response_class=Response, responses={**STD_ERRORS, 200: {
+    "content": {"application/json": {}, "application/zip": {}, "text/csv": {}, "application/xml": {}},
+    "description": "the export file of the selected items"}})
+def export_selection(project_id: int, user: CurrentUser, session: SessionDep,
+                     filters: Annotated[ItemFilter, Query()],
+                     format: str = Query(..., pattern=FORMAT_PATTERN)) -> Response:
+    """The current labels of the items the filters select (as ``GET /projects/{id}/items``
+    takes them), in an export format (as ``GET /projects/{id}/export``)."""
+    project = get_project(session, user, project_id, Role.manager)
+    assert project.id is not None
+    only = browse.selection(session, project_id=project.id, f=filters)
+    body, media, name = transfer.export(session, project=project, fmt=format, user=user, only=only)
+    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/items/{item_id}", response_model=ItemPublic, responses=STD_ERRORS)
@@ -117,6 +143,27 @@ def item_history(item_id: int, user: CurrentUser, session: SessionDep) -> list[A
     item, _ = get_item(session, user, item_id)
     return [AnnotationPublic.model_validate(a, from_attributes=True)
             for a in ann_crud.history(session, item=item)]
+
+
+@router.get("/items/{item_id}/timeline", response_model=ItemTimelinePublic, responses=STD_ERRORS)
+def item_timeline(item_id: int, user: CurrentUser, session: SessionDep, response: Response) -> ItemTimelinePublic:
+    """The item as the data browser shows it, with its label versions, proposals, review
+    flags and audit rows (oldest first)."""
+    item, _ = get_item(session, user, item_id)
+    response.headers["ETag"] = ann_crud.etag(item)
+    return browse.timeline(session, item=item)
+
+
+@router.post("/items/{item_id}/reject", response_model=ItemRowPublic,
+             responses={**STD_ERRORS, **PRECONDITION, **CONFLICT})
+def reject_item(item_id: int, user: CurrentUser, session: SessionDep, response: Response,
+                body: ItemReject | None = None, if_match: str | None = Header(default=None)) -> ItemRowPublic:
+    """Reviewers: send a labelled or proposed item back to the queue (its labels stay in the
+    history). Send the item's ETag as ``If-Match``."""
+    item, _ = get_item(session, user, item_id, Role.reviewer)
+    browse.reject(session, item=item, user=user, if_match=if_match, reason=body.reason if body else "")
+    response.headers["ETag"] = ann_crud.etag(item)
+    return browse.row_of(session, item)
 
 
 @router.post("/items/{item_id}/annotations", response_model=AnnotationPublic, status_code=201,
