@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Refresh the README's screenshots (web/screenshots/*.png): run the browser tests that take
+# Refresh the README's screenshots (docs/screenshots/*.png): run the browser tests that take
 # them (tests/browser/conftest.py's shot()) into a fresh artifacts folder and copy what they
 # saved. The ordinary test run writes them to test-artifacts/screenshots/ only, so running
 # the suite never changes committed files. Needs Debian's chromium (scripts/test.sh installs it).
@@ -20,7 +20,7 @@ if [ ${#shots[@]} -eq 0 ]; then
   echo "refresh_screenshots: the tests saved no screenshot (skipped?)" >&2
   exit 1
 fi
-mkdir -p web/screenshots
-cp "${shots[@]}" web/screenshots/
-echo "refreshed ${#shots[@]} screenshots in web/screenshots:"
+mkdir -p docs/screenshots
+cp "${shots[@]}" docs/screenshots/
+echo "refreshed ${#shots[@]} screenshots in docs/screenshots:"
 for f in "${shots[@]}"; do echo "  $(basename "$f")"; done

@@ -20,6 +20,6 @@ fi
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] \
   || echo "no dataset-fashion-mnist (apt-get install dataset-fashion-mnist): Fashion-MNIST tests will skip"
 export OMP_WAIT_POLICY=PASSIVE
-.venv/bin/ruff check service learning embeddings lab tests migrations/env.py
+.venv/bin/ruff check service learning embeddings lab tests service/migrations/env.py
 .venv/bin/mypy service learning embeddings lab
 .venv/bin/python -m pytest "$@"

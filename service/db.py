@@ -21,7 +21,7 @@ from sqlmodel import Session, create_engine
 
 from service.config import Settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"  # package data: shipped in the wheel
 
 
 class NulInText(ValueError):

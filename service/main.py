@@ -53,7 +53,7 @@ from service.jobs.scheduler import start_scheduler
 from service.security import RateLimiter
 
 log = logging.getLogger("labelloop")
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = Path(__file__).resolve().parent / "web"  # package data: shipped in the wheel
 
 DESCRIPTION = """
 labelloop: human-in-the-loop active learning for images.

@@ -8,7 +8,6 @@ from sqlmodel import Session, col, func, select
 
 from learning.policy import Policy
 from service.crud.annotations import rename_label
-from service.crud.classes import class_names as class_names  # re-exported until service.loop imports .classes
 from service.crud.classes import classes_of, set_archived
 from service.errors import Conflict, Invalid, NotFound
 from service.models import (

@@ -29,8 +29,8 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from service.crud.annotations import current_annotation, is_empty, write_version
+from service.crud.classes import class_names
 from service.crud.items import blob_store
-from service.crud.projects import class_names
 from service.errors import Invalid, NotFound
 from service.loop.clusters import load_model
 from service.loop.data import HUMAN

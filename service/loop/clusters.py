@@ -36,11 +36,11 @@ from learning.adapters import create_adapter, load_adapter
 from learning.grid_purity import fit_correctness, purity_cut
 from learning.policy import Policy
 from service.config import Settings
+from service.crud.classes import class_names
+from service.crud.holdout import calibration_items
 from service.crud.items import blob_store
-from service.crud.projects import class_names
 from service.jobs.runner import JobConflict, JobContext, enqueue
 from service.loop.features import cached_embeddings
-from service.loop.holdout import calibration_items
 from service.loop.infer import current_model
 from service.models import (
     GridPage,
@@ -149,7 +149,7 @@ def cut_pages(session: Session, *, project: Project, settings: Settings, progres
     mv = current_model(session, project.id)
     items = pool_items(session, project.id)
     n_pool = len(items)
-    # hold-out items keep their place in the pool (service/loop/holdout.py): each rides on
+    # hold-out items keep their place in the pool (service/crud/holdout.py): each rides on
     # the page of its nearest look-alike, hidden, and a confirm with its class takes it
     ghosts = calibration_items(session, project.id) if project.task in CLASSIFICATION else []
     items += [g for g, _ in ghosts]
@@ -285,7 +285,7 @@ def cold_start_project(session: Session, *, project: Project, settings: Settings
     """Rank the pool for the queue before any model exists (see the module doc)."""
     assert project.id is not None
     policy = Policy.from_dict(project.policy or {})
-    # hold-out items are ranked with the pool (service/loop/holdout.py), not kept away from
+    # hold-out items are ranked with the pool (service/crud/holdout.py), not kept away from
     ghosts = [g for g, _ in calibration_items(session, project.id)]
     items = pool_items(session, project.id) + ghosts
     held = {g.id for g in ghosts}

@@ -10,8 +10,8 @@ import numpy as np
 from sqlmodel import Session, col, select
 
 from learning.policy import Policy
+from service.crud.classes import class_names
 from service.crud.holdout import in_calibration
-from service.crud.projects import class_names
 from service.ingest import BlobStore
 from service.models import Annotation, Item, ItemStatus, Project, Provenance, ReviewFlag, Task
 

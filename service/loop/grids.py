@@ -21,10 +21,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from service.crud.annotations import canonical, lock, validate_for_project, write_version
+from service.crud.holdout import take_after_grid
 from service.crud.queue import CLAIM_LOCK, expire_leases
 from service.errors import Conflict, Invalid, NotFound
 from service.loop.clusters import CLASSIFICATION, GRID, POOL, SIZES
-from service.loop.holdout import take_after_grid
 from service.models import GridPage, GridPageSkip, Item, Job, JobState, Lease, Project, Provenance, User, utcnow
 from service.security import audit
 
@@ -170,7 +170,7 @@ def confirm_page(session: Session, *, project: Project, job: Job, page: dict[str
         (corrected if iid in corrections else labelled).append(iid)
     # the page's hold-out items of this class would have been labelled with it; those of other
     # classes too when the person gave every exception its class and left none out; else they
-    # would have been left out and stay in calibration (service/loop/holdout.py)
+    # would have been left out and stay in calibration (service/crud/holdout.py)
     take_after_grid(session, holdout_ids=row.holdout_ids, label=label, every=bool(corrections) and not exclude)
     row.confirmed_at, row.confirmed_by = utcnow(), user.id
     session.add(row)

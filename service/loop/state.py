@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from learning.policy import Decision, Policy, ProjectState, Readiness, next_training_progress, readiness, should_retrain
-from service.crud.projects import class_names
+from service.crud.classes import class_names
 from service.jobs.registry import kind_names
 from service.jobs.runner import JobConflict, enqueue
 from service.loop.data import label_counts

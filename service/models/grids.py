@@ -32,7 +32,7 @@ class GridPageBase(SQLModel):
 
 class GridPage(GridPageBase, table=True):
     """One page as the cluster job cut it. ``item_ids`` nearest to the cluster centre first;
-    ``holdout_ids``: hold-out items riding on the page, never shown (service/loop/holdout.py)."""
+    ``holdout_ids``: hold-out items riding on the page, never shown (service/crud/holdout.py)."""
 
     __tablename__ = "grid_page"
     __table_args__ = (UniqueConstraint("job_id", "size", "position"),)

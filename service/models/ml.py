@@ -71,7 +71,7 @@ class Prediction(SQLModel, table=True):
         default="none",
         index=True,
         description="none | proposed | confirmed | corrected | rejected | superseded | auto | holdout "
-                    "(a hold-out item's prediction: service/loop/holdout.py)",
+                    "(a hold-out item's prediction: service/crud/holdout.py)",
     )
     audit: bool = Field(default=False, description="auto-accepted item drawn for a human audit")
     audit_correct: bool | None = None

@@ -28,8 +28,8 @@ from learning.data import load_rgb
 from learning.hard_examples import Flag, FlagRule, flag_label_errors, flag_unstable, pair_history
 from learning.policy import Policy
 from service.config import Settings
+from service.crud.classes import class_names
 from service.crud.items import blob_store
-from service.crud.projects import class_names
 from service.jobs.executor import ComputeContext
 from service.loop import clusters
 from service.loop.data import HUMAN, TrainingGuard, flag_verdicts, judged_flags

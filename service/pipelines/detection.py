@@ -29,8 +29,8 @@ from learning.box_calibration import calibrate_boxes, map50, propose
 from learning.policy import Policy
 from service.config import Settings
 from service.crud.annotations import canonical
+from service.crud.classes import class_names
 from service.crud.items import blob_store
-from service.crud.projects import class_names
 from service.jobs.executor import ComputeContext
 from service.loop.detect import (
     CHUNK,

@@ -9,7 +9,7 @@ failed, as a test artifact: ``$LABELLOOP_ARTIFACTS/browser/<file>--<test>/final-
 git), with ``result.txt`` giving the outcome and each screenshot's URL.
 
 The README's screenshots (:func:`shot`) go to ``<artifacts>/screenshots/NAME.png`` too, so
-running the suite never rewrites the committed ``web/screenshots``;
+running the suite never rewrites the committed ``docs/screenshots``;
 ``scripts/refresh_screenshots.sh`` runs the tests that take them and copies them there.
 """
 
@@ -167,7 +167,7 @@ class Live:
 
     def model_version(self, project_id: int, version: int = 1, **kw: Any) -> int:
         """A ready model version row (as a training would leave it); returns its id."""
-        from service.crud.projects import class_names
+        from service.crud.classes import class_names
         from service.models import ModelVersion
 
         with Session(self.engine) as s:
@@ -326,7 +326,7 @@ def screenshots_dir() -> Path:
 
 def shot(page: Any, name: str) -> None:
     """Save a screenshot for the README as ``screenshots_dir() / NAME.png``
-    (``scripts/refresh_screenshots.sh`` copies them into web/screenshots)."""
+    (``scripts/refresh_screenshots.sh`` copies them into docs/screenshots)."""
     folder = screenshots_dir()
     folder.mkdir(parents=True, exist_ok=True)
     ignore = artifacts_root() / ".gitignore"

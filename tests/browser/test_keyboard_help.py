@@ -1,6 +1,6 @@
 """Every action on the Label, Pending and Grids pages has a key, listed by `?`.
 
-Each page declares one keymap (web/js/keys.js); its key handler and its `?` overlay are
+Each page declares one keymap (service/web/js/keys.js); its key handler and its `?` overlay are
 both built from it, and every key it handles is announced as a ``labelloop:key`` event
 ({id, key, used}). These tests open the overlay on each page, read the listed keys (the
 rows carry their binding id and key specs), then press every listed key, in an order

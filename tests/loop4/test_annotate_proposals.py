@@ -54,11 +54,11 @@ class ColourModel:
 
 @pytest.fixture
 def models(monkeypatch: pytest.MonkeyPatch) -> dict[str, ColourModel]:
-    """Model-version paths -> fake adapters (``load_adapter`` is looked up when the job runs)."""
-    import learning.adapters
+    """Model-version paths -> fake adapters (``service.loop.clusters.load_model`` looks ``load_adapter`` up when the job runs)."""
+    import service.loop.clusters
 
     table: dict[str, ColourModel] = {}
-    monkeypatch.setattr(learning.adapters, "load_adapter", lambda path, *a, **kw: table[str(path)])
+    monkeypatch.setattr(service.loop.clusters, "load_adapter", lambda path, *a, **kw: table[str(path)])
     return table
 
 

@@ -121,7 +121,7 @@ def png(left: tuple[int, int, int], right: tuple[int, int, int]) -> bytes:
 
 
 def test_unstable_prelabels_are_flagged_once(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scans, "load_adapter", lambda path: MirrorFake())
+    monkeypatch.setattr(scans, "load_adapter", lambda path, **kwargs: MirrorFake())
     admin = ctx.user("root", "admin")
     r = ctx.client.post("/api/v1/projects", json={"name": "mirror", "classes": ["red", "blue"]}, headers=admin)
     pid = r.json()["id"]

@@ -62,7 +62,7 @@ def _snapshot(engine: Engine, job_id: int) -> dict | None:
         return json.loads(JobPublic.model_validate(job, from_attributes=True).model_dump_json())
 
 
-@router.get("/jobs/{job_id}/events", responses={**STD_ERRORS, 200: {
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses={**STD_ERRORS, 200: {
     "content": {"text/event-stream": {}}, "description": "progress events until the job ends"}})
 async def job_events(job_id: int, request: Request, user: CurrentUser, session: SessionDep) -> StreamingResponse:
     """Server-Sent Events: one ``progress`` event per change, then ``end``."""

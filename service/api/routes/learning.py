@@ -13,15 +13,16 @@ from service.jobs.runner import JobConflict, enqueue
 from service.loop import pending as crud
 from service.loop.state import readiness_report
 from service.models import JobPublic, ModelVersion, ModelVersionPublic, Role
+from service.models.stats import ReadinessPublic
 
 router = APIRouter(tags=["learning"])
 
 
-@router.get("/projects/{project_id}/readiness", responses=STD_ERRORS)
-def get_readiness(project_id: int, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+@router.get("/projects/{project_id}/readiness", response_model=ReadinessPublic, responses=STD_ERRORS)
+def get_readiness(project_id: int, user: CurrentUser, session: SessionDep) -> ReadinessPublic:
     """Whether the project can train, and why not (one sentence per reason)."""
     project = get_project(session, user, project_id)
-    return readiness_report(session, project)
+    return ReadinessPublic.model_validate(readiness_report(session, project))
 
 
 @router.post("/projects/{project_id}/train", response_model=JobPublic, status_code=202,
