@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
 from sqlalchemy import Select
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from service.crud.annotations import canonical, current_annotation, is_empty, write_version
 from service.crud.classes import class_names
 from service.errors import Invalid
 from service.formats import FormatError, get_format
-from service.formats.base import ImageLabels, LabelSet, Rejected, Shape, fit_image
-from service.models import Item, LabelClass, Project, Provenance, Task, User
+from service.formats.base import Format, ImageLabels, LabelSet, Rejected, Shape, fit_image
+from service.models import Annotation, Item, ItemStatus, LabelClass, Project, Provenance, Task, User
 from service.security import audit
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,81 @@ def import_labels(session: Session, *, project: Project, fmt: str, data: bytes, 
             "rejected_count": len(rejected)}
 
 
+def _image(item: Item, ann: Annotation, skipped: list[Rejected] | None,
+           keep: set[str] | None = None) -> ImageLabels | None:
+    """``item``'s labels as an :class:`ImageLabels` (only classes in ``keep`` when given),
+    each shape fitted to the image; ``None`` when nothing is left."""
+    d = ann.data
+    if is_empty(d):
+        return None
+    # as stored (fit_image below checks them): no list() that a null would break
+    shapes = [Shape(label=b["label"], box=b.get("bbox")) for b in d.get("boxes", [])]
+    shapes += [Shape(label=p["label"], points=p.get("points")) for p in d.get("polygons", [])]
+    labels = list(d.get("labels", []))
+    if keep is not None:
+        shapes = [s for s in shapes if s.label in keep]
+        labels = [c for c in labels if c in keep]
+    score = ann.score if ann.score is None or math.isfinite(ann.score) else None
+    image = ImageLabels(file_name=item.file_name, width=item.width, height=item.height, labels=labels,
+                        shapes=shapes, provenance=str(ann.provenance.value), score=score)
+    _, refused = fit_image(image)
+    if skipped is not None:
+        skipped += refused
+    return image if image.labels or image.shapes else None
+
+
+SUBSET_BATCH = 200
+"""Items read per query (and per progress report) by :func:`subset_labelset`."""
+
+
+def subset_labelset(session: Session, *, project: Project, status: Iterable[ItemStatus] = (),
+                    provenance: Iterable[Provenance] = (), classes: Iterable[str] = (),
+                    skipped: list[Rejected] | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[LabelSet, list[int]]:
+    """The current labels of the project's items whose status is in ``status`` and whose
+    current label's provenance is in ``provenance`` (empty: any), restricted to ``classes``
+    (empty: every class; else an image keeps only those classes and is left out with none
+    of them), and the item ids in the label set's order.
+
+    Reads in batches of :data:`SUBSET_BATCH` items by id (one query each, the item joined with
+    its current version) and calls ``progress(done, total)`` after each batch. Unknown
+    ``classes`` are :class:`Invalid`."""
+    assert project.id is not None
+    known = class_names(session, project.id)
+    wanted = list(dict.fromkeys(classes))
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        raise Invalid(f"unknown classes {unknown[:20]}; project classes: {known}")
+    keep = set(wanted) if wanted else None
+    q = (select(Item, Annotation)
+         .join(Annotation, (col(Annotation.item_id) == Item.id) & (col(Annotation.version) == Item.version))
+         .where(Item.project_id == project.id, col(Item.version) > 0))
+    statuses, provenances = list(status), list(provenance)
+    if statuses:
+        q = q.where(col(Item.status).in_(statuses))
+    if provenances:
+        q = q.where(col(Annotation.provenance).in_(provenances))
+    total = int(session.exec(select(func.count()).select_from(q.subquery())).one())
+    images: list[ImageLabels] = []
+    ids: list[int] = []
+    done, after = 0, 0
+    while True:
+        rows = session.exec(q.where(col(Item.id) > after).order_by(col(Item.id)).limit(SUBSET_BATCH)).all()
+        if not rows:
+            break
+        for item, ann in rows:
+            assert item.id is not None
+            after = item.id
+            image = _image(item, ann, skipped, keep)
+            if image is not None:
+                images.append(image)
+                ids.append(item.id)
+        done += len(rows)
+        if progress is not None:
+            progress(min(done, total), total)
+    return LabelSet(classes=wanted or known, images=images), ids
+
+
 def build_labelset(session: Session, *, project: Project, skipped: list[Rejected] | None = None,
                    only: Select | None = None) -> LabelSet:
     """The project's current labels, each shape fitted to its item (``fit_image``).
@@ -105,27 +181,15 @@ def build_labelset(session: Session, *, project: Project, skipped: list[Rejected
     :func:`service.crud.browse.selection`) keeps the items it selects.
     """
     assert project.id is not None
-    images = []
+    images: list[ImageLabels] = []
     q = select(Item).where(Item.project_id == project.id, col(Item.version) > 0)
     if only is not None:
         q = q.where(col(Item.id).in_(only.scalar_subquery()))
     rows = session.exec(q.order_by(col(Item.id))).all()
     for item in rows:
         ann = current_annotation(session, item)
-        if ann is None or is_empty(ann.data):
-            continue
-        d = ann.data
-        # as stored (fit_image below checks them): no list() that a null would break
-        shapes = [Shape(label=b["label"], box=b.get("bbox")) for b in d.get("boxes", [])]
-        shapes += [Shape(label=p["label"], points=p.get("points")) for p in d.get("polygons", [])]
-        score = ann.score if ann.score is None or math.isfinite(ann.score) else None
-        image = ImageLabels(file_name=item.file_name, width=item.width, height=item.height,
-                            labels=list(d.get("labels", [])), shapes=shapes,
-                            provenance=str(ann.provenance.value), score=score)
-        _, refused = fit_image(image)
-        if skipped is not None:
-            skipped += refused
-        if image.labels or image.shapes:
+        image = None if ann is None else _image(item, ann, skipped)
+        if image is not None:
             images.append(image)
     return LabelSet(classes=class_names(session, project.id), images=images)
 
@@ -154,5 +218,21 @@ def export(session: Session, *, project: Project, fmt: str, user: User,
                     "placed on their image, first: %s", project.id, fmt, len(skipped),
                     skipped[0])
     audit(session, user.id, "export", project_id=project.id, detail=detail)
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in project.name)[:60] or "project"
-    return body, f.media_type, f"{safe}-{fmt}{f.suffix}"
+    return body, f.media_type, f"{safe_name(project)}-{fmt}{f.suffix}"
+
+
+def safe_name(project: Project) -> str:
+    """The project's name as a file name stem (letters, digits, ``-`` and ``_``)."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in project.name)[:60] or "project"
+
+
+def dump(fmt: str, labels: LabelSet) -> tuple[bytes, Format]:
+    """``labels`` written in ``fmt`` and the format; :class:`Invalid` when it cannot hold them."""
+    try:
+        f = get_format(fmt)
+    except FormatError as exc:
+        raise Invalid(str(exc)) from exc
+    try:
+        return f.dump(labels), f
+    except FormatError as exc:
+        raise Invalid(f"cannot export this project as {fmt}: {exc}") from exc

@@ -48,6 +48,7 @@ JOBS: dict[str, JobSpec] = {
     "annotate": JobSpec("service.loop.annotate:annotate_task"),
     "scan_folder": JobSpec("service.jobs.tasks:scan_folder_task"),
     "sleep": JobSpec("service.jobs.tasks:sleep_task"),
+    "export": JobSpec("service.loop.export:export_task"),
 }
 
 #: kinds of older releases (renamed in rows by migration 0005), still read
