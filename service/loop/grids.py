@@ -20,12 +20,25 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from service.crud.annotations import canonical, lock, validate_for_project, write_version
+from service.crud.annotations import canonical, current_annotation, lock, validate_for_project, write_version
 from service.crud.holdout import take_after_grid
 from service.crud.queue import CLAIM_LOCK, expire_leases
-from service.errors import Conflict, Invalid, NotFound
+from service.errors import Conflict, Forbidden, Invalid, NotFound
 from service.loop.clusters import CLASSIFICATION, GRID, POOL, SIZES
-from service.models import GridPage, GridPageSkip, Item, Job, JobState, Lease, Project, Provenance, User, utcnow
+from service.models import (
+    Annotation,
+    AuditLog,
+    GridPage,
+    GridPageSkip,
+    Item,
+    Job,
+    JobState,
+    Lease,
+    Project,
+    Provenance,
+    User,
+    utcnow,
+)
 from service.security import audit
 
 
@@ -197,3 +210,66 @@ def skip_page(session: Session, *, project: Project, page: dict[str, Any], user:
     return {"page_id": page["id"], "released": released}
 
 
+def undo_confirm(session: Session, *, project: Project, page: dict[str, Any], user: User,
+                 ttl_seconds: int) -> dict[str, Any]:
+    """Undo the caller's confirm of ``page`` (the last action of Grids): each item the confirm
+    labelled gets its version before it again, as a new version (origin ``undo``; history
+    keeps both), the page opens again and its items are leased to the caller, so the next
+    ``GET /grids`` serves it first. Items labelled or leased by someone else since are left as
+    they are (``unavailable``). Hold-out items the confirm took out of calibration stay taken
+    (it only makes the certificate more cautious)."""
+    assert project.id is not None and user.id is not None
+    row = _row(session, page["id"], for_update=True)
+    if row.confirmed_at is None:
+        raise Conflict(f"page {page['id']} is not confirmed: nothing to undo")
+    if row.confirmed_by != user.id:
+        raise Forbidden(f"page {page['id']} was confirmed by someone else: only they can undo it here")
+    entries = session.exec(select(AuditLog).where(
+        AuditLog.project_id == project.id, AuditLog.user_id == user.id, AuditLog.action == "grid.confirm")
+        .order_by(col(AuditLog.id).desc()).limit(500)).all()
+    entry = next((e for e in entries if (e.detail or {}).get("page_id") == page["id"]), None)
+    if entry is not None:
+        given = [int(i) for i in entry.detail.get("labelled", [])] + [int(i) for i in entry.detail.get("corrected", {})]
+    else:  # no audit row (pruned): the page's items the caller labelled on a grid
+        given = list(row.item_ids)
+    items = {it.id: it for it in session.exec(select(Item).where(col(Item.id).in_(row.item_ids)))}
+    leases = {le.item_id: le for le in session.exec(select(Lease).where(col(Lease.item_id).in_(row.item_ids)))}
+    now = utcnow()
+    restored: list[int] = []
+    unavailable: list[int] = []
+    for iid in given:
+        item = items.get(iid)
+        if item is None:
+            unavailable.append(iid)
+            continue
+        lock(session, item)
+        cur = current_annotation(session, item)
+        le = leases.get(iid)
+        if cur is None or cur.origin != GRID or cur.author_id != user.id or (
+                le is not None and le.user_id != user.id and le.expires_at > now):
+            if entry is not None:
+                unavailable.append(iid)
+            continue
+        prev = session.exec(select(Annotation).where(Annotation.item_id == iid,
+                                                     Annotation.version == item.version - 1)).first()
+        write_version(session, item=item, data=prev.data if prev is not None else canonical({}),
+                      provenance=prev.provenance if prev is not None else Provenance.human, origin="undo",
+                      author=user, model_version_id=prev.model_version_id if prev is not None else None,
+                      score=prev.score if prev is not None else None)
+        restored.append(iid)
+    expires = now + timedelta(seconds=ttl_seconds)
+    for iid in row.item_ids:  # the page is the caller's again: its items in the pool, free or theirs
+        item, le = items.get(iid), leases.get(iid)
+        if item is None or item.status not in POOL:
+            continue
+        if le is not None and le.user_id != user.id and le.expires_at > now:
+            continue
+        if le is None:
+            le = Lease(item_id=iid, project_id=project.id, user_id=user.id, reason=GRID, expires_at=expires)
+        le.user_id, le.reason, le.expires_at = user.id, GRID, expires
+        session.add(le)
+    row.confirmed_at, row.confirmed_by = None, None
+    session.add(row)
+    audit(session, user.id, "grid.undo", project_id=project.id,
+          detail={"page_id": page["id"], "restored": restored, "unavailable": unavailable})
+    return {"page_id": page["id"], "restored": restored, "unavailable": unavailable}

@@ -10,10 +10,25 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
-from service.crud.annotations import canonical, validate_for_project, write_version
+from service.crud.annotations import canonical, current_annotation, is_empty, lock, validate_for_project, write_version
 from service.crud.holdout import take_after_pending
-from service.errors import Conflict, Invalid, NotFound
-from service.models import Item, ItemStatus, ModelVersion, Prediction, Project, Provenance, ReviewFlag, User, utcnow
+from service.errors import Conflict, Forbidden, Invalid, NotFound
+from service.models import (
+    Annotation,
+    Item,
+    ItemStatus,
+    ModelVersion,
+    Prediction,
+    Project,
+    Provenance,
+    ReviewFlag,
+    User,
+    utcnow,
+)
+from service.security import audit
+
+DECIDED = ("confirmed", "corrected", "rejected")
+OPEN_AGAIN = (ItemStatus.unlabelled, ItemStatus.skipped, ItemStatus.proposed)
 
 
 def list_pending(session: Session, *, project: Project, label: str | None = None, min_score: float | None = None,
@@ -110,3 +125,67 @@ def reject(session: Session, *, project: Project, ids: list[int], user: User) ->
             session.add(item)
     take_after_pending(session, [p for p, _ in rows])
     return len(ids)
+
+
+def undo(session: Session, *, project: Project, ids: list[int], user: User) -> dict[str, Any]:
+    """Undo the caller's own decisions on these proposals (the last action of Pending).
+
+    A confirm or a correction is undone through the annotation versions: the item's
+    version before the decision is written again as a new version (origin ``undo``; the
+    history keeps both), and the proposal is open again (the item ``proposed``); where the
+    item held a label before, that label is back and the proposal stays closed
+    (``superseded``). A rejection is undone by opening the proposal again. Refused (409)
+    when the item changed since the decision (another label, a later decision, a newer
+    proposal): the Data page's history undoes those. Hold-out items the decision took out
+    of calibration stay taken (it only makes the certificate more cautious)."""
+    if not ids:
+        raise Invalid("no prediction ids given")
+    rows = session.exec(select(Prediction, Item).join(Item, col(Item.id) == Prediction.item_id)
+                        .where(col(Prediction.id).in_(ids), Prediction.project_id == project.id)
+                        .order_by(col(Prediction.id))).all()
+    missing = sorted(set(ids) - {p.id for p, _ in rows})
+    if missing:
+        raise NotFound(f"predictions not found in this project: {missing[:20]}")
+    for p, _ in rows:
+        if p.state not in DECIDED:
+            raise Conflict(f"proposal {p.id} is {p.state}, not decided: nothing to undo")
+        if p.decided_by != user.id:
+            raise Forbidden(f"proposal {p.id} was decided by someone else: only they can undo it here")
+    items: list[int] = []
+    for p, item in rows:
+        assert item.id is not None
+        lock(session, item)
+        newer = session.exec(select(Prediction.id).where(
+            Prediction.item_id == item.id, Prediction.id != p.id, col(Prediction.state).in_(("proposed", *DECIDED)),
+            col(Prediction.created_at) > p.created_at)).first()
+        later = session.exec(select(Prediction.id).where(
+            Prediction.item_id == item.id, Prediction.id != p.id, col(Prediction.state).in_(DECIDED),
+            col(Prediction.decided_at) > p.decided_at)).first() if p.decided_at is not None else None
+        if newer is not None or later is not None:
+            raise Conflict(f"{item.file_name} has a newer proposal or decision since: undo it from its history")
+        if p.state == "rejected":
+            if item.status not in OPEN_AGAIN:
+                raise Conflict(f"{item.file_name} was labelled since it was rejected: undo it from its history")
+            reopen = True
+        else:
+            cur = current_annotation(session, item)
+            if cur is None or cur.origin != "pending" or cur.author_id != user.id:
+                raise Conflict(f"{item.file_name} was labelled again since: undo it from its history")
+            prev = session.exec(select(Annotation).where(Annotation.item_id == item.id,
+                                                         Annotation.version == item.version - 1)).first()
+            data = prev.data if prev is not None else canonical({})
+            write_version(session, item=item, data=data, provenance=prev.provenance if prev else Provenance.human,
+                          origin="undo", author=user, model_version_id=prev.model_version_id if prev else None,
+                          score=prev.score if prev else None)
+            reopen = is_empty(data)
+        if reopen:
+            p.state, p.decided_at, p.decided_by = "proposed", None, None
+            item.status = ItemStatus.proposed
+            session.add(item)
+        else:
+            p.state = "superseded"
+        session.add(p)
+        items.append(item.id)
+    audit(session, user.id, "pending.undo", project_id=project.id,
+          detail={"ids": [p.id for p, _ in rows], "items": items})
+    return {"done": len(rows), "item_ids": items}

@@ -106,3 +106,11 @@ class GridConfirmPublic(SQLModel):
 class GridSkipPublic(SQLModel):
     page_id: str
     released: list[int]
+
+
+class GridUndoPublic(SQLModel):
+    """An undone page confirm: the page is open again and leased to the caller."""
+
+    page_id: str
+    restored: list[int] = Field(description="items whose label from the confirm was undone (a new version)")
+    unavailable: list[int] = Field(description="items changed since the confirm: left as they are")

@@ -40,3 +40,11 @@ class PendingCorrect(SQLModel):
 
 class PendingDecided(SQLModel):
     done: int
+
+
+class PendingUndonePublic(SQLModel):
+    """An undo of Pending decisions: the proposals open again (or, where the item held a
+    label before, closed with that label restored) and their items."""
+
+    done: int
+    item_ids: list[int]

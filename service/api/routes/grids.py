@@ -12,8 +12,9 @@ from sqlmodel import Session
 from service.api.deps import CONFLICT, STD_ERRORS, CurrentUser, SessionDep, SettingsDep, _err, get_project
 from service.db import session_scope
 from service.jobs.runner import JobConflict, enqueue
-from service.loop.grids import confirm_page, find_page, lease_pages, skip_page
+from service.loop.grids import confirm_page, find_page, lease_pages, skip_page, undo_confirm
 from service.models import GridConfirm, GridConfirmPublic, GridPagesPublic, GridSkipPublic, JobPublic, Role
+from service.models.grids import GridUndoPublic
 
 router = APIRouter(tags=["grids"])
 LEASES: dict[int | str, dict[str, Any]] = {
@@ -51,6 +52,16 @@ def post_confirm(page_id: str, body: GridConfirm, user: CurrentUser, session: Se
     return GridConfirmPublic.model_validate(confirm_page(session, project=project, job=job, page=page, user=user,
                                                          label=body.label, exclude=body.exclude,
                                                          corrections=body.corrections))
+
+
+@router.post("/grids/{page_id}/undo", response_model=GridUndoPublic, responses={**STD_ERRORS, **CONFLICT})
+def post_undo(page_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> GridUndoPublic:
+    """Undo the caller's confirm of the page (the last action): its items get their labels
+    from before it as new versions, and the page is open again, leased to the caller."""
+    job, page = find_page(session, page_id)
+    project = get_project(session, user, job.project_id or 0)
+    return GridUndoPublic.model_validate(undo_confirm(session, project=project, page=page, user=user,
+                                                      ttl_seconds=settings.lease_ttl_seconds))
 
 
 @router.post("/grids/{page_id}/skip", response_model=GridSkipPublic, responses=STD_ERRORS)

@@ -13,6 +13,7 @@ from service.jobs.runner import JobConflict, enqueue
 from service.loop import pending as crud
 from service.loop.state import readiness_report
 from service.models import JobPublic, ModelVersion, ModelVersionPublic, Role
+from service.models.pending import PendingUndonePublic
 from service.models.stats import ReadinessPublic
 
 router = APIRouter(tags=["learning"])
@@ -97,3 +98,13 @@ def pending_correct(project_id: int, body: CorrectIn, user: CurrentUser, session
 def pending_reject(project_id: int, body: IdsIn, user: CurrentUser, session: SessionDep) -> DoneOut:
     project = get_project(session, user, project_id)
     return DoneOut(done=crud.reject(session, project=project, ids=body.ids, user=user))
+
+
+@router.post("/projects/{project_id}/pending/undo", response_model=PendingUndonePublic,
+             responses={**STD_ERRORS, **CONFLICT})
+def pending_undo(project_id: int, body: IdsIn, user: CurrentUser, session: SessionDep) -> PendingUndonePublic:
+    """Undo the caller's confirm, correction or rejection of these proposals (the last action):
+    the item's label before it comes back as a new version and the proposal is open again.
+    409 when the item changed since."""
+    project = get_project(session, user, project_id)
+    return PendingUndonePublic.model_validate(crud.undo(session, project=project, ids=body.ids, user=user))
