@@ -173,7 +173,8 @@ class ColourAdapter:
             shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
-    def load(cls, path: Path | str) -> ColourAdapter:
+    def load(cls, path: Path | str, *, device: Any = "cpu", **_: Any) -> ColourAdapter:
+        """Restore a saved fake (``device`` and runtime options accepted as the real adapters do)."""
         m = read_manifest(path)
         if m.get("adapter") != KEY:
             raise ValueError(f"{path} holds a {m.get('adapter')!r} model, not {KEY!r}")

@@ -28,13 +28,18 @@ def content_key(sha256: str) -> int:
 
 def cached_embeddings(adapter: object, shas: Sequence[str], paths: Sequence[Path], *, settings: Settings,
                       progress: Callable[[float, str], None] | None = None, chunk: int = 512) -> np.ndarray:
-    """``[N, D]`` float32 rows for the images ``shas`` (computing and caching the missing ones)."""
+    """``[N, D]`` float32 rows for the images ``shas`` (computing and caching the missing ones,
+    ``settings.inference_batch_size`` images per forward pass)."""
     version: str = adapter.feature_version  # type: ignore[attr-defined]
+    batch = int(settings.inference_batch_size)
+
+    def embed(images: Sequence[Path]) -> np.ndarray:
+        return adapter.embed(images, batch_size=batch)  # type: ignore[attr-defined,no-any-return]
+
     ids = np.asarray([content_key(s) for s in shas], dtype=np.int64)
 
     def report(done: int, total: int) -> None:
         if progress is not None:
             progress(min(1.0, done / max(total, 1)), f"embedded {done} of {total} new items")
 
-    return cache_for(settings).fill(ids, list(paths), adapter.embed,  # type: ignore[attr-defined]
-                                    version, chunk=chunk, progress=report)
+    return cache_for(settings).fill(ids, list(paths), embed, version, chunk=chunk, progress=report)

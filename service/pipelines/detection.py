@@ -129,6 +129,7 @@ class DetectionPipeline:
                       "in_force": dict(zip(classes, cal.thresholds, strict=True))}
         metrics = {"n_holdout": len(gts), "holdout_map50": map50(preds, gts, len(classes)) if gts else None,
                    "fit_seconds": report.seconds, "epochs_run": report.epochs_run,
+                   "device": str(getattr(adapter, "trained_on", None) or inputs.model.device),
                    "history": [h.__dict__ for h in report.history][-50:]}
         progress(0.92, "saving model")
         adapter.save(inputs.path)

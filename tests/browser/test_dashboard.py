@@ -24,7 +24,7 @@ def test_dashboard_numbers_equal_stats(live: Live, new_page: Any) -> None:
             assert c.post(f"/items/{item}/annotations", json={"labels": [label]}).status_code == 201
         assert c.post(f"/items/{items[6]}/skip", json={}).status_code == 204
     mv = live.model_version(pid, algorithm="fast", n_train=5, n_holdout=40,
-                            metrics={"n_holdout": 40, "holdout_accuracy": 0.925},
+                            metrics={"n_holdout": 40, "holdout_accuracy": 0.925, "device": "cuda:0"},
                             thresholds={"mode": "per_class", "pooled": None, "per_class": {
                                 "circle": {"threshold": 0.81, "lower_bound": 0.95, "n_above": 30, "coverage": 0.7},
                                 "square": {"threshold": None, "reason": "too few hold-out labels"}}})
@@ -53,6 +53,12 @@ def test_dashboard_numbers_equal_stats(live: Live, new_page: Any) -> None:
     assert page.get_by_test_id("precision-v1").get_by_test_id("precision-value").inner_text() == \
         f"{prec['precision'] * 100:.1f}%"
     assert "circle ≥ 0.81" in page.get_by_test_id("version-1").inner_text()
+    # each version says where it was trained; the card says where this deployment's jobs run
+    assert "trained on cuda:0" in page.get_by_test_id("version-1-meta").inner_text()
+    with live.api("boss") as c:
+        health = c.get("/health").json()
+    page.get_by_test_id("jobs-device").wait_for()
+    assert page.get_by_test_id("jobs-device").inner_text() == f"Jobs run on {health['device']}."
     assert page.get_by_test_id(f"run-state-{job_id}").inner_text() == "queued"
 
     # the run's progress is live: run the job now and watch it finish on the page

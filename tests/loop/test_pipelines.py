@@ -73,6 +73,7 @@ def test_classification_compute_steps_pickle_and_need_no_database(tmp_path: Path
     out = _roundtrip(pipe.compute_train(_roundtrip(inputs), LocalContext(report=lambda f, m: seen.append((f, m)))))
     assert seen[0] == (0.02, "training v1 on 18 labels (precise)") and seen[-1] == (0.9, "saving model")
     assert out.metrics["n_holdout"] == 60 and out.metrics["holdout_accuracy"] == 1.0
+    assert out.metrics["device"] == "cpu"  # each model version records where it was trained
     assert out.thresholds["mode"] == "pooled" and out.thresholds["pooled"]["threshold"] is not None
     assert load_adapter(out.model_path).classes == COLOURS  # saved completely
 
@@ -112,8 +113,11 @@ def test_detection_compute_inputs_pickle() -> None:
     from learning.box_calibration import ImageBoxes
     from service.pipelines import detection, detection_scans
 
+    from service.pipelines.base import ModelConfig
+
+    model = ModelConfig(backbone="b", checkpoint=None, image_size=64, torch_threads=1, data_dir=Path("d"))
     inputs = detection.InferInputs(model_path="m", classes=["a"], thresholds=[0.5], possible=0.05,
-                                   segmentation=False, paths=[Path("x.png")])
+                                   segmentation=False, paths=[Path("x.png")], model=model)
     assert _roundtrip(inputs) == inputs
     decision = detection.ImageDecision(query_score=0.3, proposal=None, proposal_score=0.0,
                                        fallback={"boxes": []}, fallback_score=0.1)

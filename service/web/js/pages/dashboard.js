@@ -217,6 +217,9 @@ export async function render(root, { project }) {
   function versionsCard(versions) {
     const card = h("section", { class: "card", "aria-labelledby": "d-versions", style: { marginTop: "1rem" }, testid: "model-versions" },
       h("h2", { id: "d-versions" }, "Model versions"));
+    // where this deployment's jobs compute (LABELLOOP_DEVICE), from /health
+    get("/health").then((hl) => { if (hl && hl.device) card.append(h("p", { class: "small muted", testid: "jobs-device" }, `Jobs run on ${hl.device}.`)); })
+      .catch(() => {});
     if (!versions.length) { card.append(h("p", { class: "muted" }, "No model trained yet.")); return card; }
     const tbody = h("tbody");
     for (const v of versions) {
@@ -229,7 +232,9 @@ export async function render(root, { project }) {
       const force = (cls, t) => (th.auto && th.auto.thresholds ? th.auto.thresholds[cls] : t && t.threshold);
       tbody.append(h("tr", { testid: `version-${v.version}` },
         h("td", {}, h("strong", {}, `v${v.version}`), v.is_current ? h("span", { class: "badge model" }, " current") : null,
-          h("br"), h("span", { class: "small muted" }, `${v.algorithm} · ${v.kind} · ${fmtTime(parseTime(v.created_at))}`)),
+          h("br"), h("span", { class: "small muted", testid: `version-${v.version}-meta` },
+            [v.algorithm, v.kind, m.device ? `trained on ${m.device}` : null, fmtTime(parseTime(v.created_at))]
+              .filter(Boolean).join(" · "))),
         h("td", {}, h("span", { class: "badge" }, v.status)),
         h("td", { class: "num" }, fmtNum(v.n_train)), h("td", { class: "num" }, fmtNum(v.n_holdout)),
         h("td", { class: "small" }, metricText || (m.error ? h("span", { class: "warn" }, m.error) : "–")),
