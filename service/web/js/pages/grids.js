@@ -1,7 +1,7 @@
 // Grid review: one leased page of 4/6/9 look-alike images with the model's best guess.
 // Click a cell (or press its number) to leave it out; a left-out image can be given its own
 // class (the list under the page, or X for the image left out last) so it needs no second
-// look; Enter confirms the page; → skips it.
+// look; Enter confirms the page; → skips it; U undoes the last page confirm (the page comes back).
 // The page's class starts on the model's suggestion; with none (no model yet) the labeller
 // picks it, and confirm stays off until a class is chosen and every image on the page is shown.
 // Every action has a key (press `?`). [data-testid=grid-page] has aria-busy="true" while a
@@ -27,13 +27,16 @@ export async function render(root, { project, role }) {
   const cells = h("div", { class: "grid-page", testid: "grid-page", "aria-busy": "true" });
   const fixBox = h("div", { class: "grid-fixes", testid: "grid-fixes" });
   const footer = h("div", { class: "actions" });
+  let lastConfirmed = null; // {id, label}: the page U gives back
+  const undoBtn = h("button", { type: "button", testid: "grid-undo", disabled: true, title: "Nothing to undo yet",
+    onclick: () => undo() }, "Undo last confirm ", h("kbd", {}, "U"));
   const keys = new Keymap("Grids", { buttons: ".grid-cell, [data-testid=grid-confirm]" });
   // the images take the height the screen has; what is said about them and the actions sit beside them
   root.append(h("h1", {}, "Grid review"), h("div", { class: "grids-layout" }, cells,
     h("aside", { class: "grid-side card", testid: "grid-side", "aria-label": "The page's class and actions" }, head,
       h("div", { class: "toolbar" }, h("div", { class: "field" }, h("span", {}, "Images per page ", h("kbd", {}, "G")), sizeBox),
         h("div", { class: "field" }, h("label", { for: "grid-label" }, "Label for the selected images ", h("kbd", {}, "L")), labelSel)),
-      footer, fixBox,
+      footer, h("div", { class: "actions" }, undoBtn), fixBox,
       h("p", { class: "muted small" }, "Look-alike images the model groups together. Leave out the ones that do not belong (and give them their class if you know it), then confirm the page. ",
         keys.button()))));
 
@@ -256,7 +259,29 @@ export async function render(root, { project, role }) {
     const gone = (out.unavailable || []).length;
     toast(`Labelled ${n} images as ${out.label || labelSel.value}` + (fixed ? `, ${fixed} with their own class` : "")
       + (gone ? ` (${gone} were taken meanwhile)` : ""), "ok", 2500);
+    lastConfirmed = { id: page.id, label: out.label || labelSel.value };
+    undoBtn.disabled = false;
+    undoBtn.title = `Undo the confirm of the page labelled ${lastConfirmed.label} (U)`;
   });
+
+  /** U / "Undo last confirm": the page's labels are undone and the page is shown again. */
+  async function undo() {
+    if (!lastConfirmed) { toast("No page confirm to undo here yet."); return false; }
+    if (state.busy) return false;
+    const { id, label } = lastConfirmed;
+    lastConfirmed = null;
+    undoBtn.disabled = true;
+    undoBtn.title = "Nothing to undo yet";
+    state.busy = true;
+    busy(1);
+    try {
+      const out = await post(`/grids/${encodeURIComponent(id)}/undo`, {});
+      const gone = (out.unavailable || []).length;
+      toast(`Undone: ${out.restored.length} images are no longer ${label}` + (gone ? ` (${gone} changed since, left as they are)` : ""), "ok", 2500);
+      await load();
+    } catch (err) { showError(err, "Undo"); } finally { state.busy = false; busy(-1); }
+    return true;
+  }
   const skip = () => act((page) => post(`/grids/${encodeURIComponent(page.id)}/skip`, {}));
 
   async function refresh() {
@@ -276,6 +301,7 @@ export async function render(root, { project, role }) {
       run: () => (state.page ? skip() : false) })
     .add({ id: "label", keys: ["l", "Shift+l"], text: "next / previous label for the selected images",
       run: (ev) => stepLabel(ev.shiftKey ? -1 : 1) })
+    .add({ id: "undo", keys: ["u"], text: "undo your last page confirm (the page comes back)", run: () => undo() })
     .add({ id: "size", keys: ["g"], text: "images per page: 4, 6, 9",
       run: () => setSize(SIZES[(SIZES.indexOf(state.size) + 1) % SIZES.length]) });
   if (atLeast(role, "manager")) {

@@ -1,6 +1,7 @@
 // Pending: the model's proposed pre-labels. Confirm one or the whole page,
 // correct, reject; filter by class and score. Every action has a key (press `?`):
-// J/K move through the proposals, C confirms, X rejects, 1-9 correct, Enter confirms the page.
+// J/K move through the proposals, C confirms, X rejects, 1-9 correct, Enter confirms the page,
+// U undoes the last action (a confirm, correction, rejection or page confirm of yours).
 //
 // The list says when it is settled: aria-busy="true" on [data-testid=pending-list] while a
 // reload or an action is in flight or the page's images are still loading, "false" once what
@@ -28,6 +29,9 @@ export async function render(root, { project }) {
   const imagesNote = h("span", { class: "muted small", testid: "pending-images" });
   const confirmPage = h("button", { type: "button", class: "primary", testid: "pending-confirm-page",
     onclick: () => confirmAll() }, "Confirm page ", h("kbd", {}, "Enter"));
+  const undoBtn = h("button", { type: "button", testid: "pending-undo", disabled: true,
+    title: "Nothing to undo yet", onclick: () => undo() }, "Undo ", h("kbd", {}, "U"));
+  let last = null; // {ids, what}: the caller's last action here, which U undoes
   const list = h("ul", { class: "thumbs", testid: "pending-list", "aria-busy": "true" });
   const pager = h("div", { class: "actions" });
   const statement = h("p", { class: "small", testid: "pending-statement", "aria-live": "polite" });
@@ -39,7 +43,7 @@ export async function render(root, { project }) {
     h("div", { class: "toolbar" },
       h("div", { class: "field" }, h("label", { for: "pending-class" }, "Class ", h("kbd", {}, "F")), classSel),
       h("div", { class: "field" }, h("label", { for: "pending-min-score" }, "Minimum score ", h("kbd", {}, "M")), scoreIn),
-      confirmPage, summary, imagesNote),
+      confirmPage, undoBtn, summary, imagesNote),
     list, pager);
 
   // what the current model's thresholds prove, in words (one line above the proposals)
@@ -191,6 +195,8 @@ export async function render(root, { project }) {
         else await post(`/projects/${project.id}/pending/${kind}`, { ids: [p.prediction_id] });
         toast(kind === "confirm" ? `Confirmed ${describe(p)}` : kind === "reject" ? "Rejected: back to the queue"
           : `Corrected to ${labels.join(", ")}`, "ok", 2000);
+        remember([p.prediction_id], kind === "confirm" ? `the confirm of ${describe(p)}`
+          : kind === "reject" ? "the rejection" : `the correction to ${labels.join(", ")}`);
       } catch (err) { showError(err); } finally { working.delete(p.prediction_id); }
       await load();
     } finally { busy(-1); }
@@ -215,9 +221,34 @@ export async function render(root, { project }) {
       try {
         const out = await post(`/projects/${project.id}/pending/confirm`, { ids });
         toast(`Confirmed ${out.done ?? ids.length} pre-labels`, "ok", 2500);
+        remember(ids, `the confirm of ${ids.length} pre-labels`);
       } catch (err) { showError(err); }
       await load();
     } finally { busy(-1); }
+  }
+
+  function remember(ids, what) {
+    last = { ids, what };
+    undoBtn.disabled = false;
+    undoBtn.title = `Undo ${what} (U)`;
+  }
+
+  /** U / "Undo": the last action here comes back (the labels from before it, the proposal open again). */
+  async function undo() {
+    if (!last) { toast("Nothing to undo here yet."); return false; }
+    const { ids, what } = last;
+    last = null;
+    undoBtn.disabled = true;
+    undoBtn.title = "Nothing to undo yet";
+    busy(1);
+    try {
+      try {
+        await post(`/projects/${project.id}/pending/undo`, { ids });
+        toast(`Undone: ${what}`, "ok", 2500);
+      } catch (err) { showError(err, "Undo"); }
+      await load();
+    } finally { busy(-1); }
+    return true;
   }
 
   function nextPage() {
@@ -278,6 +309,7 @@ export async function render(root, { project }) {
     } })
     .add({ id: "confirm-page", keys: ["Enter"], text: "confirm every proposal on this page (once its images are shown)",
       run: () => confirmPageKey() })
+    .add({ id: "undo", keys: ["u"], text: "undo your last action here", run: () => undo() })
     .add({ id: "next-page", keys: ["n"], text: "next page", run: () => nextPage() })
     .add({ id: "previous-page", keys: ["p"], text: "previous page", run: () => prevPage() })
     .add({ id: "filter-class", keys: ["f"], text: "filter by class (arrows choose, Esc returns)",

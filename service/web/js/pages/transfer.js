@@ -1,7 +1,9 @@
 // Import / export: upload images (drag and drop, per-file results), import
-// annotations (COCO, YOLO, VOC, CVAT, Label Studio, CSV), export in each format.
+// annotations (COCO, YOLO, VOC, CVAT, Label Studio, CSV), export in each format, and
+// export as a job (a subset, with the images or not, a train/val split) with progress
+// and a download link when the file is ready.
 
-import { qs, request } from "../api.js";
+import { API, get, post, qs, request, rows, watchJob } from "../api.js";
 import { clear, h, progressBar, showError, toast } from "../ui.js";
 
 const FORMATS = [["coco", "COCO JSON"], ["yolo", "YOLO (zip)"], ["voc", "Pascal VOC (zip)"], ["cvat", "CVAT XML"],
@@ -13,7 +15,94 @@ export async function render(root, { project }) {
   root.append(h("h1", {}, "Import / export"));
   const grid = h("div", { class: "settings" });
   root.append(grid);
-  grid.append(uploadCard(project), importCard(project), exportCard(project));
+  grid.append(uploadCard(project), importCard(project), exportCard(project), exportJobCard(project));
+}
+
+const STATUSES = [["labelled", "labelled"], ["review", "in review"], ["proposed", "pre-labelled"],
+  ["unlabelled", "unlabelled"], ["skipped", "skipped"]];
+const PROVENANCES = [["human", "people"], ["model-confirmed", "confirmed pre-labels"], ["model", "auto-accepted"],
+  ["import", "imported"]];
+
+function checks(name, options) {
+  const boxes = options.map(([v, l]) => {
+    const id = `${name}-${v}`.replace(/[^\w-]/g, "_");
+    return h("label", { class: "check", for: id }, h("input", { id, type: "checkbox", value: v, testid: `${name}-${v}` }), ` ${l}`);
+  });
+  return { el: h("div", { class: "checks", testid: name, style: { display: "flex", flexWrap: "wrap", gap: ".2rem .9rem" } }, boxes),
+    values: () => boxes.map((b) => b.querySelector("input")).filter((i) => i.checked).map((i) => i.value) };
+}
+
+function exportJobCard(project) {
+  const fmt = h("select", { id: "xj-format", testid: "export-job-format" }, FORMATS.map(([v, l]) => h("option", { value: v }, l)));
+  const status = checks("export-job-status", STATUSES);
+  const prov = checks("export-job-provenance", PROVENANCES);
+  const classes = checks("export-job-class", (project.classes || []).map((c) => [c.name, c.name]));
+  const images = h("input", { id: "xj-images", type: "checkbox", testid: "export-job-images" });
+  const share = h("input", { id: "xj-val", type: "number", min: "0", max: "0.9", step: "0.05", value: "0", testid: "export-job-val" });
+  const seed = h("input", { id: "xj-seed", type: "number", min: "0", step: "1", value: "0", testid: "export-job-seed" });
+  const bar = progressBar("export-job-progress");
+  bar.el.hidden = true;
+  const out = h("div", { role: "status", "aria-live": "polite", testid: "export-job-result" });
+  const start = h("button", { type: "submit", class: "primary", testid: "export-job-start" }, "Start export");
+  const earlier = h("ul", { class: "small", testid: "export-job-list" });
+  const form = h("form", { class: "form-grid" },
+    h("label", { for: "xj-format" }, "Format"), fmt,
+    h("span", {}, "Status"), status.el,
+    h("span", {}, "Labelled by"), prov.el,
+    h("span", {}, "Classes"), classes.el,
+    h("label", { for: "xj-images" }, "Include images"), h("div", {}, images, h("span", { class: "muted small" }, " a zip with the image files")),
+    h("label", { for: "xj-val" }, "Validation share"), h("div", {}, share, h("span", { class: "muted small" }, " 0 = no split; e.g. 0.2 puts a fifth in val/")),
+    h("label", { for: "xj-seed" }, "Split seed"), seed,
+    h("div", { class: "actions" }, start));
+
+  const link = (job) => h("a", { href: `${API}/jobs/${job.id}/download`, download: job.result.file, testid: "export-job-download" },
+    `Download ${job.result.file}`);
+  const describe = (job) => `${job.result.images} images` + (job.result.val ? ` (${job.result.train} train, ${job.result.val} val)` : "") +
+    ` · ${(job.result.size / 1024).toFixed(1)} KB`;
+
+  async function listEarlier() {
+    try {
+      const jobs = rows(await get(`/projects/${project.id}/jobs${qs({ limit: 50 })}`))
+        .filter((j) => j.kind === "export" && j.state === "succeeded").slice(0, 5);
+      clear(earlier, jobs.map((j) => h("li", {}, link(j), ` · ${describe(j)}`)));
+    } catch { /* the list is a convenience */ }
+  }
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const val = Number(share.value || 0);
+    if (!(val >= 0 && val <= 0.9)) { clear(out, h("p", { class: "notice error" }, "The validation share must be between 0 and 0.9.")); return; }
+    const body = { format: fmt.value, status: status.values(), provenance: prov.values(), classes: classes.values(),
+      include_images: images.checked, val_share: val, seed: Number(seed.value || 0) };
+    start.disabled = true;
+    bar.el.hidden = false;
+    bar.set(0, "queued");
+    clear(out);
+    try {
+      const job = await post(`/projects/${project.id}/export-jobs`, body);
+      const { done } = watchJob(job.id, (j) => { if (j) bar.set(j.progress, j.message || j.state); });
+      const end = await done;
+      if (end && end.state === "succeeded") {
+        bar.set(1, "done");
+        clear(out, h("p", {}, link(end), ` · ${describe(end)}`));
+        toast(`Export ready: ${end.result.file}`, "ok");
+        listEarlier();
+      } else {
+        clear(out, h("p", { class: "notice error" }, end ? `Export ${end.state}: ${end.error || end.message}` : "The export job disappeared."));
+      }
+    } catch (err) {
+      bar.el.hidden = true;
+      clear(out, h("p", { class: "notice error" }, err.message));
+    } finally {
+      start.disabled = false;
+    }
+  });
+  listEarlier();
+  return h("section", { class: "card", "aria-labelledby": "xj-title" }, h("h2", { id: "xj-title" }, "Export as a job"),
+    h("p", { class: "muted small" }, "For large projects and training sets: choose which images (nothing ticked = all), " +
+      "whether the image files go along, and a train/val split (seeded, written to export.json)."),
+    form, h("div", { style: { margin: ".6rem 0" } }, bar.el), out,
+    h("h3", { class: "small" }, "Earlier exports"), earlier);
 }
 
 function uploadCard(project) {
