@@ -221,10 +221,13 @@ def test_first_hour_walk_on_a_fresh_demo(live: Live, new_page: Any) -> None:
     # Data: open an image, change its label
     page.goto(f"/web/#/project/{pid}/browse")
     page.get_by_test_id("data-status").select_option("labelled")
-    row = page.locator("[data-testid=data-rows] [data-testid^=data-row-]").first
-    row.wait_for()
-    item = int(row.get_attribute("data-item-id") or 0)
-    row.click()
+    page.wait_for_function("""() => {
+      const rows = [...document.querySelectorAll('[data-testid=data-rows] tr')];
+      return rows.length > 0 && rows.every((r) => r.children[2] && r.children[2].textContent.startsWith('labelled'));
+    }""")  # the filtered list has replaced the first one
+    first_row = page.locator("[data-testid=data-rows] [data-testid^=data-row-]").first
+    item = int(first_row.get_attribute("data-item-id") or 0)
+    page.get_by_test_id(f"data-row-{item}").click()
     page.get_by_test_id("data-detail-image").wait_for()
     current = page.get_by_test_id("data-detail-labels").inner_text()
     new = next(c for c in ("circle", "square", "triangle") if c != current)
@@ -251,6 +254,7 @@ def test_first_hour_walk_on_a_fresh_demo(live: Live, new_page: Any) -> None:
     assert manifest["subset"]["provenance"] == ["import"]
     n = manifest["split"]["train"] + manifest["split"]["val"]
     assert n > 0 and manifest["split"]["val"] == round(0.2 * n)
+    page.get_by_test_id("export-job-card").scroll_into_view_if_needed()
     shot(page, "export-job")
 
     # the dashboard the manager opens last

@@ -88,7 +88,7 @@ function exportJobCard(project) {
         toast(`Export ready: ${end.result.file}`, "ok");
         listEarlier();
       } else {
-        clear(out, h("p", { class: "notice error" }, end ? `Export ${end.state}: ${end.error || end.message}` : "The export job disappeared."));
+        clear(out, h("p", { class: "notice error" }, end ? `Export ${end.state}: ${end.message || end.error}` : "The export job disappeared."));
       }
     } catch (err) {
       bar.el.hidden = true;
@@ -98,11 +98,16 @@ function exportJobCard(project) {
     }
   });
   listEarlier();
-  return h("section", { class: "card", "aria-labelledby": "xj-title" }, h("h2", { id: "xj-title" }, "Export as a job"),
+  // the whole row: the options on the left, the job and the files on the right
+  return h("section", { class: "card", "aria-labelledby": "xj-title", testid: "export-job-card", style: { gridColumn: "1 / -1" } },
+    h("h2", { id: "xj-title" }, "Export as a job"),
     h("p", { class: "muted small" }, "For large projects and training sets: choose which images (nothing ticked = all), " +
       "whether the image files go along, and a train/val split (seeded, written to export.json)."),
-    form, h("div", { style: { margin: ".6rem 0" } }, bar.el), out,
-    h("h3", { class: "small" }, "Earlier exports"), earlier);
+    h("div", { style: { display: "flex", flexWrap: "wrap", gap: "1rem 2rem", alignItems: "flex-start" } },
+      h("div", { style: { flex: "1 1 420px", maxWidth: "620px", minWidth: "0" } }, form),
+      h("div", { style: { flex: "1 1 320px", minWidth: "0" } },
+        h("div", { style: { margin: "0 0 .6rem" } }, bar.el), out,
+        h("h3", { class: "small" }, "Earlier exports"), earlier)));
 }
 
 function uploadCard(project) {
