@@ -96,12 +96,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from service.jobs.runner import ThreadExecutor
+    from service.jobs.runner import build_executor
 
     if args.nice:
         os.nice(args.nice)  # before torch starts its threads: they inherit it
     engine = _engine(settings)
-    ex = ThreadExecutor(engine, settings, threads=args.threads)
+    ex = build_executor(engine, settings, threads=args.threads)  # LABELLOOP_EXECUTOR=ray: its steps on Ray
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -6,6 +6,8 @@ through a dependency, ML code gets explicit arguments.
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -61,6 +63,17 @@ class Settings(BaseSettings):
     # PostgreSQL pool (20 + 20 overflow), or requests deadlock on each other.
     max_concurrent_requests: int = 16
 
+    # where jobs run (issue 27)
+    executor: Literal["inprocess", "worker", "ray"] = Field(default="inprocess", description=(
+        "inprocess: the API's own threads run jobs; worker: only `labelloop worker` processes do; "
+        "ray: the jobs' heavy steps run on a Ray cluster (LABELLOOP_RAY_ADDRESS), prepare and commit "
+        "stay in the API or worker process that claimed the job"))
+    ray_address: str = Field(default="local", description=(
+        "with executor=ray: local (start a private Ray on this machine), auto (the cluster this "
+        "machine joined with `ray start`), or ray://host:10001 (a remote cluster's client port)"))
+    shard_size: int = Field(default=2048, ge=1, le=1_000_000, description=(
+        "images per shard when embedding and predicting (one shard is one actor call on Ray)"))
+
     # learning
     allow_code_models: bool = Field(default=False, description=(
         "let admins register TorchScript models (code, run in a locked-down child process); "
@@ -89,8 +102,23 @@ class Settings(BaseSettings):
         resolve_device(value)  # DeviceError (a ValueError): one sentence saying what is missing
         return value.strip().lower()
 
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("local", "auto") or value.startswith("ray://") or _host_port(value):
+            return value
+        raise ValueError(f"LABELLOOP_RAY_ADDRESS={value!r} is not an address: use local, auto, "
+                         "ray://host:10001 or host:6379")
+
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
+        if self.executor == "ray":
+            if importlib.util.find_spec("ray") is None:
+                raise ValueError("LABELLOOP_EXECUTOR=ray needs Ray, which is not installed here: "
+                                 "pip install 'labelloop[ray]'")
+            # Ray's workers get image and model paths: relative ones would name their own folders
+            self.data_dir = self.data_dir.resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'labelloop.db'}"
         return self
@@ -144,6 +172,10 @@ class Settings(BaseSettings):
         tmp.chmod(0o600)
         tmp.replace(path)
         return key
+
+
+def _host_port(value: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}", value) is not None
 
 
 @lru_cache

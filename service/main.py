@@ -48,7 +48,7 @@ from service.db import NulInText, engine_from_settings, upgrade_schema
 from service.errors import LabelloopError
 from service.ingest import StorageError
 from service.jobs.recovery import recover_stale
-from service.jobs.runner import ThreadExecutor
+from service.jobs.runner import build_executor
 from service.jobs.scheduler import start_scheduler
 from service.security import RateLimiter
 
@@ -280,9 +280,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
         app.state.executor = None
         sched = None
-        if background and settings.run_jobs_in_process:
+        if background and settings.run_jobs_in_process and settings.executor != "worker":
             recover_stale(engine, timeout_seconds=settings.job_heartbeat_timeout_seconds)
-            app.state.executor = ThreadExecutor(engine, settings, threads=settings.job_threads)
+            app.state.executor = build_executor(engine, settings, threads=settings.job_threads)
             app.state.executor.start()
         if background and settings.scheduler_enabled:
             wake = app.state.executor.wake if app.state.executor else None

@@ -24,14 +24,14 @@ from sqlmodel import Session, col, select
 
 from learning.adapters.base import Cancelled as LearningCancelled
 from service.config import Settings
-from service.jobs.executor import Executor, LocalContext, map_in_process
+from service.jobs.executor import Executor, LocalContext, MapProgress, map_in_process
 from service.jobs.recovery import recover_stale
 from service.jobs.registry import UnknownJob, canonical_kind, job_spec
 from service.models import TERMINAL_JOB_STATES, Job, JobState, utcnow
 
 log = logging.getLogger("labelloop.jobs")
-__all__ = ["Cancelled", "JobConflict", "JobContext", "ThreadExecutor", "claim_next", "enqueue", "recover_stale",
-           "request_cancel", "run_job", "task", "worker_name"]  # recover_stale: service.jobs.recovery
+__all__ = ["Cancelled", "JobConflict", "JobContext", "ThreadExecutor", "build_executor", "claim_next", "enqueue",
+           "recover_stale", "request_cancel", "run_job", "task", "worker_name"]  # recover_stale: service.jobs.recovery
 S = TypeVar("S")
 R = TypeVar("R")
 
@@ -93,8 +93,11 @@ class JobContext:
             raise Cancelled("cancelled by request")
 
     def compute_context(self) -> LocalContext:
-        """The context a compute step gets: this job's progress and its executor's ``map``."""
-        return LocalContext(report=self.progress, mapper=self.executor.map if self.executor else map_in_process)
+        """The context a compute step gets: this job's progress, its executor's ``map`` and
+        ``run``, and the shard size (``LABELLOOP_SHARD_SIZE``)."""
+        ex = self.executor
+        return LocalContext(report=self.progress, mapper=ex.map if ex else map_in_process,
+                            runner=ex.run if ex else None, shard_size=self.settings.shard_size)
 
     def cancelled(self) -> bool:
         with Session(self.engine) as s:
@@ -272,8 +275,12 @@ class ThreadExecutor:
                 request_cancel(s, job)
                 s.commit()
 
-    def map(self, fn: Callable[[S], R], shards: Sequence[S]) -> list[R]:
-        return map_in_process(fn, shards)
+    def map(self, fn: Any, shards: Sequence[Any], progress: MapProgress | None = None) -> list:
+        return map_in_process(fn, shards, progress)
+
+    def run(self, fn: Callable[[Any, Any], R], inputs: Any, ctx: LocalContext, *, gpu: bool = False) -> R:
+        """``fn(inputs, ctx)`` in this thread (``gpu``: the device setting already says where)."""
+        return fn(inputs, ctx)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -297,3 +304,15 @@ class ThreadExecutor:
                 log.exception("job loop error")
             self._wake.wait(timeout=1.0)
             self._wake.clear()
+
+
+def build_executor(engine: Engine, settings: Settings, *, threads: int = 1,
+                   kinds: list[str] | None = None) -> ThreadExecutor:
+    """The executor ``LABELLOOP_EXECUTOR`` names, not started: ``ray``, a
+    :class:`service.jobs.ray_executor.RayExecutor` (imported only then); otherwise (``inprocess``,
+    and ``worker`` for ``labelloop worker``) a :class:`ThreadExecutor`."""
+    if settings.executor == "ray":
+        from service.jobs.ray_executor import RayExecutor
+
+        return RayExecutor(engine, settings, threads=threads, kinds=kinds)
+    return ThreadExecutor(engine, settings, threads=threads, kinds=kinds)

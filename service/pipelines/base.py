@@ -22,7 +22,7 @@ commit needs (item ids, label versions), never sent to compute.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,6 +52,7 @@ class ModelConfig:
     runtime_dir: Path | None = None  # exported backbones, shared by every model version
     decode_workers: int = 0
     batch_size: int = 32  # images per forward pass when predicting and embedding
+    device_setting: str = "cpu"  # ``LABELLOOP_DEVICE`` as set: ``auto`` is resolved again where compute runs
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelConfig:
@@ -59,7 +60,17 @@ class ModelConfig:
                    image_size=settings.image_size, torch_threads=settings.torch_threads,
                    data_dir=settings.data_dir, device=str(settings.torch_device), cpu_runtime=settings.cpu_runtime,
                    runtime_dir=settings.models_dir / "runtime", decode_workers=settings.decode_workers,
-                   batch_size=settings.inference_batch_size)
+                   batch_size=settings.inference_batch_size, device_setting=settings.device)
+
+    def here(self) -> ModelConfig:
+        """This config on the machine that runs it: with ``LABELLOOP_DEVICE=auto`` the device
+        is resolved again (a Ray worker with a GPU uses it, whatever the driver has)."""
+        if self.device_setting != "auto":
+            return self
+        from learning.device import resolve_device
+
+        device = str(resolve_device("auto"))
+        return self if device == self.device else replace(self, device=device)
 
     def classifier_options(self) -> dict[str, Any]:
         """Where and how a new classifier adapter computes (``create_adapter("classifier", ...)``)."""

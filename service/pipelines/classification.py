@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,88 @@ def top(classes: list[str], p: np.ndarray, k: int = 3) -> list[list[Any]]:
     return [[classes[int(i)], round(float(p[int(i)]), 5)] for i in idx]
 
 
+@dataclass(frozen=True)
+class EmbedShards:
+    """A :class:`service.jobs.executor.ShardTask`: a shard of ``(sha, path)`` -> its frozen-backbone
+    embeddings ``[n, D]`` through the on-disk cache (the new classifier's feature space);
+    each worker builds the backbone once."""
+
+    model: ModelConfig
+    classes: tuple[str, ...]
+    task: Task
+    policy: Policy
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        p = self.policy
+        return ("embed", self.model, self.classes, self.task, p.image_size, p.features, p.mirror)
+
+    def load(self) -> Any:
+        return classifier(self.model.here(), list(self.classes), self.task, self.policy)
+
+    def run(self, adapter: Any, shard: list[tuple[str, Path]], report: Callable[[float], None]) -> np.ndarray:
+        return cached_embeddings(adapter, [s for s, _ in shard], [p for _, p in shard],
+                                 settings=self.model.cache_settings(), progress=lambda f, m: report(f))
+
+
+@dataclass(frozen=True)
+class PredictShards:
+    """A :class:`service.jobs.executor.ShardTask`: a shard of ``(sha, path)`` -> ``(probs [n, C],
+    embeddings [n, D] or None)`` with the saved model at ``model_path`` (loaded once per worker)."""
+
+    model_path: str
+    algorithm: str
+    n_classes: int
+    model: ModelConfig
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("predict", self.model_path, self.model)
+
+    def load(self) -> Any:
+        return self.model.here().load(self.model_path)
+
+    def run(self, adapter: Any, shard: list[tuple[str, Path]], report: Callable[[float], None]
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+        return predict_pool(adapter, algorithm=self.algorithm, n_classes=self.n_classes, shas=[s for s, _ in shard],
+                            paths=[p for _, p in shard], settings=self.model.cache_settings(),
+                            progress=lambda f, m: report((f - 0.05) / 0.6))
+
+
+@dataclass
+class FitJob:
+    """What the fit step gets: the training inputs and (``fast``) their embeddings, rows as
+    :class:`TrainInputs` lists them (train, hold-out, unlabelled sample)."""
+
+    inputs: TrainInputs
+    vecs: np.ndarray | None
+
+
+def fit_classifier(job: FitJob, ctx: ComputeContext) -> TrainOutputs:
+    """Fit, calibrate on the hold-out and save (no database; run by ``ctx.run``)."""
+    inputs, vecs = job.inputs, job.vecs
+    policy, progress = inputs.policy, ctx.progress
+    n, h = len(inputs.train_paths), len(inputs.holdout_paths)
+    adapter = classifier(inputs.model.here(), inputs.classes, inputs.task, policy)
+    emb = None
+    if vecs is not None:
+        emb = FitEmbeddings(train=vecs[:n], holdout=vecs[n:n + h],
+                            unlabelled=vecs[n + h:] if inputs.n_unlabelled else None)
+    train = LabelledImages(list(inputs.train_paths), inputs.y_train)
+    held = LabelledImages(list(inputs.holdout_paths), inputs.y_holdout) if h else None
+    report = adapter.fit(train, held, config=inputs.fit, progress=lambda f, m: progress(0.45 + 0.4 * f, m),
+                         embeddings=emb)
+    probs = report.holdout_probs if report.holdout_probs is not None else np.zeros((0, len(inputs.classes)))
+    ths, metrics, curve = calibrate_version(inputs.task, inputs.classes, probs, inputs.y_holdout, policy)
+    metrics.update({"fit_seconds": report.seconds, "epochs_run": report.epochs_run,
+                    "stopped_early": report.stopped_early,
+                    "device": str(getattr(adapter, "trained_on", None) or inputs.model.here().device),
+                    "history": [x.__dict__ for x in report.history][-50:]})
+    progress(0.9, "saving model")
+    adapter.save(inputs.path)
+    return TrainOutputs(model_path=inputs.path, thresholds=ths, metrics=metrics, risk_coverage=curve)
+
+
 class ClassificationPipeline:
     """Multiclass (``scans_hard_examples``) and multilabel projects."""
 
@@ -143,29 +226,18 @@ class ClassificationPipeline:
                          n_holdout=len(snap.holdout_ids), inputs=inputs)
 
     def compute_train(self, inputs: TrainInputs, ctx: ComputeContext) -> TrainOutputs:
-        policy, progress = inputs.policy, ctx.progress
-        n, h = len(inputs.train_paths), len(inputs.holdout_paths)
-        progress(0.02, f"training v{inputs.version} on {n} labels ({policy.algorithm})")
-        adapter = classifier(inputs.model, inputs.classes, inputs.task, policy)
-        emb = None
-        if policy.algorithm == "fast":
-            vecs = cached_embeddings(adapter, inputs.embed_shas, inputs.embed_paths,
-                                     settings=inputs.model.cache_settings(),
-                                     progress=lambda f, m: progress(0.02 + 0.4 * f, m))
-            emb = FitEmbeddings(train=vecs[:n], holdout=vecs[n:n + h],
-                                unlabelled=vecs[n + h:] if inputs.n_unlabelled else None)
-        train = LabelledImages(list(inputs.train_paths), inputs.y_train)
-        held = LabelledImages(list(inputs.holdout_paths), inputs.y_holdout) if h else None
-        report = adapter.fit(train, held, config=inputs.fit, progress=lambda f, m: progress(0.45 + 0.4 * f, m),
-                             embeddings=emb)
-        probs = report.holdout_probs if report.holdout_probs is not None else np.zeros((0, len(inputs.classes)))
-        ths, metrics, curve = calibrate_version(inputs.task, inputs.classes, probs, inputs.y_holdout, policy)
-        metrics.update({"fit_seconds": report.seconds, "epochs_run": report.epochs_run,
-                        "stopped_early": report.stopped_early,
-                        "history": [x.__dict__ for x in report.history][-50:]})
-        progress(0.9, "saving model")
-        adapter.save(inputs.path)
-        return TrainOutputs(model_path=inputs.path, thresholds=ths, metrics=metrics, risk_coverage=curve)
+        """``fast``: embed (sharded: ``ctx.map``), then fit, calibrate and save as one step
+        (``ctx.run``: a Ray task holding a GPU where there is one)."""
+        n, m = len(inputs.train_paths), len(inputs.embed_shas)
+        ctx.progress(0.02, f"training v{inputs.version} on {n} labels ({inputs.policy.algorithm})")
+        vecs = None
+        if inputs.policy.algorithm == "fast":
+            task = EmbedShards(model=inputs.model, classes=tuple(inputs.classes), task=inputs.task,
+                               policy=inputs.policy)
+            parts = ctx.map(task, ctx.shards(list(zip(inputs.embed_shas, inputs.embed_paths, strict=True))),
+                            progress=lambda f: ctx.progress(0.02 + 0.4 * f, f"embedded {round(f * m)} of {m} items"))
+            vecs = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        return ctx.run(fit_classifier, FitJob(inputs, vecs), gpu=True)
 
     def after_train(self, session: Session, *, project: Project, mv: ModelVersion, plan: TrainPlan,
                     outputs: TrainOutputs) -> dict[str, Any]:
@@ -193,10 +265,15 @@ class ClassificationPipeline:
                                        "ghosts": [(int(g.id or 0), truth) for g, truth in ghosts]})
 
     def compute_infer(self, inputs: InferInputs, ctx: ComputeContext) -> InferOutputs:
-        adapter = inputs.model.load(inputs.model_path)
-        probs, vecs = predict_pool(adapter, algorithm=inputs.algorithm, n_classes=len(inputs.classes),
-                                   shas=inputs.shas, paths=inputs.paths, settings=inputs.model.cache_settings(),
-                                   progress=ctx.progress)
+        """Predict (sharded: ``ctx.map``, each worker loads the model once), then score and decide here."""
+        n = len(inputs.shas)
+        task = PredictShards(model_path=inputs.model_path, algorithm=inputs.algorithm,
+                             n_classes=len(inputs.classes), model=inputs.model)
+        parts = ctx.map(task, ctx.shards(list(zip(inputs.shas, inputs.paths, strict=True))),
+                        progress=lambda f: ctx.progress(0.05 + 0.6 * f, f"predicted {round(f * n)} of {n}"))
+        probs = (np.concatenate([p for p, _ in parts]) if parts
+                 else np.zeros((0, len(inputs.classes)), dtype=np.float32))
+        vecs = np.concatenate([v for _, v in parts]) if parts and all(v is not None for _, v in parts) else None
         ctx.progress(0.7, "scoring and proposing")
         # diversity-aware strategies spread a batch over the embeddings (fast models have them
         # cached; for precise ones they fall back to their uncertainty score)

@@ -1,0 +1,243 @@
+"""Jobs whose heavy steps run on a Ray cluster (``LABELLOOP_EXECUTOR=ray``).
+
+The job itself runs as under :class:`service.jobs.runner.ThreadExecutor`: a thread of the API
+(or of ``labelloop worker``) claims the row, runs ``prepare`` and ``commit`` in its own
+database transactions and heartbeats. Only the compute step's work leaves the process:
+
+* ``ctx.map(fn, shards)`` runs the shards on a pool of Ray actors (:class:`ShardWorker`, one
+  CPU each, or one GPU each where the cluster has GPUs and ``LABELLOOP_DEVICE`` allows):
+  each actor loads a :class:`service.jobs.executor.ShardTask`'s model once and keeps it for
+  every shard it gets; results come back as arrays, in order; progress sums the shards;
+* ``ctx.run(fn, inputs, gpu=True)`` (a fit) runs as one Ray task that asks for a GPU when
+  the device setting is ``cuda`` or (``auto``) the cluster has one; its progress reports
+  are relayed through a small actor.
+
+Workers never open the database, so a job never half-writes. While it waits the driver
+reports progress every :attr:`RayExecutor.poll_seconds`, which is where a cancel
+(``POST /jobs/{id}/cancel`` sets the row's flag) is seen: the actors are killed, the task
+cancelled, and the job ends ``cancelled`` with what earlier steps committed. A shard that
+raises fails the job with the shard and the reason; a worker process or node that dies is
+retried by Ray (``max_restarts`` / ``max_task_retries`` / ``max_retries``: bounded).
+Workers read images, models and the embedding cache at the same paths as the driver:
+on several machines the data dir is storage every node mounts at that path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+import ray
+from ray.util import ActorPool
+from sqlalchemy.engine import Engine
+
+from service.config import Settings
+from service.jobs.executor import LocalContext, MapProgress, map_in_process, run_shard, split, weight
+from service.jobs.runner import ThreadExecutor
+
+log = logging.getLogger("labelloop.jobs.ray")
+R = TypeVar("R")
+
+
+class ShardFailed(RuntimeError):
+    """A shard raised on a Ray worker: says which shard and why."""
+
+
+@ray.remote(max_restarts=2, max_task_retries=2)
+class ShardWorker:
+    """One actor of a map's pool: runs shards, keeping what a ShardTask loaded (its model)."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[Hashable, Any] = {}
+
+    def run(self, fn: Any, index: int, shard: Any) -> tuple[int, bool, Any]:
+        """``(index, True, result)``, or ``(index, False, reason)`` when ``fn`` raised (an
+        application error is not retried; a dead process is, by Ray)."""
+        try:
+            return index, True, run_shard(fn, shard, self.loaded)
+        except Exception as exc:  # noqa: BLE001 (reported to the driver with the shard's number)
+            tb = traceback.format_exc(limit=-3)
+            return index, False, f"{type(exc).__name__}: {exc}\n{tb}"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0)
+class ProgressRelay:
+    """Where a remote step's progress reports wait for the driver to read them."""
+
+    def __init__(self) -> None:
+        self.latest: tuple[float, str] | None = None
+
+    def report(self, fraction: float, message: str) -> None:
+        self.latest = (fraction, message)
+
+    def read(self) -> tuple[float, str] | None:
+        latest, self.latest = self.latest, None
+        return latest
+
+
+class RemoteContext:
+    """The :class:`service.jobs.executor.ComputeContext` of a step running in a Ray task:
+    progress goes to the driver through a :class:`ProgressRelay`; ``map`` and ``run`` stay
+    in the task's process (it already holds its CPU or GPU)."""
+
+    def __init__(self, relay: Any, shard_size: int) -> None:
+        self.relay = relay
+        self.shard_size = shard_size
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.relay.report.remote(float(fraction), message)
+
+    def shards(self, items: Sequence[Any]) -> list[list[Any]]:
+        return split(items, self.shard_size)
+
+    def map(self, fn: Any, shards: Sequence[Any], progress: MapProgress | None = None) -> list:
+        return map_in_process(fn, shards, progress)
+
+    def run(self, fn: Callable[[Any, Any], R], inputs: Any, *, gpu: bool = False) -> R:
+        return fn(inputs, self)
+
+
+def _run_step(fn: Callable[[Any, Any], Any], inputs: Any, relay: Any, shard_size: int) -> Any:
+    return fn(inputs, RemoteContext(relay, shard_size))
+
+
+_run_step_remote = ray.remote(_run_step)
+
+
+def connect(address: str) -> bool:
+    """Join Ray at ``address`` (``local``: start a private one on this machine); whether this
+    call started the connection (``False``: this process was already connected)."""
+    if ray.is_initialized():
+        return False
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    except Exception as exc:  # one sentence for the operator, the cause chained
+        raise RuntimeError(f"LABELLOOP_EXECUTOR=ray could not join Ray at LABELLOOP_RAY_ADDRESS={address}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    return True
+
+
+class RayExecutor(ThreadExecutor):
+    """A :class:`ThreadExecutor` whose ``map`` and ``run`` go to Ray (see the module docstring).
+
+    ``actors``: the pool's size (default: one per GPU when shards use GPUs, else one per
+    CPU of the cluster); ``poll_seconds``: how often a waiting driver reports progress and
+    looks for a cancel; ``max_retries``: how often Ray retries a step whose process died."""
+
+    def __init__(self, engine: Engine, settings: Settings, *, threads: int = 1, kinds: list[str] | None = None,
+                 actors: int | None = None, poll_seconds: float = 0.5, max_retries: int = 2) -> None:
+        super().__init__(engine, settings, threads=threads, kinds=kinds)
+        self.actors = actors
+        self.poll_seconds = poll_seconds
+        self.max_retries = max_retries
+        self._owns_ray = False
+
+    # -- connection -------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Join Ray (once); also done by :meth:`start` and on first use."""
+        if not ray.is_initialized():
+            self._owns_ray = connect(self.settings.ray_address)
+
+    def start(self) -> None:
+        self.connect()
+        log.info("ray executor: %s", ray.cluster_resources())
+        super().start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+            self._owns_ray = False
+
+    def uses_gpu(self) -> bool:
+        """Whether steps ask Ray for GPUs: ``LABELLOOP_DEVICE`` cuda, or auto on a cluster with one."""
+        device = self.settings.device
+        if device == "cpu":
+            return False
+        if device.startswith("cuda"):
+            return True
+        self.connect()
+        return ray.cluster_resources().get("GPU", 0) >= 1
+
+    def pool_size(self, n_shards: int) -> int:
+        if self.actors is not None:
+            size = self.actors
+        else:
+            self.connect()
+            res = ray.cluster_resources()
+            size = int(res.get("GPU", 0)) if self.uses_gpu() else int(res.get("CPU", 1))
+        return max(1, min(size, n_shards))
+
+    # -- the executor's work --------------------------------------------------------------------
+
+    def map(self, fn: Any, shards: Sequence[Any], progress: MapProgress | None = None) -> list:
+        """``fn`` over ``shards`` on a pool of actors made for this map (killed after it, so a
+        fit that follows gets the CPUs back), results in order; see the module docstring."""
+        shards = list(shards)
+        if not shards:
+            return []
+        self.connect()
+        weights = [weight(s) for s in shards]
+        total = float(sum(weights))
+        gpu = self.uses_gpu()
+        options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
+        size = self.pool_size(len(shards))
+        workers = [ShardWorker.options(**options).remote() for _ in range(size)]  # type: ignore[attr-defined]
+        pool = ActorPool(workers)
+        fn_ref = ray.put(fn)  # sent once, not with every shard
+        results: list[Any] = [None] * len(shards)
+        done = 0.0
+        try:
+            for index, shard in enumerate(shards):
+                pool.submit(lambda actor, job: actor.run.remote(fn_ref, *job), (index, shard))
+            while pool.has_next():
+                try:
+                    index, ok, value = pool.get_next_unordered(timeout=self.poll_seconds)
+                except TimeoutError:
+                    if progress is not None:
+                        progress(done / total)  # nothing new: looks for a cancel
+                    continue
+                if not ok:
+                    raise ShardFailed(f"shard {index + 1} of {len(shards)} failed on Ray: {value}")
+                results[index] = value
+                done += weights[index]
+                if progress is not None:
+                    progress(done / total)
+            return results
+        finally:
+            for w in workers:  # also stops the shards still running after a cancel or a failure
+                ray.kill(w)
+
+    def run(self, fn: Callable[[Any, Any], R], inputs: Any, ctx: LocalContext, *, gpu: bool = False) -> R:
+        """``fn(inputs, ctx)`` as one Ray task (with a GPU when ``gpu`` and :meth:`uses_gpu`);
+        its progress relayed to the job, a cancel cancels the task."""
+        self.connect()
+        relay = ProgressRelay.remote()  # type: ignore[attr-defined]
+        num_gpus = 1 if gpu and self.uses_gpu() else 0
+        ref = _run_step_remote.options(num_cpus=1, num_gpus=num_gpus, max_retries=self.max_retries,
+                                       retry_exceptions=False).remote(fn, inputs, relay, ctx.shard_size)
+        try:
+            while True:
+                ready, _ = ray.wait([ref], timeout=self.poll_seconds)
+                latest = ray.get(relay.read.remote())
+                if latest is not None:
+                    ctx.progress(*latest)
+                elif not ready:
+                    ctx.check()
+                if ready:
+                    return ray.get(ref)
+        except BaseException:
+            ray.cancel(ref, force=True)
+            raise
+        finally:
+            ray.kill(relay)

@@ -1,0 +1,63 @@
+"""What the Ray tests install in every process that runs a compute step (the test's own and
+each Ray worker, through ``worker_process_setup_hook``): the classification pipeline builds
+:mod:`tests.fakes`' colour adapter, and its ``embed`` obeys flag files in the folder named by
+``LABELLOOP_TEST_RAY_FLAGS``: ``slow`` (sleep that many seconds per call), ``fail`` (raise)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+FLAGS_ENV = "LABELLOOP_TEST_RAY_FLAGS"
+
+
+def flag(name: str) -> str | None:
+    folder = os.environ.get(FLAGS_ENV)
+    if not folder:
+        return None
+    path = Path(folder) / name
+    return path.read_text() if path.exists() else None
+
+
+def fake_create_adapter(key: str, **kw: Any) -> Any:
+    """``create_adapter`` that builds the fake colour adapter whatever key it is given."""
+    import tests.fakes as fakes
+    from learning.adapters import create_adapter
+
+    return create_adapter(fakes.KEY, **kw)
+
+
+def flagged(embed: Any) -> Any:
+    """``embed`` that first obeys the flags (``slow``, ``fail``)."""
+    def wrapper(self: Any, images: Any, **kw: Any) -> Any:
+        slow = flag("slow")
+        if slow is not None:
+            time.sleep(float(slow or 1.0))
+        if flag("fail") is not None:
+            raise ValueError("planted failure in embed")
+        return embed(self, images, **kw)
+
+    wrapper.flagged = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def use_fakes() -> None:
+    """Ray workers' setup hook: patch this process (the test's own uses monkeypatch instead)."""
+    import service.pipelines.classification as cls
+    import tests.fakes as fakes
+
+    cls.create_adapter = fake_create_adapter  # type: ignore[assignment]
+    if not getattr(fakes.ColourAdapter.embed, "flagged", False):
+        fakes.ColourAdapter.embed = flagged(fakes.ColourAdapter.embed)  # type: ignore[method-assign]
+
+
+def slow_double(x: int) -> int:
+    """A plain shard function (a number -> twice it), slowed by the ``slow`` flag."""
+    slow = flag("slow")
+    if slow is not None:
+        time.sleep(float(slow or 1.0))
+    if flag("fail") is not None and x == 3:
+        raise ValueError(f"planted failure on {x}")
+    return 2 * x

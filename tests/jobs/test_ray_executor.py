@@ -1,0 +1,180 @@
+"""The Ray executor (``LABELLOOP_EXECUTOR=ray``) against a real local Ray (two CPUs, started
+here, shut down at the end): a train + infer job gives what the in-process executor gives,
+shard by shard on an actor pool; a cancel stops a job and leaves the database as the last
+commit left it; a shard that raises fails the job and says which shard and why.
+
+Workers get the fake colour adapter (:mod:`tests.jobs.ray_hooks`, installed in each Ray
+worker by ``worker_process_setup_hook``), so no test here needs a real backbone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, col, select
+
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'labelloop[ray]'): Ray executor untested")
+
+import tests.fakes as fakes  # noqa: E402
+from service.jobs.executor import LocalContext  # noqa: E402
+from service.jobs.ray_executor import RayExecutor, ShardFailed  # noqa: E402
+from service.jobs.runner import ThreadExecutor, enqueue  # noqa: E402
+from service.main import create_app  # noqa: E402
+from service.models import Item, Job, JobState, ModelVersion, Prediction  # noqa: E402
+from service.pipelines import classification as cls  # noqa: E402
+from tests.conftest import Ctx, make_settings  # noqa: E402
+from tests.factories import colour_project, label, start_job  # noqa: E402
+from tests.jobs.ray_hooks import FLAGS_ENV, fake_create_adapter, flagged, slow_double  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+COUNTS = {"red": 12, "green": 12, "blue": 12}
+POLICY = {"algorithm": "fast", "min_labels_per_class": 3, "retrain_every_labels": 1000}
+
+
+@pytest.fixture(scope="module")
+def ray_flags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A local Ray of two CPUs for this module; yields the workers' flag folder."""
+    flags = tmp_path_factory.mktemp("ray-flags")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": "tests.jobs.ray_hooks.use_fakes",
+                          "env_vars": {"PYTHONPATH": path, FLAGS_ENV: str(flags)}})
+    yield flags
+    ray.shutdown()
+
+
+@pytest.fixture
+def flags(ray_flags: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No flag set; this process builds the same fake adapter as the workers."""
+    monkeypatch.setenv(FLAGS_ENV, str(ray_flags))
+    monkeypatch.setattr(cls, "create_adapter", fake_create_adapter)
+    monkeypatch.setattr(fakes.ColourAdapter, "embed", flagged(fakes.ColourAdapter.embed))
+    for f in ray_flags.iterdir():
+        f.unlink()
+    yield ray_flags
+    for f in ray_flags.iterdir():
+        f.unlink()
+
+
+def _world(stack: ExitStack, tmp_path: Path, name: str, **settings: Any) -> tuple[Ctx, dict[str, str], int]:
+    """A fresh app on its own data dir with a colour project, 15 of its 36 images labelled."""
+    s = make_settings(tmp_path / name, **settings)
+    s.random_seed = 0
+    c = Ctx(stack.enter_context(TestClient(create_app(s, background=False))), s)
+    admin = c.user("root", "admin")
+    pid, truth = colour_project(c, admin, COUNTS, policy=POLICY)
+    for iid in sorted(truth)[:15]:
+        label(c, admin, iid, truth[iid])
+    return c, admin, pid
+
+
+def _outcome(c: Ctx) -> dict[str, Any]:
+    """What the jobs left in the database (timings left out)."""
+    with Session(c.engine) as s:
+        jobs = [(j.kind, j.state, j.error, {k: v for k, v in (j.result or {}).items()})
+                for j in s.exec(select(Job).order_by(col(Job.id))).all()]
+        versions = [(v.version, v.status, v.is_current, v.thresholds,
+                     {k: v for k, v in v.metrics.items() if k not in ("fit_seconds", "history")})
+                    for v in s.exec(select(ModelVersion)).all()]
+        preds = [(p.item_id, p.label, p.score, p.state, p.data)
+                 for p in s.exec(select(Prediction).order_by(col(Prediction.item_id), col(Prediction.id))).all()]
+        scores = [(i.id, i.query_score) for i in s.exec(select(Item).order_by(col(Item.id))).all()]
+    return {"jobs": jobs, "versions": versions, "predictions": preds, "scores": scores}
+
+
+def test_train_and_infer_on_ray_give_the_in_process_results(tmp_path: Path, flags: Path) -> None:
+    with ExitStack() as stack:
+        local, _, pid = _world(stack, tmp_path, "inprocess")
+        start_job(local, "train", pid)
+        assert ThreadExecutor(local.engine, local.settings).run_pending() == 2  # train, then its infer
+
+        # shards of 4 images on two actors: the 36 images of the fit and the 21 of the pool in several shards
+        remote, _, rpid = _world(stack, tmp_path, "ray", shard_size=4)
+        start_job(remote, "train", rpid)
+        executor = RayExecutor(remote.engine, remote.settings, actors=2)
+        assert executor.run_pending() == 2
+
+        expected, got = _outcome(local), _outcome(remote)
+        assert [j[:3] for j in got["jobs"]] == [("train", JobState.succeeded, None), ("infer", JobState.succeeded, None)]
+        assert got == expected
+        assert len(got["predictions"]) == 36 - 15 and got["versions"][0][1] == "ready"
+
+
+def test_the_in_process_map_and_the_ray_map_agree_on_shards(flags: Path) -> None:
+    seen: list[float] = []
+    executor = RayExecutor.__new__(RayExecutor)  # map alone: no engine, no job threads
+    executor.actors, executor.poll_seconds, executor._owns_ray = 2, 0.2, False
+    executor.settings = make_settings(flags.parent / "unused")
+    assert executor.map(slow_double, [1, 2, 3, 4, 5], progress=seen.append) == [2, 4, 6, 8, 10]
+    assert seen[-1] == 1.0 and seen == sorted(seen)  # progress sums the shards
+    ctx = LocalContext(shard_size=2)
+    assert ctx.shards([1, 2, 3, 4, 5]) == [[1, 2], [3, 4], [5]]
+    assert ctx.map(slow_double, [1, 2, 3]) == [2, 4, 6]
+
+    (flags / "fail").write_text("")
+    with pytest.raises(ShardFailed, match=r"shard 3 of 4 failed on Ray: ValueError: planted failure on 3"):
+        executor.map(slow_double, [1, 2, 3, 4])
+
+
+def test_a_cancelled_ray_job_stops_and_keeps_only_what_was_committed(tmp_path: Path, flags: Path) -> None:
+    with ExitStack() as stack:
+        c, admin, pid = _world(stack, tmp_path, "cancel", shard_size=3)
+        with Session(c.engine) as s:
+            enqueue(s, kind="train", project_id=pid, payload={"infer": False})
+            s.commit()
+        assert ThreadExecutor(c.engine, c.settings).run_pending() == 1  # the model: committed before
+
+        (flags / "slow").write_text("2")  # 7 shards of 2 s on 2 actors: 8 s if nobody cancels
+        job_id = start_job(c, "infer", pid)
+        executor = RayExecutor(c.engine, c.settings, actors=2, poll_seconds=0.2)
+        runner = threading.Thread(target=executor.run_pending)
+        runner.start()
+        deadline = time.time() + 90
+        while time.time() < deadline:  # until the first shard came back
+            with Session(c.engine) as s:
+                job = s.get(Job, job_id)
+                assert job is not None
+                if job.progress > 0.05:
+                    break
+            time.sleep(0.1)
+        r = c.client.post(f"/api/v1/jobs/{job_id}/cancel", headers=admin)
+        assert r.status_code == 200, r.text
+        asked = time.time()
+        runner.join(timeout=60)
+        assert not runner.is_alive()
+        assert time.time() - asked < 5  # stopped at the next poll: the shards left were not waited for
+
+        with Session(c.engine) as s:
+            job = s.get(Job, job_id)
+            assert job is not None and job.state == JobState.cancelled, (job.state, job.error)
+            assert s.exec(select(Prediction)).all() == []  # the infer job wrote nothing
+            mv = s.exec(select(ModelVersion)).one()
+            assert mv.status == "ready" and mv.is_current  # what the train job committed stays
+            assert all(i.query_score is None for i in s.exec(select(Item)).all())
+
+
+def test_a_shard_that_fails_fails_the_job_with_its_reason(tmp_path: Path, flags: Path) -> None:
+    with ExitStack() as stack:
+        c, _, pid = _world(stack, tmp_path, "fail", shard_size=8)
+        with Session(c.engine) as s:
+            enqueue(s, kind="train", project_id=pid, payload={"infer": False})
+            s.commit()
+        assert ThreadExecutor(c.engine, c.settings).run_pending() == 1
+        shutil.rmtree(c.settings.data_dir / "embeddings")  # the fit embedded the whole pool: again, on Ray
+        (flags / "fail").write_text("")
+        job_id = start_job(c, "infer", pid)
+        assert RayExecutor(c.engine, c.settings, actors=2).run_pending() == 1
+        with Session(c.engine) as s:
+            job = s.get(Job, job_id)
+            assert job is not None and job.state == JobState.failed
+            assert "ShardFailed" in (job.error or "") and "of 3 failed on Ray" in (job.error or "")
+            assert "ValueError: planted failure in embed" in (job.error or "")
+            assert s.exec(select(Prediction)).all() == []
