@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import traceback
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
@@ -126,6 +127,29 @@ def connect(address: str) -> bool:
     return True
 
 
+class SharedPool:
+    """This process's actor pool, shared by its Ray executors (the API and a worker run one)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # one map at a time uses the pool
+        self.count = threading.Lock()
+        self.fits = 0  # fits waiting or running: maps give the pool back after theirs
+        self.actors: list[Any] | None = None
+        self.gpu = False
+        self.session: str | None = None
+
+
+POOL = SharedPool()
+
+
+def release_pool() -> None:
+    """Kill this process's actor pool, if any (its CPUs / GPUs go back to Ray)."""
+    actors, POOL.actors = POOL.actors, None
+    if ray.is_initialized() and POOL.session == ray.get_runtime_context().get_job_id():
+        for actor in actors or []:
+            ray.kill(actor)
+
+
 class RayExecutor(ThreadExecutor):
     """A :class:`ThreadExecutor` whose ``map`` and ``run`` go to Ray (see the module docstring).
 
@@ -155,6 +179,8 @@ class RayExecutor(ThreadExecutor):
 
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
+        if ray.is_initialized():
+            self.release()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
             self._owns_ray = False
@@ -169,20 +195,37 @@ class RayExecutor(ThreadExecutor):
         self.connect()
         return ray.cluster_resources().get("GPU", 0) >= 1
 
-    def pool_size(self, n_shards: int) -> int:
+    def pool_size(self) -> int:
+        """``actors``, else one actor per GPU (when steps use GPUs) or per CPU of the cluster."""
         if self.actors is not None:
-            size = self.actors
-        else:
-            self.connect()
-            res = ray.cluster_resources()
-            size = int(res.get("GPU", 0)) if self.uses_gpu() else int(res.get("CPU", 1))
-        return max(1, min(size, n_shards))
+            return max(1, self.actors)
+        self.connect()
+        res = ray.cluster_resources()
+        return max(1, int(res.get("GPU", 0)) if self.uses_gpu() else int(res.get("CPU", 1)))
 
     # -- the executor's work --------------------------------------------------------------------
 
+    def workers(self, gpu: bool) -> list[Any]:
+        """The actor pool (made on first use, kept across maps and jobs, so each actor keeps
+        its loaded model): one CPU each, or one GPU each with ``gpu``. Call with the lock held."""
+        size, session = self.pool_size(), ray.get_runtime_context().get_job_id()
+        if POOL.session != session:  # Ray was restarted: those actors are gone
+            POOL.actors = None
+        if POOL.actors is None or (POOL.gpu, len(POOL.actors)) != (gpu, size):
+            self.release()
+            options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
+            POOL.actors = [ShardWorker.options(**options).remote() for _ in range(size)]  # type: ignore[attr-defined]
+            POOL.gpu, POOL.session = gpu, session
+        return POOL.actors
+
+    def release(self) -> None:
+        """Kill the pool's actors (stopping whatever they run) and give their CPUs / GPUs back."""
+        release_pool()
+
     def map(self, fn: Any, shards: Sequence[Any], progress: MapProgress | None = None) -> list:
-        """``fn`` over ``shards`` on a pool of actors made for this map (killed after it, so a
-        fit that follows gets the CPUs back), results in order; see the module docstring."""
+        """``fn`` over ``shards`` on the actor pool, results in order; one map at a time per
+        executor. A cancel or a failure kills the pool (the shards still running stop with
+        it; the next map makes a new one); so does a fit waiting for the pool's CPUs."""
         shards = list(shards)
         if not shards:
             return []
@@ -190,38 +233,49 @@ class RayExecutor(ThreadExecutor):
         weights = [weight(s) for s in shards]
         total = float(sum(weights))
         gpu = self.uses_gpu()
-        options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
-        size = self.pool_size(len(shards))
-        workers = [ShardWorker.options(**options).remote() for _ in range(size)]  # type: ignore[attr-defined]
-        pool = ActorPool(workers)
-        fn_ref = ray.put(fn)  # sent once, not with every shard
         results: list[Any] = [None] * len(shards)
         done = 0.0
-        try:
-            for index, shard in enumerate(shards):
-                pool.submit(lambda actor, job: actor.run.remote(fn_ref, *job), (index, shard))
-            while pool.has_next():
-                try:
-                    index, ok, value = pool.get_next_unordered(timeout=self.poll_seconds)
-                except TimeoutError:
+        with POOL.lock:
+            pool = ActorPool(self.workers(gpu))
+            fn_ref = ray.put(fn)  # sent once, not with every shard
+            try:
+                for index, shard in enumerate(shards):
+                    pool.submit(lambda actor, job: actor.run.remote(fn_ref, *job), (index, shard))
+                while pool.has_next():
+                    try:
+                        index, ok, value = pool.get_next_unordered(timeout=self.poll_seconds)
+                    except TimeoutError:
+                        if progress is not None:
+                            progress(done / total)  # nothing new: looks for a cancel
+                        continue
+                    if not ok:
+                        raise ShardFailed(f"shard {index + 1} of {len(shards)} failed on Ray: {value}")
+                    results[index] = value
+                    done += weights[index]
                     if progress is not None:
-                        progress(done / total)  # nothing new: looks for a cancel
-                    continue
-                if not ok:
-                    raise ShardFailed(f"shard {index + 1} of {len(shards)} failed on Ray: {value}")
-                results[index] = value
-                done += weights[index]
-                if progress is not None:
-                    progress(done / total)
-            return results
-        finally:
-            for w in workers:  # also stops the shards still running after a cancel or a failure
-                ray.kill(w)
+                        progress(done / total)
+            except BaseException:
+                self.release()
+                raise
+            if POOL.fits:
+                self.release()
+        return results
 
     def run(self, fn: Callable[[Any, Any], R], inputs: Any, ctx: LocalContext, *, gpu: bool = False) -> R:
         """``fn(inputs, ctx)`` as one Ray task (with a GPU when ``gpu`` and :meth:`uses_gpu`);
         its progress relayed to the job, a cancel cancels the task."""
         self.connect()
+        with POOL.count:
+            POOL.fits += 1
+        try:
+            with POOL.lock:  # the pool's actors hold the CPUs (GPUs) the fit needs: give them back
+                self.release()
+            return self._run(fn, inputs, ctx, gpu=gpu)
+        finally:
+            with POOL.count:
+                POOL.fits -= 1
+
+    def _run(self, fn: Callable[[Any, Any], R], inputs: Any, ctx: LocalContext, *, gpu: bool) -> R:
         relay = ProgressRelay.remote()  # type: ignore[attr-defined]
         num_gpus = 1 if gpu and self.uses_gpu() else 0
         ref = _run_step_remote.options(num_cpus=1, num_gpus=num_gpus, max_retries=self.max_retries,

@@ -25,7 +25,7 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'labe
 
 import tests.fakes as fakes  # noqa: E402
 from service.jobs.executor import LocalContext  # noqa: E402
-from service.jobs.ray_executor import RayExecutor, ShardFailed  # noqa: E402
+from service.jobs.ray_executor import RayExecutor, ShardFailed, release_pool  # noqa: E402
 from service.jobs.runner import ThreadExecutor, enqueue  # noqa: E402
 from service.main import create_app  # noqa: E402
 from service.models import Item, Job, JobState, ModelVersion, Prediction  # noqa: E402
@@ -34,6 +34,8 @@ from tests.conftest import Ctx, make_settings  # noqa: E402
 from tests.factories import colour_project, label, start_job  # noqa: E402
 from tests.jobs.ray_hooks import FLAGS_ENV, fake_create_adapter, flagged, slow_double  # noqa: E402
 
+# a minute and a half on two cores: every Ray worker imports torch (and the fakes) when it starts
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 COUNTS = {"red": 12, "green": 12, "blue": 12}
 POLICY = {"algorithm": "fast", "min_labels_per_class": 3, "retrain_every_labels": 1000}
@@ -48,6 +50,7 @@ def ray_flags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
              runtime_env={"worker_process_setup_hook": "tests.jobs.ray_hooks.use_fakes",
                           "env_vars": {"PYTHONPATH": path, FLAGS_ENV: str(flags)}})
     yield flags
+    release_pool()
     ray.shutdown()
 
 
@@ -103,16 +106,15 @@ def test_train_and_infer_on_ray_give_the_in_process_results(tmp_path: Path, flag
         assert executor.run_pending() == 2
 
         expected, got = _outcome(local), _outcome(remote)
-        assert [j[:3] for j in got["jobs"]] == [("train", JobState.succeeded, None), ("infer", JobState.succeeded, None)]
+        assert [j[:3] for j in got["jobs"]] == [("train", JobState.succeeded, None),
+                                                ("infer", JobState.succeeded, None)]
         assert got == expected
         assert len(got["predictions"]) == 36 - 15 and got["versions"][0][1] == "ready"
 
 
 def test_the_in_process_map_and_the_ray_map_agree_on_shards(flags: Path) -> None:
     seen: list[float] = []
-    executor = RayExecutor.__new__(RayExecutor)  # map alone: no engine, no job threads
-    executor.actors, executor.poll_seconds, executor._owns_ray = 2, 0.2, False
-    executor.settings = make_settings(flags.parent / "unused")
+    executor = RayExecutor(None, make_settings(flags.parent / "unused"), actors=2, poll_seconds=0.2)  # type: ignore[arg-type]
     assert executor.map(slow_double, [1, 2, 3, 4, 5], progress=seen.append) == [2, 4, 6, 8, 10]
     assert seen[-1] == 1.0 and seen == sorted(seen)  # progress sums the shards
     ctx = LocalContext(shard_size=2)
