@@ -156,7 +156,8 @@ def test_a_cancelled_ray_job_stops_and_keeps_only_what_was_committed(tmp_path: P
 
         with Session(c.engine) as s:
             job = s.get(Job, job_id)
-            assert job is not None and job.state == JobState.cancelled, (job.state, job.error)
+            assert job is not None
+            assert job.state == JobState.cancelled, (job.state, job.error)
             assert s.exec(select(Prediction)).all() == []  # the infer job wrote nothing
             mv = s.exec(select(ModelVersion)).one()
             assert mv.status == "ready" and mv.is_current  # what the train job committed stays
