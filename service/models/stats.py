@@ -1,13 +1,16 @@
-"""The dashboard's numbers (``GET /projects/{id}/stats``, :func:`service.loop.stats.project_stats`)
-and the readiness report (``GET /projects/{id}/readiness``, :func:`service.loop.state.readiness_report`).
+"""The dashboard's numbers (``GET /projects/{id}/stats``, :func:`service.loop.stats.project_stats`),
+the readiness report (``GET /projects/{id}/readiness``, :func:`service.loop.state.readiness_report`)
+and the manager's activity (``GET /projects/{id}/activity``, :func:`service.loop.activity.project_activity`).
 
-Read-only shapes, no table. Timestamps stay the ISO strings the dashboard has always had;
+Read-only shapes, no table. Timestamps of ``/stats`` stay the ISO strings the dashboard has always had (``/activity``'s
+are datetimes);
 ``counts`` holds one entry per item status plus ``total`` and ``pending``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from sqlmodel import Field, SQLModel
 
@@ -104,3 +107,78 @@ class ProjectStats(SQLModel):
     precision: list[RealisedPrecision]
     target_precision: float
     coverage: float
+
+
+class LabelsInBucket(SQLModel):
+    """Labels made in one UTC day (or hour) of ``GET /projects/{id}/activity``."""
+
+    start: datetime = Field(description="start of the day or hour (UTC)")
+    human: int = Field(description="labels people made themselves")
+    confirmed: int = Field(description="model proposals a person confirmed")
+    auto_accepted: int = Field(description="model labels accepted without a person")
+    total: int
+
+
+class LabelTotals(SQLModel):
+    human: int
+    confirmed: int
+    auto_accepted: int
+    total: int
+
+
+class PersonActivity(SQLModel):
+    """One labeller's throughput and pace (their own labels and confirmed proposals)."""
+
+    user_id: int
+    name: str
+    labels: int = Field(description="labels this person made, confirmations in Pending included")
+    active_hours: int = Field(description="UTC clock hours in which this person saved at least one label")
+    labels_per_hour: float | None = Field(description="labels per active hour")
+    median_seconds: float | None = Field(
+        description="median seconds between this person's consecutive saves within one working session: "
+                    "a gap over 10 minutes (session_gap_seconds) ends a session and is ignored; "
+                    "null before two saves close together")
+    timed_saves: int = Field(description="saves the median is taken over (gaps of 10 minutes or less)")
+
+
+class AgreementSummary(SQLModel):
+    """Images labelled by two or more people, and how often their first labels agree."""
+
+    images: int = Field(description="images with labels from two or more people")
+    agreeing: int = Field(description="of those, images where every person's first label is the same "
+                                      "(the classes; the whole shapes for detection and segmentation)")
+    share: float | None = Field(description="agreeing / images; null when no image has two people's labels")
+
+
+class VersionActivity(SQLModel):
+    """One model version's certified coverage and realised precision."""
+
+    model_version_id: int
+    version: int
+    created_at: datetime
+    is_current: bool
+    status: str
+    pool: int = Field(description="unlabelled images the version predicted on")
+    proposed: int = Field(description="of those, images it proposed or auto-accepted (certified)")
+    coverage: float | None = Field(description="proposed / pool; null when the version predicted nothing")
+    coverage_from: str | None = Field(
+        description="`inference`: its newest finished inference job; `predictions`: counted from its "
+                    "stored predictions; null when there are neither")
+    decided: int = Field(description="proposals people decided (confirmed, corrected, rejected, audited)")
+    right: int = Field(description="decided proposals people found right")
+    precision: float | None = Field(description="right / decided; null before any decision")
+
+
+class ProjectActivity(SQLModel):
+    """The manager's dashboard numbers (``GET /projects/{id}/activity``,
+    :func:`service.loop.activity.project_activity`). Imported labels, undos, class renames
+    and rejects back to the queue are not counted as labels."""
+
+    project_id: int
+    bucket: Literal["day", "hour"] = Field(description="`hour` while the project is younger than 2 days")
+    labels: list[LabelsInBucket] = Field(description="oldest first, every bucket up to now (empty ones too)")
+    totals: LabelTotals
+    people: list[PersonActivity] = Field(description="most labels first")
+    agreement: AgreementSummary
+    versions: list[VersionActivity] = Field(description="oldest first")
+    session_gap_seconds: int = Field(description="a longer gap between two saves ends a working session")
