@@ -10,8 +10,7 @@ import pytest
 from sqlmodel import Session, select
 
 from service.crud.annotations import write_version
-from service.models import (Item, Job, JobState, ModelVersion, Prediction, Project, Provenance, Role,
-                            User)
+from service.models import Item, Job, JobState, ModelVersion, Prediction, Project, Provenance, Role, User
 from tests.conftest import Ctx, make_project
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # project created; day 1 is 2026-01-05, day 2 the 6th
