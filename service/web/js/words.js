@@ -37,3 +37,11 @@ export function fmtThreshold(x) {
   while (digits < 8 && v < 1 && Number(v.toFixed(digits)) >= 1) digits += 1;
   return String(Number(v.toFixed(digits)));
 }
+
+/** The kinds of label in "Labels over time" (GET /activity's series). */
+const LABEL_KINDS = { human: "by people", confirmed: "confirmed proposals", auto_accepted: "auto-accepted" };
+export const labelKindWord = (key) => LABEL_KINDS[key] || plain(key);
+
+/** Where a model version's coverage was counted from (GET /activity's coverage_from). */
+const COVERAGE_FROM = { inference: "from its last pre-labelling run", predictions: "counted from its predictions" };
+export const coverageFromWord = (key) => (key ? COVERAGE_FROM[key] || plain(key) : "it has not pre-labelled yet");

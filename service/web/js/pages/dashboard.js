@@ -1,13 +1,15 @@
 // Dashboard (managers): progress, queue make-up, label distribution, model versions
-// with hold-out metrics and thresholds, next retraining, runs (live), realised precision.
+// with hold-out metrics and thresholds, next retraining, runs (live), realised precision; and the
+// manager's activity (GET /activity): labels over time, people, agreement, model versions over time.
 
 import { get, parseTime, post, rows, watchJob } from "../api.js";
 import { chartInto } from "../charts.js";
 import { loopState, missing, nextModel, whyBlock } from "../next_step.js";
 import { classColor, clear, fmtNum, fmtPct, fmtTime, h, notAvailable, progressBar, showError, toast } from "../ui.js";
-import { fmtThreshold, jobWord, metricWord, originWord, statusWord } from "../words.js";
+import { coverageFromWord, fmtThreshold, jobWord, labelKindWord, metricWord, originWord, statusWord } from "../words.js";
 
 const STATUS_COLORS = { labelled: "#1f8a4c", proposed: "#2f6fed", unlabelled: "#c3cad6", skipped: "#b7791f", review: "#c53030" };
+const LABEL_KINDS = [["human", "#2f6fed"], ["confirmed", "#1f8a4c"], ["auto_accepted", "#b7791f"]];
 const TILES = [["total", "Images"], ["labelled", "Labelled"], ["unlabelled", "Unlabelled"], ["proposed", "Pending"],
   ["skipped", "Skipped"], ["review", "In review"]];
 
@@ -51,6 +53,10 @@ export async function render(root, { project }) {
     try { versions = rows(await get(`/projects/${project.id}/model-versions`)); } catch (err) {
       if (!err.missingRoute) showError(err);
     }
+    let activity = null;
+    try { activity = await get(`/projects/${project.id}/activity`); } catch (err) {
+      if (!err.missingRoute && err.status !== 403) showError(err);
+    }
     const loop = await loopState(project);
     if (stopped) return;
     for (const w of watchers.splice(0)) w.close();
@@ -61,10 +67,10 @@ export async function render(root, { project }) {
       body.append(whyBlock("dash-why", loop.model ? "Pre-labels are not proven yet." : "No model yet.",
         [...lacking, loop.model ? nextModel(loop) : null]));
     }
-    await draw(stats, versions);
+    await draw(stats, versions, activity);
   }
 
-  async function draw(st, versions) {
+  async function draw(st, versions, act) {
     const c = st.counts || {};
     const pct = c.total ? (c.labelled || 0) / c.total : 0;
     body.append(h("div", { class: "tiles" },
@@ -126,8 +132,108 @@ export async function render(root, { project }) {
     grid.append(precisionCard(st));
     // runs
     grid.append(runsCard(st.runs || []));
+    // the team and the models over time (GET /activity)
+    if (act) await drawActivity(act);
     // model versions (full width)
     body.append(versionsCard(versions));
+  }
+
+  async function drawActivity(act) {
+    const grid = h("div", { class: "dash", testid: "activity", style: { marginTop: "1rem" } });
+    body.append(grid);
+    grid.append(await labelsCard(act), peopleCard(act), await modelsCard(act.versions || []));
+  }
+
+  /** A bucket's start as a short key for test ids and labels: "2026-01-05" or "2026-01-05T09". */
+  const bucketKey = (start, hourly) => String(start).slice(0, hourly ? 13 : 10);
+
+  async function labelsCard(act) {
+    const hourly = act.bucket === "hour";
+    const t = act.totals || {};
+    const list = act.labels || [];
+    const card = h("section", { class: "card", "aria-labelledby": "d-labels", testid: "labels-over-time" },
+      h("h2", { id: "d-labels" }, "Labels over time"),
+      h("p", { class: "muted small" }, h("span", { testid: "labels-total" }, fmtNum(t.total ?? 0)), " labels: ",
+        h("span", { testid: "labels-human" }, fmtNum(t.human ?? 0)), ` ${labelKindWord("human")}, `,
+        h("span", { testid: "labels-confirmed" }, fmtNum(t.confirmed ?? 0)), ` ${labelKindWord("confirmed")}, `,
+        h("span", { testid: "labels-auto_accepted" }, fmtNum(t.auto_accepted ?? 0)), ` ${labelKindWord("auto_accepted")}`,
+        ` · per ${hourly ? "hour" : "day"} (UTC); imports, undos and renames not counted.`));
+    if (!t.total) { card.append(h("p", { class: "muted" }, "No labels yet.")); return card; }
+    const names = list.map((r) => (hourly ? `${bucketKey(r.start, true).slice(5).replace("T", " ")}:00` : bucketKey(r.start, false)));
+    charts.push(await chartInto(card, { type: "bar",
+      data: { labels: names, datasets: LABEL_KINDS.map(([k, color]) => ({ label: labelKindWord(k), data: list.map((r) => r[k] || 0), backgroundColor: color })) },
+      options: { plugins: { legend: { position: "bottom" } },
+        scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } } },
+    "Labels over time", "chart-labels-over-time"));
+    // the chart's numbers, for the days (hours) that have labels
+    const tbody = h("tbody");
+    for (const r of list.filter((x) => x.total)) {
+      const key = bucketKey(r.start, hourly);
+      tbody.append(h("tr", { testid: `labels-row-${key}` }, h("td", {}, hourly ? `${key.replace("T", " ")}:00` : key),
+        LABEL_KINDS.map(([k]) => h("td", { class: "num", testid: `labels-${key}-${k}` }, fmtNum(r[k] || 0))),
+        h("td", { class: "num", testid: `labels-${key}-total` }, fmtNum(r.total))));
+    }
+    card.append(h("details", { class: "small" }, h("summary", {}, `Numbers per ${hourly ? "hour" : "day"}`),
+      h("table", { testid: "labels-table" }, h("thead", {}, h("tr", {}, h("th", {}, hourly ? "Hour (UTC)" : "Day (UTC)"),
+        LABEL_KINDS.map(([k]) => h("th", { class: "num" }, labelKindWord(k))), h("th", { class: "num" }, "all"))), tbody)));
+    return card;
+  }
+
+  function peopleCard(act) {
+    const list = act.people || [];
+    const gap = Math.round((act.session_gap_seconds ?? 600) / 60);
+    const card = h("section", { class: "card", "aria-labelledby": "d-people", testid: "people" },
+      h("h2", { id: "d-people" }, "People"),
+      h("p", { class: "muted small" }, "Labels each person made (confirmed proposals included); per hour counts the hours in which they saved a label; ",
+        `seconds per image is the median time between their saves, pauses over ${gap} minutes left out.`));
+    if (!list.length) card.append(h("p", { class: "muted" }, "No one has labelled yet."));
+    else {
+      card.append(h("table", { testid: "people-table" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Labeller"), h("th", { class: "num" }, "Labels"),
+          h("th", { class: "num" }, "Labels per hour"), h("th", { class: "num" }, "Seconds per image (median)"))),
+        h("tbody", {}, list.map((p) => h("tr", { testid: `person-${p.user_id}` },
+          h("td", { testid: `person-${p.user_id}-name` }, p.name),
+          h("td", { class: "num", testid: `person-${p.user_id}-labels` }, fmtNum(p.labels)),
+          h("td", { class: "num", testid: `person-${p.user_id}-per-hour`, title: `${p.labels} labels in ${p.active_hours} active hours` },
+            p.labels_per_hour == null ? "–" : Number(p.labels_per_hour).toFixed(1)),
+          h("td", { class: "num", testid: `person-${p.user_id}-median`, title: `from ${p.timed_saves} saves` },
+            p.median_seconds == null ? "–" : Number(p.median_seconds).toFixed(1)))))));
+    }
+    const ag = act.agreement || {};
+    card.append(h("p", { class: "small", testid: "agreement" }, h("strong", {}, "Agreement: "),
+      ag.images ? [h("span", { testid: "agreement-agreeing" }, fmtNum(ag.agreeing)), " of ",
+        h("span", { testid: "agreement-images" }, fmtNum(ag.images)),
+        " images labelled by two or more people got the same first label from each (",
+        h("span", { testid: "agreement-share" }, fmtPct(ag.share)), ")."]
+        : [h("span", { testid: "agreement-images" }, "0"), " images labelled by two or more people yet."]));
+    return card;
+  }
+
+  async function modelsCard(list) {
+    const card = h("section", { class: "card", "aria-labelledby": "d-models-time", testid: "versions-over-time" },
+      h("h2", { id: "d-models-time" }, "Model versions over time"),
+      h("p", { class: "muted small" }, "Coverage: share of the unlabelled images the version pre-labelled with certified precision. ",
+        "Realised precision: share of its decided proposals people found right."));
+    if (!list.length) { card.append(h("p", { class: "muted" }, "No model trained yet.")); return card; }
+    const names = list.map((v) => `v${v.version}`);
+    charts.push(await chartInto(card, { type: "line",
+      data: { labels: names, datasets: [
+        { label: "coverage", data: list.map((v) => (v.coverage == null ? null : v.coverage * 100)), borderColor: "#2f6fed", backgroundColor: "#2f6fed" },
+        { label: "realised precision", data: list.map((v) => (v.precision == null ? null : v.precision * 100)), borderColor: "#1f8a4c", backgroundColor: "#1f8a4c" }] },
+      options: { spanGaps: true, plugins: { legend: { position: "bottom" } }, scales: { y: { min: 0, max: 100, ticks: { callback: (x) => `${x}%` } } } } },
+    "Coverage and realised precision per model version", "chart-versions-over-time"));
+    card.append(h("table", { testid: "versions-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Version"), h("th", { class: "num" }, "Coverage"), h("th", { class: "num" }, "Realised precision"))),
+      h("tbody", {}, list.map((v) => h("tr", { testid: `mv-${v.version}` },
+        h("td", {}, h("strong", {}, `v${v.version}`), h("br"), h("span", { class: "small muted", testid: `mv-${v.version}-created` }, fmtTime(parseTime(v.created_at)))),
+        h("td", { class: "num", title: coverageFromWord(v.coverage_from) },
+          h("span", { testid: `mv-${v.version}-coverage` }, fmtPct(v.coverage)), h("br"),
+          h("span", { class: "small muted" }, v.pool ? `${fmtNum(v.proposed)} of ${fmtNum(v.pool)} images` : coverageFromWord(v.coverage_from))),
+        h("td", { class: "num" }, h("span", { testid: `mv-${v.version}-precision` }, fmtPct(v.precision)), h("br"),
+          h("span", { class: "small muted" }, v.decided
+            ? [h("span", { testid: `mv-${v.version}-right` }, fmtNum(v.right)), " right of ", h("span", { testid: `mv-${v.version}-decided` }, fmtNum(v.decided)), " decided"]
+            : "no decisions yet")))))));
+    return card;
   }
 
   function nextTraining(st) {
