@@ -21,9 +21,11 @@ def at(day: int, hh: int, mm: int, ss: int = 0) -> datetime:
 
 
 class Builder:
-    def __init__(self, c: Ctx, pid: int) -> None:
-        self.c, self.pid = c, pid
-        with Session(c.engine) as s:
+    """Writes a project's history with set timestamps (``engine``: the app's)."""
+
+    def __init__(self, engine: Any, pid: int) -> None:
+        self.engine, self.pid = engine, pid
+        with Session(engine) as s:
             self.items = list(s.exec(select(Item.id).where(Item.project_id == pid).order_by(Item.id)).all())
             self.users = {u.name: u.id for u in s.exec(select(User)).all()}
 
@@ -31,7 +33,7 @@ class Builder:
              provenance: Provenance = Provenance.human, origin: str = "queue:random",
              mv: int | None = None) -> None:
         """Item ``n``'s next version, written as the service writes one, saved at ``when``."""
-        with Session(self.c.engine) as s:
+        with Session(self.engine) as s:
             item = s.get(Item, self.items[n])
             user = s.get(User, self.users[who]) if who else None
             assert item is not None
@@ -42,7 +44,7 @@ class Builder:
             s.commit()
 
     def version(self, version: int, when: datetime) -> int:
-        with Session(self.c.engine) as s:
+        with Session(self.engine) as s:
             mv = ModelVersion(project_id=self.pid, version=version, status="ready", is_current=False,
                               classes=["cat", "dog"], created_at=when)
             s.add(mv)
@@ -51,14 +53,14 @@ class Builder:
             return mv.id
 
     def predict(self, mv: int, n: int, state: str, audit_correct: bool | None = None) -> None:
-        with Session(self.c.engine) as s:
+        with Session(self.engine) as s:
             s.add(Prediction(item_id=self.items[n], project_id=self.pid, model_version_id=mv, label="cat",
                              score=0.9, state=state, audit=audit_correct is not None, audit_correct=audit_correct,
                              data={"labels": ["cat"]}))
             s.commit()
 
     def infer_job(self, mv: int, result: dict[str, Any], state: JobState = JobState.succeeded) -> None:
-        with Session(self.c.engine) as s:
+        with Session(self.engine) as s:
             s.add(Job(project_id=self.pid, kind="infer", state=state, payload={"model_version_id": mv},
                       result={"model_version_id": mv, **result}))
             s.commit()
@@ -77,7 +79,7 @@ def setup_project(c: Ctx, *, created: datetime = T0, n_images: int = 16) -> tupl
         p.created_at = created
         s.add(p)
         s.commit()
-    return boss, pid, Builder(c, pid)
+    return boss, pid, Builder(c.engine, pid)
 
 
 def activity(c: Ctx, pid: int, headers: dict[str, str]) -> dict[str, Any]:
@@ -90,28 +92,29 @@ def when(s: str) -> datetime:
     return datetime.fromisoformat(s)
 
 
-def test_activity_numbers(ctx: Ctx) -> None:
-    boss, pid, b = setup_project(ctx)
+def seed_history(b: Builder, cat: str = "cat", dog: str = "dog") -> None:
+    """Two days of a team's work (users ``ann``, ``bob`` and ``boss`` must exist, 16 images):
+    the numbers :func:`test_activity_numbers` checks."""
     # day 1: ann labels 7 images; gaps 30, 60, 30 s, then 28 min (a new session: ignored),
     # 30 min 10 s (ignored), 45 s
-    for n, (label, t) in enumerate([("cat", at(1, 9, 0, 0)), ("cat", at(1, 9, 0, 30)), ("dog", at(1, 9, 1, 30)),
-                                    ("cat", at(1, 9, 2, 0)), ("dog", at(1, 9, 30, 0)), ("cat", at(1, 10, 0, 10)),
-                                    ("dog", at(1, 10, 0, 55))]):
+    for n, (label, t) in enumerate([(cat, at(1, 9, 0, 0)), (cat, at(1, 9, 0, 30)), (dog, at(1, 9, 1, 30)),
+                                    (cat, at(1, 9, 2, 0)), (dog, at(1, 9, 30, 0)), (cat, at(1, 10, 0, 10)),
+                                    (dog, at(1, 10, 0, 55))]):
         b.save(n, "ann", [label], t)
-    b.save(11, "boss", ["dog"], at(1, 11, 0), provenance=Provenance.imported, origin="import")  # not counted
+    b.save(11, "boss", [dog], at(1, 11, 0), provenance=Provenance.imported, origin="import")  # not counted
     v1 = b.version(1, at(1, 12, 0))
     v2 = b.version(2, at(2, 11, 0))
     b.version(3, at(2, 16, 0))
     # day 2: model v2 auto-accepts two images; bob labels three images ann labelled (agrees on the
     # first and third, not the second), then confirms v1's proposal on item 8: gaps 20, 30, 20 s
-    b.save(9, None, ["cat"], at(2, 12, 0), provenance=Provenance.model, origin="auto", mv=v2)
-    b.save(10, None, ["cat"], at(2, 12, 0, 5), provenance=Provenance.model, origin="auto", mv=v2)
-    b.save(0, "bob", ["cat"], at(2, 14, 0, 0))
-    b.save(1, "bob", ["dog"], at(2, 14, 0, 20))
-    b.save(2, "bob", ["dog"], at(2, 14, 0, 50))
-    b.save(8, "bob", ["cat"], at(2, 14, 1, 10), provenance=Provenance.model_confirmed, origin="pending", mv=v1)
-    b.save(2, "bob", ["dog"], at(2, 14, 5, 0), origin="undo")  # an undo is no label (nor a save)
-    b.save(0, "ann", ["dog"], at(2, 15, 0, 0), origin="edit")  # ann changes her mind: her first label stays
+    b.save(9, None, [cat], at(2, 12, 0), provenance=Provenance.model, origin="auto", mv=v2)
+    b.save(10, None, [cat], at(2, 12, 0, 5), provenance=Provenance.model, origin="auto", mv=v2)
+    b.save(0, "bob", [cat], at(2, 14, 0, 0))
+    b.save(1, "bob", [dog], at(2, 14, 0, 20))
+    b.save(2, "bob", [dog], at(2, 14, 0, 50))
+    b.save(8, "bob", [cat], at(2, 14, 1, 10), provenance=Provenance.model_confirmed, origin="pending", mv=v1)
+    b.save(2, "bob", [dog], at(2, 14, 5, 0), origin="undo")  # an undo is no label (nor a save)
+    b.save(0, "ann", [dog], at(2, 15, 0, 0), origin="edit")  # ann changes her mind: her first label stays
     # v1: an inference job (pool 10, 3 proposed + 1 auto-accepted); one proposal confirmed, one corrected
     b.infer_job(v1, {"pool": 10, "proposed": 3, "auto_accepted": 1, "coverage": 0.4})
     b.infer_job(v1, {"pool": 99, "proposed": 99, "auto_accepted": 0}, state=JobState.failed)  # not counted
@@ -125,6 +128,10 @@ def test_activity_numbers(ctx: Ctx) -> None:
     b.predict(v2, 14, "none")
     b.predict(v2, 15, "holdout")
 
+
+def test_activity_numbers(ctx: Ctx) -> None:
+    boss, pid, b = setup_project(ctx)
+    seed_history(b)
     a = activity(ctx, pid, boss)
     assert a["project_id"] == pid
     assert a["bucket"] == "day"
