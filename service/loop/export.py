@@ -18,6 +18,8 @@ asked for (:func:`service.crud.transfer.subset_labelset`). What comes out:
 The labels are read in one read-only transaction (a snapshot: labels written meanwhile
 are not half in it, and on SQLite the read never blocks a labeller's write); the file is
 written to ``<name>.part`` and renamed when whole, so a download never sees half a file.
+A project keeps the files of its newest :data:`KEEP` export jobs; older files are removed
+when a new one is written (their download answers 410).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import io
 import json
 import os
 import random
+import shutil
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +44,7 @@ from service.errors import Conflict, Gone, Invalid, NotFound
 from service.formats import FormatError, get_format
 from service.formats.base import LabelSet, Rejected
 from service.jobs.runner import enqueue
-from service.models import Item, Job, JobState, Project, User, utcnow
+from service.models import TERMINAL_JOB_STATES, Item, Job, JobState, Project, User, utcnow
 from service.models.transfer import ExportJobCreate, ExportResult
 from service.security import audit
 
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 
 KIND = "export"
 EXPORTS = "exports"  # folder under the data dir
+KEEP = 20  # export files kept per project: an older one's download answers 410
 READ_SHARE = 0.5  # of the progress bar: reading labels; the rest is writing the file
 ZIP_MEDIA = "application/zip"
 
@@ -132,8 +136,24 @@ def export_task(ctx: JobContext) -> dict[str, Any]:
                       "subset": {"status": opts.status, "provenance": opts.provenance, "classes": opts.classes},
                       "include_images": opts.include_images, "val_share": opts.val_share, "seed": opts.seed,
                       **({"skipped": len(skipped)} if skipped else {})})
+    _prune(ctx)
     ctx.progress(1.0, f"exported {result.images} images to {name}")
     return result.model_dump()
+
+
+def _prune(ctx: JobContext) -> None:
+    """Remove the files of the project's finished export jobs older than its newest :data:`KEEP`
+    (a job still running keeps its folder)."""
+    with session_scope(ctx.engine, read=True) as s:
+        old = s.exec(select(Job.id).where(Job.project_id == ctx.project_id, Job.kind == KIND,
+                                          col(Job.id) != ctx.job_id, col(Job.state).in_(TERMINAL_JOB_STATES))
+                     .order_by(col(Job.id).desc())
+                     .offset(max(KEEP - 1, 0))).all()
+    root = export_dir(ctx.settings)
+    for jid in old:
+        folder = root / f"job-{jid}"
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write_zip(ctx: JobContext, path: Path, opts: ExportJobCreate, labels: LabelSet, ids: list[int],

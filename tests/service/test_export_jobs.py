@@ -277,3 +277,13 @@ def _check(opts: dict[str, Any], body: bytes, truth: dict[str, str], given: list
         assert all(prov == "human" and lab in ("bird", "dog") for lab, prov in rows.values())
         return len(rows)
     return None
+
+
+def test_a_project_keeps_its_newest_export_files(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.loop.export
+
+    monkeypatch.setattr(service.loop.export, "KEEP", 2)
+    pid, admin, _, _ = _project(ctx, n=4, imported=2)
+    jobs = [_export(ctx, admin, pid, format="csv")[0]["id"] for _ in range(3)]
+    got = [ctx.client.get(f"/api/v1/jobs/{j}/download", headers=admin).status_code for j in jobs]
+    assert got == [410, 200, 200]
