@@ -5,9 +5,12 @@ The job itself runs as under :class:`service.jobs.runner.ThreadExecutor`: a thre
 database transactions and heartbeats. Only the compute step's work leaves the process:
 
 * ``ctx.map(fn, shards)`` runs the shards on a pool of Ray actors (:class:`ShardWorker`, one
-  CPU each, or one GPU each where the cluster has GPUs and ``LABELLOOP_DEVICE`` allows):
-  each actor loads a :class:`service.jobs.executor.ShardTask`'s model once and keeps it for
-  every shard it gets; results come back as arrays, in order; progress sums the shards;
+  CPU each, or one GPU each where the cluster has GPUs and ``LABELLOOP_DEVICE`` allows; one
+  per CPU or GPU of the cluster unless ``actors`` says): each actor loads a
+  :class:`service.jobs.executor.ShardTask`'s model once and keeps it for every shard it gets;
+  the pool lives across maps and jobs (:data:`POOL`) until a fit needs its CPUs, a cancel
+  or a failure kills it, or the executor stops; results come back as arrays, in order;
+  progress sums the shards;
 * ``ctx.run(fn, inputs, gpu=True)`` (a fit) runs as one Ray task that asks for a GPU when
   the device setting is ``cuda`` or (``auto``) the cluster has one; its progress reports
   are relayed through a small actor.
@@ -117,8 +120,8 @@ def connect(address: str) -> bool:
     if ray.is_initialized():
         return False
     try:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False)
+        if address == "local":  # a new instance even when RAY_ADDRESS or `ray start` name another
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
     except Exception as exc:  # one sentence for the operator, the cause chained
