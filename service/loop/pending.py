@@ -134,7 +134,8 @@ def undo(session: Session, *, project: Project, ids: list[int], user: User) -> d
     version before the decision is written again as a new version (origin ``undo``; the
     history keeps both), and the proposal is open again (the item ``proposed``); where the
     item held a label before, that label is back and the proposal stays closed
-    (``superseded``). A rejection is undone by opening the proposal again. Refused (409)
+    (``superseded``). A rejection is undone by opening the proposal again. Another proposal
+    of the image that the decision's label closed, given in ``ids`` too, opens again with it. Refused (409)
     when the item changed since the decision (another label, a later decision, a newer
     proposal): the Data page's history undoes those. Hold-out items the decision took out
     of calibration stay taken (it only makes the certificate more cautious)."""
@@ -146,6 +147,10 @@ def undo(session: Session, *, project: Project, ids: list[int], user: User) -> d
     missing = sorted(set(ids) - {p.id for p, _ in rows})
     if missing:
         raise NotFound(f"predictions not found in this project: {missing[:20]}")
+    # a proposal the same action closed with its image's label (two proposals of one image): it
+    # opens again with the one decided, as it was before
+    closed = [p for p, _ in rows if p.state == "superseded"]
+    rows = [(p, item) for p, item in rows if p.state != "superseded"] or rows
     for p, _ in rows:
         if p.state not in DECIDED:
             raise Conflict(f"proposal {p.id} is {p.state}, not decided: nothing to undo")
@@ -185,6 +190,11 @@ def undo(session: Session, *, project: Project, ids: list[int], user: User) -> d
         else:
             p.state = "superseded"
         session.add(p)
+        if reopen:
+            for other in closed:
+                if other.item_id == item.id:
+                    other.state, other.decided_at, other.decided_by = "proposed", None, None
+                    session.add(other)
         items.append(item.id)
     audit(session, user.id, "pending.undo", project_id=project.id,
           detail={"ids": [p.id for p, _ in rows], "items": items})

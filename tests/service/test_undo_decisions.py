@@ -130,6 +130,19 @@ def test_pending_undo_restores_an_earlier_label(ctx: Ctx) -> None:
         assert p is not None and p.state == "superseded"  # a labelled image keeps no open proposal
 
 
+def test_pending_undo_of_a_confirm_that_closed_two_proposals_of_one_image(ctx: Ctx) -> None:
+    pid, admin, items = _setup(ctx, n=2)
+    [old] = _propose(ctx, pid, items[:1], label="dog")
+    [new] = _propose(ctx, pid, items[:1], label="cat")
+    out = _post(ctx, f"/projects/{pid}/pending/confirm", {"ids": [new, old]}, admin)
+    assert out["done"] == 2
+    undone = _post(ctx, f"/projects/{pid}/pending/undo", {"ids": [new, old]}, admin)
+    assert undone == {"done": 1, "item_ids": [items[0]]}
+    status, versions = _state(ctx, items[0])
+    assert status == "proposed" and versions[-1] == ("undo", []) and len(versions) == 2
+    assert _pending_ids(ctx, pid, admin) == {new, old}  # both open again, as before the confirm
+
+
 def _page(ctx: Ctx, pid: int, items: list[int]) -> str:
     with Session(ctx.engine) as s:
         job = cluster_job(s, pid, {4: [{"item_ids": items}]})
