@@ -259,7 +259,11 @@ def test_first_hour_walk_on_a_fresh_demo(live: Live, new_page: Any) -> None:
 
     # the dashboard the manager opens last
     page.goto(f"/web/#/project/{pid}/dashboard")
-    page.locator("main h1, #view h1").first.wait_for()
+    page.get_by_test_id("stat-total").wait_for()
     page.wait_for_load_state("networkidle")
+    with live.api("boss") as c:  # the tiles say what the API says
+        counts = c.get(f"/projects/{pid}/stats").json()["counts"]
+    for key in ("total", "labelled", "unlabelled", "proposed"):
+        assert page.get_by_test_id(f"stat-{key}").inner_text() == str(counts.get(key, 0)), key
     shot(page, "dashboard")
     assert not page.js_errors, page.js_errors
