@@ -271,16 +271,18 @@ class RayExecutor(ThreadExecutor):
         with POOL.count:
             POOL.fits += 1
         try:
-            with POOL.lock:  # the pool's actors hold the CPUs (GPUs) the fit needs: give them back
-                self.release()
-            return self._run(fn, inputs, ctx, gpu=gpu)
+            num_gpus = 1 if gpu and self.uses_gpu() else 0
+            with POOL.lock:
+                free = ray.available_resources()
+                if free.get("CPU", 0) < 1 or free.get("GPU", 0) < num_gpus:
+                    self.release()  # the pool's actors hold the CPUs (GPUs) the fit needs: give them back
+            return self._run(fn, inputs, ctx, num_gpus=num_gpus)
         finally:
             with POOL.count:
                 POOL.fits -= 1
 
-    def _run(self, fn: Callable[[Any, Any], R], inputs: Any, ctx: LocalContext, *, gpu: bool) -> R:
+    def _run(self, fn: Callable[[Any, Any], R], inputs: Any, ctx: LocalContext, *, num_gpus: int) -> R:
         relay = ProgressRelay.remote()  # type: ignore[attr-defined]
-        num_gpus = 1 if gpu and self.uses_gpu() else 0
         ref = _run_step_remote.options(num_cpus=1, num_gpus=num_gpus, max_retries=self.max_retries,
                                        retry_exceptions=False).remote(fn, inputs, relay, ctx.shard_size)
         try:

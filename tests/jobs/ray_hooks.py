@@ -5,7 +5,9 @@ each Ray worker, through ``worker_process_setup_hook``): the classification pipe
 
 from __future__ import annotations
 
+import importlib.abc
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,14 +45,43 @@ def flagged(embed: Any) -> Any:
     return wrapper
 
 
-def use_fakes() -> None:
-    """Ray workers' setup hook: patch this process (the test's own uses monkeypatch instead)."""
-    import service.pipelines.classification as cls
+TARGET = "service.pipelines.classification"
+
+
+def patch(module: Any) -> None:
+    """Patch the classification module ``module`` (and the fake's ``embed``) in this process."""
     import tests.fakes as fakes
 
-    cls.create_adapter = fake_create_adapter  # type: ignore[assignment]
+    module.create_adapter = fake_create_adapter
     if not getattr(fakes.ColourAdapter.embed, "flagged", False):
         fakes.ColourAdapter.embed = flagged(fakes.ColourAdapter.embed)  # type: ignore[method-assign]
+
+
+class PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches the classification module when this process imports it (most Ray workers never
+    do: importing torch in each would cost seconds of the test's two cores)."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != TARGET:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            if spec is not None and spec.loader is not None:
+                def exec_module(module: Any, run: Any = spec.loader.exec_module) -> None:
+                    run(module)
+                    patch(module)
+
+                spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+                return spec
+        return None
+
+
+def use_fakes() -> None:
+    """Ray workers' setup hook: patch this process (the test's own uses monkeypatch instead)."""
+    if TARGET in sys.modules:
+        patch(sys.modules[TARGET])
+    elif not any(isinstance(f, PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, PatchOnImport())
 
 
 def slow_double(x: int) -> int:
