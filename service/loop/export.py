@@ -15,8 +15,9 @@ asked for (:func:`service.crud.transfer.subset_labelset`). What comes out:
   images in item-id order with ``random.Random(seed)`` and takes the first
   ``round(val_share * n)`` for val: the same seed on the same subset gives the same split.
 
-The labels are read in one read-only transaction (a snapshot: labels written meanwhile
-are not half in it, and on SQLite the read never blocks a labeller's write); the file is
+The labels are read in one read-only transaction (a snapshot, ``REPEATABLE READ`` on
+PostgreSQL: labels written meanwhile are not half in it, and on SQLite the read never
+blocks a labeller's write); the file is
 written to ``<name>.part`` and renamed when whole, so a download never sees half a file.
 A project keeps the files of its newest :data:`KEEP` export jobs; older files are removed
 when a new one is written (their download answers 410).
@@ -96,6 +97,8 @@ def export_task(ctx: JobContext) -> dict[str, Any]:
         ctx.progress(READ_SHARE * done / max(total, 1), f"read {done} of {total} labelled images")
 
     with session_scope(ctx.engine, read=True) as s:
+        if ctx.engine.dialect.name == "postgresql":  # one snapshot for every batch (SQLite's read is one)
+            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         project = s.get(Project, ctx.project_id)
         if project is None:
             raise NotFound("the project was deleted")

@@ -173,9 +173,9 @@ def test_export_job_reports_progress(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) 
     assert any("wrote 12 of 12 images" in m for _, m in seen), seen
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
 def test_export_jobs_while_a_labeller_writes(ctx: Ctx) -> None:
-    """At least 20 export jobs run while a labeller labels through the API, on SQLite: no 5xx
+    """At least 20 export jobs run while a labeller labels through the API, on SQLite (and on
+    PostgreSQL where configured): no 5xx
     anywhere, and each file holds exactly its subset (the labeller's labels as a prefix of
     the order they were given in: a snapshot, never half a write)."""
     pid, admin, truth, names = _project(ctx, n=70, imported=16)
