@@ -218,19 +218,23 @@ def test_first_hour_walk_on_a_fresh_demo(live: Live, new_page: Any) -> None:
     settled.wait_for()
     assert _pending(live, pid) == before
 
-    # Data: open an image, change its label
+    # Data: find an image the model flags as mislabelled, open it, give it the class the flag suggests
+    with live.api("boss") as c:
+        flags = c.get(f"/projects/{pid}/review", params={"kind": "label error"}).json()["data"]
+    suggested = {f["item_id"]: (f.get("detail") or {}).get("suggested") for f in flags}
     page.goto(f"/web/#/project/{pid}/browse")
-    page.get_by_test_id("data-status").select_option("labelled")
+    page.get_by_test_id("data-flag").select_option("label error")
     page.wait_for_function("""() => {
       const rows = [...document.querySelectorAll('[data-testid=data-rows] tr')];
-      return rows.length > 0 && rows.every((r) => r.children[2] && r.children[2].textContent.startsWith('labelled'));
+      return rows.length > 0 && rows.every((r) => r.children[9] && r.children[9].textContent === 'label error');
     }""")  # the filtered list has replaced the first one
     first_row = page.locator("[data-testid=data-rows] [data-testid^=data-row-]").first
     item = int(first_row.get_attribute("data-item-id") or 0)
     page.get_by_test_id(f"data-row-{item}").click()
     page.get_by_test_id("data-detail-image").wait_for()
     current = page.get_by_test_id("data-detail-labels").inner_text()
-    new = next(c for c in ("circle", "square", "triangle") if c != current)
+    new = suggested.get(item) or next(c for c in ("circle", "square", "triangle") if c != current)
+    assert new != current
     page.get_by_test_id("data-edit-class").select_option(new)
     page.get_by_test_id("data-edit-save").click()
     page.get_by_test_id("data-detail-labels").filter(has_text=new).wait_for()
