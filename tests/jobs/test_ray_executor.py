@@ -79,6 +79,12 @@ def _world(stack: ExitStack, tmp_path: Path, name: str, **settings: Any) -> tupl
     return c, admin, pid
 
 
+def _state(c: Ctx, job_id: int) -> JobState | None:
+    with Session(c.engine) as s:
+        job = s.get(Job, job_id)
+        return job.state if job else None
+
+
 def _outcome(c: Ctx) -> dict[str, Any]:
     """What the jobs left in the database (timings left out)."""
     with Session(c.engine) as s:
@@ -176,7 +182,16 @@ def test_a_shard_that_fails_fails_the_job_with_its_reason(tmp_path: Path, flags:
         shutil.rmtree(c.settings.data_dir / "embeddings")  # the fit embedded the whole pool: again, on Ray
         (flags / "fail").write_text("")
         job_id = start_job(c, "infer", pid)
-        assert RayExecutor(c.engine, c.settings, actors=2).run_pending() == 1
+        executor = RayExecutor(c.engine, c.settings, actors=2)  # as the API runs it: its own job thread
+        executor.start()
+        try:
+            executor.submit(job_id)
+            deadline = time.time() + 90
+            while time.time() < deadline and _state(c, job_id) in (JobState.queued, JobState.running):
+                time.sleep(0.2)
+        finally:
+            executor.stop()
+        assert ray.is_initialized()  # the executor did not start this Ray: it leaves it running
         with Session(c.engine) as s:
             job = s.get(Job, job_id)
             assert job is not None and job.state == JobState.failed
