@@ -187,18 +187,18 @@ def test_first_hour_walk_on_a_fresh_demo(live: Live, new_page: Any) -> None:
     page.get_by_test_id("pending-count").filter(has_text="proposals").wait_for()
     page.locator("[data-testid=pending-list][aria-busy=false]").wait_for()
     page.get_by_test_id("pending-statement").filter(has_text="Model v").wait_for()
-    shot(page, "pending")
+    shot(page, "demo-pending")
 
     # Grids: a page of look-alikes
     page.goto(f"/web/#/project/{pid}/grids")
     page.get_by_test_id("grid-cell-1").wait_for()
     page.locator("[data-testid=grid-page][aria-busy=false]").wait_for()
-    shot(page, "grids")
+    shot(page, "demo-grids")
 
     # Review: flags
     page.goto(f"/web/#/project/{pid}/review")
     page.locator("[data-testid=review-list] [data-testid^=flag-]").first.wait_for()
-    shot(page, "review")
+    shot(page, "demo-review")
     assert time.monotonic() - start < 60, "Pending, a grid page and a flag take more than a minute to see"
 
     # confirm one proposal, then undo it
@@ -269,5 +269,5 @@ def test_first_hour_walk_on_a_fresh_demo(live: Live, new_page: Any) -> None:
         counts = c.get(f"/projects/{pid}/stats").json()["counts"]
     for key in ("total", "labelled", "unlabelled", "proposed"):
         assert page.get_by_test_id(f"stat-{key}").inner_text() == str(counts.get(key, 0)), key
-    shot(page, "dashboard")
+    shot(page, "demo-dashboard")
     assert not page.js_errors, page.js_errors

@@ -279,7 +279,7 @@ def test_pending_page_keys(live: Live, new_page: Any) -> None:
     rows = keys.help_rows()
     assert {r["id"] for r in rows} == {
         "next", "previous", "down", "up", "confirm", "reject", "correct", "correct-list", "confirm-page",
-        "next-page", "previous-page", "filter-class", "filter-score", "clear-filters", "leave-field", "help"}
+        "next-page", "previous-page", "filter-class", "filter-score", "clear-filters", "leave-field", "undo", "help"}
     order = shown()
     assert at() == order[0]
     keys.press("j", "next")
@@ -302,6 +302,11 @@ def test_pending_page_keys(live: Live, new_page: Any) -> None:
     wait("29 proposals")
     want[confirmed] = ([label_of[confirmed]], "model-confirmed")
     rejected = at()
+    keys.press("x", "reject")
+    wait("28 proposals")
+    keys.press("u", "undo")  # the rejection comes back, then is made again
+    wait("29 proposals")
+    assert at() == rejected
     keys.press("x", "reject")
     wait("28 proposals")
     for n, key in enumerate(("2", "3")):  # the first cards are circles: correct them to square, triangle
@@ -384,7 +389,7 @@ def test_grids_page_keys(live: Live, new_page: Any) -> None:
     keys = Keys(page)
     rows = keys.help_rows()
     assert {r["id"] for r in rows} == {"toggle", "fix", "include-all", "invert", "confirm", "skip", "label", "size",
-                                       "help"}
+                                       "undo", "help"}
 
     for size in (4, 6, 9):  # 9 -> 4 -> 6 -> 9
         keys.press("g", "size")
@@ -429,6 +434,13 @@ def test_grids_page_keys(live: Live, new_page: Any) -> None:
             assert [(v["data"]["labels"], v["origin"]) for v in got] == [(["circle"], "grid")], got
         for i in nines[0] + nines[1] + nines[2][:1]:
             assert c.get(f"/items/{i}").json()["annotation"] is None
+    keys.press("u", "undo")  # the page comes back, its labels undone
+    page.get_by_test_id("grid-cell-1").wait_for()
+    settled.wait_for()
+    with live.api("boss") as c:
+        for i in nines[2][1:]:
+            got = c.get(f"/items/{i}/history").json()
+            assert [v["origin"] for v in got] == ["grid", "undo"] and got[-1]["data"]["labels"] == [], got
     assert keys.missing(rows) == set()
 
     # a manager on a project with no pages yet: C clusters now
