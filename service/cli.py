@@ -96,7 +96,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from service.jobs.runner import build_executor
+    from service.main import build_executor
 
     if args.nice:
         os.nice(args.nice)  # before torch starts its threads: they inherit it

@@ -23,6 +23,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,7 +49,7 @@ from service.db import NulInText, engine_from_settings, upgrade_schema
 from service.errors import LabelloopError
 from service.ingest import StorageError
 from service.jobs.recovery import recover_stale
-from service.jobs.runner import build_executor
+from service.jobs.runner import ThreadExecutor
 from service.jobs.scheduler import start_scheduler
 from service.security import RateLimiter
 
@@ -264,6 +265,17 @@ def _counted(receive: Receive, cap: int) -> Receive:
         return message
 
     return wrapped
+
+
+def build_executor(engine: Engine, settings: Settings, *, threads: int = 1) -> ThreadExecutor:
+    """The executor ``LABELLOOP_EXECUTOR`` names, not started (the API's and ``labelloop worker``'s):
+    ``ray``, a :class:`service.jobs.ray_executor.RayExecutor` (Ray imported only then); otherwise
+    a :class:`ThreadExecutor`."""
+    if settings.executor == "ray":
+        from service.jobs.ray_executor import RayExecutor
+
+        return RayExecutor(engine, settings, threads=threads)
+    return ThreadExecutor(engine, settings, threads=threads)
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:

@@ -30,8 +30,8 @@ from service.jobs.registry import UnknownJob, canonical_kind, job_spec
 from service.models import TERMINAL_JOB_STATES, Job, JobState, utcnow
 
 log = logging.getLogger("labelloop.jobs")
-__all__ = ["Cancelled", "JobConflict", "JobContext", "ThreadExecutor", "build_executor", "claim_next", "enqueue",
-           "recover_stale", "request_cancel", "run_job", "task", "worker_name"]  # recover_stale: service.jobs.recovery
+__all__ = ["Cancelled", "JobConflict", "JobContext", "ThreadExecutor", "claim_next", "enqueue", "recover_stale",
+           "request_cancel", "run_job", "task", "worker_name"]  # recover_stale: service.jobs.recovery
 S = TypeVar("S")
 R = TypeVar("R")
 
@@ -305,14 +305,3 @@ class ThreadExecutor:
             self._wake.wait(timeout=1.0)
             self._wake.clear()
 
-
-def build_executor(engine: Engine, settings: Settings, *, threads: int = 1,
-                   kinds: list[str] | None = None) -> ThreadExecutor:
-    """The executor ``LABELLOOP_EXECUTOR`` names, not started: ``ray``, a
-    :class:`service.jobs.ray_executor.RayExecutor` (imported only then); otherwise (``inprocess``,
-    and ``worker`` for ``labelloop worker``) a :class:`ThreadExecutor`."""
-    if settings.executor == "ray":
-        from service.jobs.ray_executor import RayExecutor
-
-        return RayExecutor(engine, settings, threads=threads, kinds=kinds)
-    return ThreadExecutor(engine, settings, threads=threads, kinds=kinds)

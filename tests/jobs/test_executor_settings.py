@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.jobs.executor import LocalContext, ShardTask, map_in_process, split
-from service.jobs.runner import ThreadExecutor, build_executor
-from service.main import create_app
+from service.jobs.runner import ThreadExecutor
+from service.main import build_executor, create_app
 from tests.conftest import make_settings
 
 

@@ -198,3 +198,12 @@ def test_a_shard_that_fails_fails_the_job_with_its_reason(tmp_path: Path, flags:
             assert "ShardFailed" in (job.error or "") and "of 3 failed on Ray" in (job.error or "")
             assert "ValueError: planted failure in embed" in (job.error or "")
             assert s.exec(select(Prediction)).all() == []
+
+
+def test_the_api_with_executor_ray_runs_its_jobs_through_ray(tmp_path: Path, flags: Path) -> None:
+    s = make_settings(tmp_path, executor="ray")
+    s.run_jobs_in_process = True
+    app = create_app(s)
+    with TestClient(app):
+        assert type(app.state.executor) is RayExecutor and app.state.executor._threads[0].is_alive()
+    assert not app.state.executor._threads[0].is_alive() and ray.is_initialized()  # stopped; Ray was not its own
