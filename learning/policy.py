@@ -33,6 +33,9 @@ MAX_MINUTES = 525_600  # retrain_every_minutes: a year
 MAX_BATCH = 10_000  # items a query round selects
 MAX_EPOCHS = 1_000
 MAX_IMAGE_SIZE = 2_048  # pixels a side the ``precise`` algorithm trains at
+MIN_TILE_SIZE, MAX_TILE_SIZE = 64, 4_096  # detector tiles, pixels a side
+MAX_TILE_OVERLAP = 0.9  # share of a tile its neighbour repeats (1 would never advance)
+MAX_BACKGROUND_SHARE = 0.9  # share of training tiles drawn away from labelled objects
 
 
 @dataclass
@@ -77,6 +80,12 @@ class Policy:
     Fashion-MNIST, seed 0, ``features`` ``final``: purity 0.898 and 0.340 actions per item,
     against 0.863 and 0.323 at 0.5 and 0.934 and 0.383 at 0.9; with ``stages``, 0.919 and
     0.309 at 0.8).
+    ``tile_size``, ``tile_overlap``, ``background_share`` (detection and segmentation): an
+    image whose longer side is above ``tile_size`` pixels is trained on tiles of that size at
+    native resolution around its objects plus ``background_share`` of random background
+    tiles, and predicted by overlapping tiles (neighbours repeat ``tile_overlap`` of a tile)
+    merged into image-level boxes, plus one shrunk whole-image pass
+    (:mod:`learning.tiling`); smaller images are shrunk to ``image_size`` as before.
     """
 
     min_labels_per_class: int = 5
@@ -99,6 +108,9 @@ class Policy:
     mirror: bool = True
     grid_purity: float | None = None
     grid_min_confidence: float = 0.8
+    tile_size: int = 640
+    tile_overlap: float = 0.2
+    background_share: float = 0.25
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -172,6 +184,12 @@ class Policy:
             "image_size",
             f"an integer >= 16 or None (at most {MAX_IMAGE_SIZE:,})",
         )
+        check(_is_int(self.tile_size) and MIN_TILE_SIZE <= self.tile_size <= MAX_TILE_SIZE, "tile_size",
+              f"an integer >= {MIN_TILE_SIZE} and at most {MAX_TILE_SIZE:,}")
+        check(_is_number(self.tile_overlap) and 0.0 <= self.tile_overlap <= MAX_TILE_OVERLAP, "tile_overlap",
+              f"between 0 and {MAX_TILE_OVERLAP}")
+        check(_is_number(self.background_share) and 0.0 <= self.background_share <= MAX_BACKGROUND_SHARE,
+              "background_share", f"between 0 and {MAX_BACKGROUND_SHARE}")
         return out
 
     @property

@@ -18,6 +18,20 @@ array ``[N]`` of annotation dicts ``{"boxes": [{"label", "bbox": [x, y, w, h]}],
 the best box score, 0 without a box) and per image ``boxes`` ``[{"label", "bbox", "score"}]``,
 with ``"points"`` (a polygon simplified to ``tolerance`` px) for segmentation.
 
+**Large images** (longer side above ``tile_size``, default 640; ``None`` switches tiling
+off) are not shrunk to ``image_size`` alone: training draws tiles at native resolution
+around the labelled objects plus a ``background_share`` of random background tiles, fresh
+each epoch (:func:`learning.tiling.sample_training_tiles`; objects cut by a tile edge keep a
+clipped box when at least half their area is inside, and are painted out of the tile
+otherwise), and one view of the whole image shrunk to ``image_size`` in which only objects
+at least ``tile_overlap * tile_size`` pixels long are labelled (smaller ones are painted
+out: tiles see them); inference slides overlapping ``tile_size`` tiles (``tile_overlap``)
+over the image in batches, adds the shrunk whole-image pass for objects larger than a
+tile, and merges duplicates across tile borders (:func:`learning.tiling.sliced_predict`).
+The net sees tiles at their native size (its resize step is set to ``tile_size`` for tile
+batches). Images no larger than ``tile_size`` take the whole-image path exactly as before.
+Training holds each large image decoded (``uint8``, 3 bytes a pixel) for the whole fit.
+
 ``device``: where the net lives; images and targets are copied there per batch and the
 results come back to the host. On CUDA training and inference run in mixed precision
 (:mod:`learning.device`). Weights are saved as host tensors and load on any device.
@@ -29,7 +43,9 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +53,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -51,7 +68,8 @@ from learning.backbones import DEFAULT_BACKBONE, create_backbone, data_config, s
 from learning.data import ImageSource, load_rgb
 from learning.device import DeviceLike, autocast, grad_scaler, resolve_device, to_device
 from learning.polygons import mask_to_polygon, polygon_bbox, polygon_to_mask
-from learning.train import atomic_directory, cpu_state, notify, snapshot
+from learning.tiling import Detections, erase_regions, sample_training_tiles, sliced_predict
+from learning.train import atomic_directory, cpu_state, notify, scaled, snapshot
 
 WEIGHTS = "weights.pt"
 __all__ = ["DetectorAdapter", "targets_from_annotations"]
@@ -176,7 +194,9 @@ def _augment(img: torch.Tensor, t: dict[str, torch.Tensor], rng: np.random.Gener
     bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     keep = (bw * bh >= 0.5 * area) & (bw >= 2) & (bh >= 2)
     t["boxes"], t["labels"] = b[keep], t["labels"][keep]
-    if "masks" in t:
+    if "masks" in t and not len(t["masks"]):  # no objects (a background tile)
+        t["masks"] = torch.zeros((0, h, w), dtype=torch.uint8)
+    elif "masks" in t:
         mb = F.interpolate(t["masks"][None].float(), size=(nh, nw), mode="nearest")[0]
         m = torch.zeros((len(mb), h, w))
         m[:, dy : dy + ch, dx : dx + cw] = mb[:, sy : sy + ch, sx : sx + cw]
@@ -184,15 +204,30 @@ def _augment(img: torch.Tensor, t: dict[str, torch.Tensor], rng: np.random.Gener
     return out, t
 
 
+@dataclass
+class _Large:
+    """A training image on the tiled path: ``pixels [H, W, 3]`` uint8; its objects' ``boxes
+    [K, 4]`` xyxy image pixels, ``labels [K]`` (1-based, as the net counts), ``polygons``;
+    ``whole``: its shrunk view and targets."""
+
+    pixels: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    polygons: list[list[float] | None]
+    whole: tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
 @register_adapter("detector")
 class DetectorAdapter:
-    """``create_adapter("detector", classes=[...], task="detection"|"segmentation", image_size=320)``."""
+    """``create_adapter("detector", classes=[...], task="detection"|"segmentation", image_size=320,
+    tile_size=640, tile_overlap=0.2, background_share=0.25)``."""
 
     adapter_key = "detector"
 
     def __init__(self, classes: Sequence[str], task: Task = "detection", backbone: str = DEFAULT_BACKBONE, *,
                  pretrained: bool = True, image_size: int | None = None, num_threads: int | None = None,
-                 device: DeviceLike = "cpu", **_: Any) -> None:
+                 device: DeviceLike = "cpu", tile_size: int | None = 640, tile_overlap: float = 0.2,
+                 background_share: float = 0.25, **_: Any) -> None:
         if task not in ("detection", "segmentation"):
             raise ValueError(f"detector supports detection and segmentation, not {task!r}")
         if not classes or len(set(classes)) != len(classes):
@@ -201,6 +236,13 @@ class DetectorAdapter:
         self.classes = [str(c) for c in classes]
         self.backbone_name, self.pretrained = backbone, pretrained
         self.image_size = int(image_size or 320)
+        if tile_size is not None and int(tile_size) < 32:
+            raise ValueError(f"tile_size must be at least 32 pixels (or None: no tiling), got {tile_size!r}")
+        if not 0.0 <= float(tile_overlap) < 1.0 or not 0.0 <= float(background_share) < 1.0:
+            raise ValueError(f"tile_overlap and background_share must be in [0, 1), got {tile_overlap!r} "
+                             f"and {background_share!r}")
+        self.tile_size = None if tile_size is None else int(tile_size)
+        self.tile_overlap, self.background_share = float(tile_overlap), float(background_share)
         self.num_threads = num_threads
         self.device = resolve_device(device)
         self.model, self.body = _build(task, len(self.classes), backbone, pretrained, self.image_size)
@@ -219,27 +261,107 @@ class DetectorAdapter:
     # ------------------------------------------------------------------ data
     def _load(self, source: ImageSource) -> tuple[torch.Tensor, float]:
         """RGB float ``[3, H', W']`` in [0, 1] with longer side <= image_size, and the scale used."""
-        img = load_rgb(source)
+        return self._shrink(load_rgb(source))
+
+    def _shrink(self, img: Image.Image) -> tuple[torch.Tensor, float]:
+        """``_load`` of an image already decoded."""
         scale = min(1.0, self.image_size / max(img.size))
         if scale < 1.0:
             img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
         arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
         return arr.float() / 255.0, scale
 
+    def _tiled(self, img: Image.Image) -> bool:
+        """Whether ``img`` takes the tiled path (its longer side is above ``tile_size``)."""
+        return self.tile_size is not None and max(img.size) > self.tile_size
+
+    @contextmanager
+    def _input_size(self, size: int) -> Iterator[None]:
+        """The net's resize step set to ``size`` (tiles: ``tile_size``, so they are not resized)."""
+        tr: Any = self.model.transform
+        saved = tr.min_size, tr.max_size
+        tr.min_size, tr.max_size = (size,), size
+        try:
+            yield
+        finally:
+            tr.min_size, tr.max_size = saved
+
+    def _detections(self, res_dev: dict[str, torch.Tensor], scale: float, polygons: bool,
+                    tolerance: float) -> Detections:
+        """One image's torchvision result -> :class:`Detections` (class ids 0-based) at ``1/scale``."""
+        res = {key: v.float().to("cpu") if v.is_floating_point() else v.to("cpu") for key, v in res_dev.items()}
+        points: list[list[float] | None] = []
+        if "masks" in res and polygons:
+            for j in range(len(res["boxes"])):
+                pts = mask_to_polygon(res["masks"][j, 0].numpy() >= 0.5, tolerance * scale)
+                points.append([v / scale for v in pts] if pts else None)
+        return Detections((res["boxes"] / scale).numpy(), res["scores"].numpy(), (res["labels"] - 1).numpy(), points)
+
+    def _as_dicts(self, dets: Detections, polygons: bool) -> list[dict[str, Any]]:
+        """:class:`Detections` (image pixels) -> ``[{"label", "bbox": [x, y, w, h], "score"(, "points")}]``."""
+        out = []
+        for j in range(len(dets)):
+            x0, y0, x1, y1 = (float(v) for v in dets.boxes[j])
+            det: dict[str, Any] = {"label": self.classes[int(dets.labels[j])], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                   "score": float(dets.scores[j])}
+            if self.task == "segmentation" and polygons:
+                det["points"] = dets.points[j]
+            out.append(det)
+        return out
+
+    def _predict_large(self, img: Image.Image, batch_size: int, polygons: bool, tolerance: float,
+                       progress: Progress | None, message: str) -> Detections:
+        """Sliced inference over one large image (image pixels)."""
+        assert self.tile_size is not None
+        tile = self.tile_size
+
+        def tiles(batch: list[np.ndarray]) -> list[Detections]:
+            xs = [to_device(torch.from_numpy(t.copy()).permute(2, 0, 1).float() / 255.0, self.device) for t in batch]
+            with self._input_size(tile), autocast(self.device):
+                results = self.model(xs)
+            return [self._detections(r, 1.0, polygons, tolerance) for r in results]
+
+        def whole(_: np.ndarray) -> tuple[Detections, float]:
+            x, scale = self._shrink(img)
+            with autocast(self.device):
+                (res,) = self.model([to_device(x, self.device)])
+            return self._detections(res, 1.0, polygons, tolerance * scale), scale
+
+        return sliced_predict(np.asarray(img, dtype=np.uint8), tiles, tile=tile, overlap=self.tile_overlap,
+                              batch_size=batch_size, predict_whole=whole, progress=progress, message=message)
+
     # ------------------------------------------------------------------ inference
     def predict(self, images: Sequence[ImageSource], *, batch_size: int = 8, polygons: bool = True,
-                tolerance: float = 1.0) -> Predictions:
-        """``probs [N, C]`` (best box score per class) and ``boxes`` per image, in original pixels."""
+                tolerance: float = 1.0, progress: Progress | None = None) -> Predictions:
+        """``probs [N, C]`` (best box score per class) and ``boxes`` per image, in original pixels.
+        Large images (see the module) are sliced into tiles, ``batch_size`` tiles a batch;
+        ``progress(fraction, message)`` is called after each batch (of images or tiles) and
+        may raise :class:`~learning.adapters.base.Cancelled`."""
         set_num_threads(self.num_threads)
         self.model.eval()
-        probs = np.zeros((len(images), len(self.classes)), dtype=np.float32)
-        out: list[list[dict[str, Any]]] = []
+        n = len(images)
+        probs = np.zeros((n, len(self.classes)), dtype=np.float32)
+        found: dict[int, list[dict[str, Any]]] = {}
         with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                loaded = [self._load(s) for s in images[start : start + batch_size]]
+            for start in range(0, n, batch_size):
+                loaded, index = [], []
+                for k, s in enumerate(images[start : start + batch_size]):
+                    img = load_rgb(s)
+                    if not self._tiled(img):
+                        loaded.append(self._shrink(img))
+                        index.append(start + k)
+                        continue
+                    i = start + k
+                    merged = self._predict_large(img, batch_size, polygons, tolerance,
+                                                 scaled(progress, i / n, (i + 1) / n), f"image {i + 1}/{n}: ")
+                    found[i] = self._as_dicts(merged, polygons)
+                    for c, score in zip(merged.labels, merged.scores, strict=True):
+                        probs[i, c] = max(probs[i, c], float(score))
+                if not loaded:
+                    continue
                 with autocast(self.device):
                     results = self.model([to_device(x, self.device) for x, _ in loaded])
-                for k, (res_dev, (_, scale)) in enumerate(zip(results, loaded, strict=True)):
+                for i, res_dev, (_, scale) in zip(index, results, loaded, strict=True):
                     res = {key: v.float().to("cpu") if v.is_floating_point() else v.to("cpu")
                            for key, v in res_dev.items()}
                     dets = []
@@ -251,10 +373,11 @@ class DetectorAdapter:
                         if "masks" in res and polygons:
                             pts = mask_to_polygon(res["masks"][j, 0].numpy() >= 0.5, tolerance * scale)
                             det["points"] = [v / scale for v in pts] if pts else None
-                        probs[start + k, c] = max(probs[start + k, c], score)
+                        probs[i, c] = max(probs[i, c], score)
                         dets.append(det)
-                    out.append(dets)
-        return Predictions(probs=probs, boxes=out)
+                    found[i] = dets
+                notify(progress, min(n, start + batch_size) / n, f"predicted {min(n, start + batch_size)}/{n} images")
+        return Predictions(probs=probs, boxes=[found[i] for i in range(n)])
 
     def embed(self, images: Sequence[ImageSource], *, batch_size: int = 16) -> np.ndarray:
         """``[N, D]`` float32: mean-pooled stride-32 body features, L2-normalised."""
@@ -288,44 +411,66 @@ class DetectorAdapter:
         saved, saved_id = snapshot(self.model), self.weights_id
         masks = self.task == "segmentation"
         try:
-            data = []
+            data: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+            large: list[_Large] = []
             for img, ann in zip(train.images, train.labels, strict=True):
-                x, scale = self._load(img)
+                pil = load_rgb(img)
+                if self._tiled(pil):
+                    large.append(self._large(pil, dict(ann), masks))
+                    continue
+                x, scale = self._shrink(pil)
                 hw = (int(x.shape[1]), int(x.shape[2]))
                 data.append((x, targets_from_annotations(dict(ann), self.classes, scale, hw, masks)))
-            notify(progress, 0.03, f"loaded {len(data)} images")
+            notify(progress, 0.03, f"loaded {len(train)} images ({len(large)} tiled)")
             bs = max(1, min(config.batch_size, 8))
-            steps = config.epochs * math.ceil(len(data) / bs)
+            plans = self._tile_plans(data, large, config.epochs, bs, rng) if large else []
+            steps = sum(len(p) for p in plans) if large else config.epochs * math.ceil(len(data) / bs)
             warm = max(1, min(100, steps // 10))
             params = [p for p in self.model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
             scaler = grad_scaler(self.device)  # active only for fp16 autocast
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (
                 1 + math.cos(math.pi * min(1.0, i / steps))))
+
+            def train_step(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> float:
+                xs = [to_device(x, self.device) for x, _ in batch]
+                ts = [{k: to_device(v, self.device) for k, v in t.items()} for _, t in batch]
+                with autocast(self.device):
+                    losses = self.model(xs, ts)
+                loss: Any = sum(v.float() for v in losses.values())
+                opt.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(params, 10.0)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                return float(loss.detach())
+
             history, step = [], 0
             self.model.train()
             for epoch in range(config.epochs):
-                order, total = rng.permutation(len(data)), 0.0
-                for b0 in range(0, len(data), bs):
-                    batch = [_augment(*data[int(i)], rng) for i in order[b0 : b0 + bs]]
-                    xs = [to_device(x, self.device) for x, _ in batch]
-                    ts = [{k: to_device(v, self.device) for k, v in t.items()} for _, t in batch]
-                    with autocast(self.device):
-                        losses = self.model(xs, ts)
-                    loss: Any = sum(v.float() for v in losses.values())
-                    opt.zero_grad()
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(params, 10.0)
-                    scaler.step(opt)
-                    scaler.update()
-                    sched.step()
-                    step += 1
-                    value = float(loss.detach())
-                    total += value * len(batch)
-                    notify(progress, 0.03 + 0.87 * step / steps, f"epoch {epoch + 1}/{config.epochs}: "
-                           f"batch {b0 // bs + 1}, loss {value:.3f}")
-                history.append(EpochStats(epoch=epoch, train_loss=total / len(data), train_accuracy=0.0))
+                total, seen = 0.0, 0
+                if not large:  # today's whole-image path, draw for draw
+                    order = rng.permutation(len(data))
+                    for b0 in range(0, len(data), bs):
+                        batch = [_augment(*data[int(i)], rng) for i in order[b0 : b0 + bs]]
+                        value = train_step(batch)
+                        step += 1
+                        total, seen = total + value * len(batch), seen + len(batch)
+                        notify(progress, 0.03 + 0.87 * step / steps, f"epoch {epoch + 1}/{config.epochs}: "
+                               f"batch {b0 // bs + 1}, loss {value:.3f}")
+                else:
+                    for k, (kind, size, items) in enumerate(plans[epoch]):
+                        batch = [_augment(*self._sample(item, data, large, masks), rng) for item in items]
+                        with self._input_size(size):
+                            value = train_step(batch)
+                        step += 1
+                        total, seen = total + value * len(batch), seen + len(batch)
+                        notify(progress, 0.03 + 0.87 * step / steps, f"epoch {epoch + 1}/{config.epochs}: "
+                               f"batch {k + 1}/{len(plans[epoch])} ({kind})"
+                               f", loss {value:.3f}")
+                history.append(EpochStats(epoch=epoch, train_loss=total / max(1, seen), train_accuracy=0.0))
             self.model.eval()
             self.weights_id = f"tuned-{time.time_ns():x}"
             self.trained_on = str(self.device)
@@ -345,12 +490,86 @@ class DetectorAdapter:
         report.seconds = time.perf_counter() - start
         return report
 
+    def _large(self, img: Image.Image, ann: dict[str, Any], masks: bool) -> _Large:
+        """A large training image: decoded pixels, its objects (known classes) in image pixels,
+        and its shrunk whole view, labelled with the objects at least ``tile_overlap *
+        tile_size`` long and the smaller ones painted out (tiles teach those)."""
+        assert self.tile_size is not None
+        index = {c: i for i, c in enumerate(self.classes)}
+        objs: list[tuple[int, list[float], list[float] | None]] = []  # (label 1-based, xywh, points)
+        if not masks:
+            objs += [(index[b["label"]] + 1, list(map(float, b["bbox"])), None)
+                     for b in ann.get("boxes") or [] if b["label"] in index]
+        objs += [(index[p["label"]] + 1, polygon_bbox(p["points"]), [float(v) for v in p["points"]])
+                 for p in ann.get("polygons") or [] if p["label"] in index]
+        objs = [o for o in objs if o[1][2] >= 1 and o[1][3] >= 1]
+        x, scale = self._shrink(img)
+        floor = self.tile_overlap * self.tile_size
+        big = [max(o[1][2], o[1][3]) >= floor for o in objs]
+        for o, keep in zip(objs, big, strict=True):
+            if not keep:
+                bx, by, bw, bh = (v * scale for v in o[1])
+                x[:, int(by) : math.ceil(by + bh), int(bx) : math.ceil(bx + bw)] = 0.5
+        kept = [o for o, keep in zip(objs, big, strict=True) if keep]
+        whole_ann = {"boxes": [] if masks else [{"label": self.classes[o[0] - 1], "bbox": o[1]} for o in kept],
+                     "polygons": [{"label": self.classes[o[0] - 1], "points": o[2]} for o in kept if o[2] is not None]}
+        hw = (int(x.shape[1]), int(x.shape[2]))
+        whole = (x, targets_from_annotations(whole_ann, self.classes, scale, hw, masks))
+        xyxy = np.array([[b[0], b[1], b[0] + b[2], b[1] + b[3]] for _, b, _ in objs], dtype=np.float64).reshape(-1, 4)
+        return _Large(np.asarray(img, dtype=np.uint8), xyxy, np.array([o[0] for o in objs], dtype=np.int64),
+                      [o[2] for o in objs], whole)
+
+    def _tile_plans(self, data: list, large: list[_Large], epochs: int, bs: int,
+                    rng: np.random.Generator) -> list[list[tuple[str, int, list[tuple[Any, ...]]]]]:
+        """Per epoch the batches ``(kind, input size, items)``: fresh tiles of every large image
+        (``("tile", j, TileSample)``), its whole view (``("whole", j)``) and the small images
+        (``("small", i)``), shuffled; tiles batch together (at ``tile_size``), the rest together
+        (at ``image_size``), and the batches run in random order."""
+        assert self.tile_size is not None
+        plans = []
+        for _ in range(epochs):
+            items: list[tuple[Any, ...]] = [("small", i) for i in range(len(data))]
+            for j, lg in enumerate(large):
+                h, w = lg.pixels.shape[:2]
+                tiles = sample_training_tiles(w, h, lg.boxes, lg.labels, tile=self.tile_size, rng=rng,
+                                              background_share=self.background_share, polygons=lg.polygons)
+                items += [("tile", j, t) for t in tiles] + [("whole", j)]
+            order = rng.permutation(len(items))
+            tiles_first = [items[int(i)] for i in order if items[int(i)][0] == "tile"]
+            rest = [items[int(i)] for i in order if items[int(i)][0] != "tile"]
+            batches = [("tiles", self.tile_size, tiles_first[b : b + bs]) for b in range(0, len(tiles_first), bs)]
+            batches += [("images", self.image_size, rest[b : b + bs]) for b in range(0, len(rest), bs)]
+            plans.append([batches[int(i)] for i in rng.permutation(len(batches))])
+        return plans
+
+    @staticmethod
+    def _sample(item: tuple[Any, ...], data: list, large: list[_Large],
+                masks: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A planned item -> ``(image [3, h, w] float, targets)``."""
+        if item[0] == "small":
+            return data[item[1]]  # type: ignore[no-any-return]
+        lg = large[item[1]]
+        if item[0] == "whole":
+            return lg.whole
+        t = item[2]
+        pixels = erase_regions(t.window.crop(lg.pixels), t.erase)
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 255.0
+        target = {"boxes": torch.from_numpy(t.boxes).reshape(-1, 4), "labels": torch.from_numpy(t.labels).reshape(-1)}
+        if masks:
+            ms = [polygon_to_mask(p, t.window.h, t.window.w) if p is not None
+                  else np.zeros((t.window.h, t.window.w), dtype=bool) for p in t.polygons]
+            target["masks"] = (torch.from_numpy(np.stack(ms)) if ms
+                               else torch.zeros((0, t.window.h, t.window.w), dtype=torch.bool)).to(torch.uint8)
+        return x, target
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: Path | str) -> None:
         """Directory with ``manifest.json`` and ``weights.pt`` (the whole net), written atomically."""
         manifest = {"adapter": self.adapter_key, "format_version": FORMAT_VERSION, "task": self.task,
                     "classes": self.classes, "backbone": self.backbone_name, "image_size": self.image_size,
-                    "weights_id": self.weights_id, "weights": WEIGHTS, "trained_on": self.trained_on,
+                    "tile_size": self.tile_size, "tile_overlap": self.tile_overlap,
+                    "background_share": self.background_share, "weights_id": self.weights_id,
+                    "weights": WEIGHTS, "trained_on": self.trained_on,
                     "versions": {"torch": torch.__version__, "timm": timm.__version__},
                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         with atomic_directory(path) as tmp:
@@ -364,8 +583,10 @@ class DetectorAdapter:
         m = read_manifest(path)
         if m.get("adapter") != cls.adapter_key:
             raise ValueError(f"{path} holds a {m.get('adapter')!r} model, not {cls.adapter_key!r}")
+        # a manifest from before tiling existed has no tile_size: that model never saw tiles
         adapter = cls(m["classes"], m["task"], m["backbone"], pretrained=False, image_size=m["image_size"],
-                      num_threads=num_threads, device=device)
+                      num_threads=num_threads, device=device, tile_size=m.get("tile_size"),
+                      tile_overlap=m.get("tile_overlap", 0.2), background_share=m.get("background_share", 0.25))
         state = torch.load(Path(path) / m.get("weights", WEIGHTS), map_location="cpu", weights_only=True)
         adapter.model.load_state_dict(state)
         adapter.model.eval()

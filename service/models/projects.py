@@ -92,6 +92,9 @@ class PolicyPublic(SQLModel):
     mirror: bool
     grid_purity: float | None
     grid_min_confidence: float
+    tile_size: int
+    tile_overlap: float
+    background_share: float
 
 
 class ProjectPublic(ProjectBase):

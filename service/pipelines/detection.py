@@ -114,6 +114,8 @@ class DetectionPipeline:
         progress(0.02, f"training detector v{inputs.version} on {len(inputs.train_paths)} images")
         adapter: Any = create_adapter("detector", classes=classes, task=str(inputs.task.value),
                                       image_size=policy.image_size or DEFAULT_IMAGE_SIZE,
+                                      tile_size=policy.tile_size, tile_overlap=policy.tile_overlap,
+                                      background_share=policy.background_share,
                                       num_threads=inputs.model.torch_threads, device=inputs.model.device)
         holdout = LabelledImages(inputs.holdout_paths, objects(inputs.holdout_data)) if inputs.holdout_paths else None
         config = FitConfig(algorithm="precise", epochs=policy.epochs, seed=inputs.version, batch_size=8,

@@ -76,6 +76,9 @@ class ScanInputs:
     data: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, Any] | None = None
     device: str = "cpu"
+    tile_size: int = 640
+    tile_overlap: float = 0.2
+    background_share: float = 0.25
 
 
 @dataclass
@@ -94,7 +97,9 @@ def prepare(session: Session, *, project: Project, settings: Settings, seed: int
     mv = current_model(session, project.id)
     inputs = ScanInputs(classes=class_names(session, project.id), task=str(project.task.value), seed=seed,
                         image_size=policy.image_size or DEFAULT_IMAGE_SIZE, epochs=policy.epochs,
-                        threads=settings.torch_threads, device=str(settings.torch_device))
+                        threads=settings.torch_threads, device=str(settings.torch_device),
+                        tile_size=policy.tile_size, tile_overlap=policy.tile_overlap,
+                        background_share=policy.background_share)
     keep: dict[str, Any] = {"mv": mv, "proposals": []}
     store = blob_store(settings)
     if mv is not None and mv.path is not None:
@@ -137,7 +142,9 @@ def compute(inputs: ScanInputs, ctx: ComputeContext) -> ScanOutputs:
     if inputs.skipped is None:
         def make() -> Any:
             return create_adapter("detector", classes=inputs.classes, task=inputs.task,
-                                  image_size=inputs.image_size, num_threads=inputs.threads, device=inputs.device)
+                                  image_size=inputs.image_size, num_threads=inputs.threads, device=inputs.device,
+                                  tile_size=inputs.tile_size, tile_overlap=inputs.tile_overlap,
+                                  background_share=inputs.background_share)
 
         config = FitConfig(algorithm="precise", epochs=inputs.epochs, seed=inputs.seed, batch_size=8,
                            num_threads=inputs.threads)

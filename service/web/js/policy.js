@@ -6,6 +6,7 @@
 // minEvidence() is learning/calibration.py min_evidence_for (the Clopper-Pearson rule).
 
 const MAX_LABELS = 1_000_000, MAX_MINUTES = 525_600, MAX_BATCH = 10_000, MAX_EPOCHS = 1_000, MAX_IMAGE = 2_048;
+const MIN_TILE = 64, MAX_TILE = 4_096;
 // learning/calibration_auto.py: auto splits delta between the pooled statement and the per-class ones
 export const AUTO_POOLED_SHARE = 0.8, AUTO_PER_CLASS_SHARE = 0.1, AUTO_MIN_CLASS_ITEMS = 20;
 
@@ -40,6 +41,14 @@ const F = {
   image_size: ["Model input size (precise)", "int?", "Pixels a side; empty: the backbone's default.",
     `an integer >= 16 or None (at most ${big(MAX_IMAGE)})`, (v) => v === null || (isInt(v) && v >= 16 && v <= MAX_IMAGE),
     "backbone default"],
+  tile_size: ["Tile size (detection)", "int",
+    "Images larger than this many pixels a side are trained and pre-labelled in tiles at full resolution.",
+    `an integer >= ${MIN_TILE} and at most ${big(MAX_TILE)}`, (v) => isInt(v) && v >= MIN_TILE && v <= MAX_TILE],
+  tile_overlap: ["Tile overlap (detection)", "float", "Share of a tile its neighbour repeats, e.g. 0.2.",
+    "between 0 and 0.9", (v) => isNum(v) && v >= 0 && v <= 0.9],
+  background_share: ["Background tiles (detection)", "float",
+    "Share of training tiles drawn away from labelled objects, to teach what clean image looks like.",
+    "between 0 and 0.9", (v) => isNum(v) && v >= 0 && v <= 0.9],
   features: ["Image features", "choice",
     "stages: top features and three stages below (better on images unlike ImageNet); final: top features only.",
     "one of stages, final", (v) => CHOICES.features.includes(v)],
@@ -78,7 +87,8 @@ const F = {
 /** [group id, title, field keys]: the order the page shows them in. */
 export const GROUPS = [
   ["train-when", "When to train", ["min_labels_per_class", "retrain_every_labels", "retrain_every_minutes"]],
-  ["train-what", "What to train", ["algorithm", "epochs", "image_size", "features", "mirror", "semi_supervised"]],
+  ["train-what", "What to train", ["algorithm", "epochs", "image_size", "features", "mirror", "semi_supervised",
+    "tile_size", "tile_overlap", "background_share"]],
   ["sure", "How sure pre-labels must be", ["target_precision", "delta", "calibration", "holdout_share", "holdout_min",
     "auto_accept", "audit_share"]],
   ["next", "What people see next", ["strategy", "batch_size"]],
