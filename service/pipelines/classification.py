@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,20 @@ def top(classes: list[str], p: np.ndarray, k: int = 3) -> list[list[Any]]:
     return [[classes[int(i)], round(float(p[int(i)]), 5)] for i in idx]
 
 
+class Handoff:
+    """The classifier the embedding step built, for the fit in the same process (in-process, one
+    classifier per training, as before sharding); never pickled: another process builds its own."""
+
+    def __init__(self) -> None:
+        self.adapter: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.adapter = None
+
+
 @dataclass(frozen=True)
 class EmbedShards:
     """A :class:`service.jobs.executor.ShardTask`: a shard of ``(sha, path)`` -> its frozen-backbone
@@ -125,6 +139,7 @@ class EmbedShards:
     classes: tuple[str, ...]
     task: Task
     policy: Policy
+    handoff: Handoff = field(default_factory=Handoff, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -132,7 +147,8 @@ class EmbedShards:
         return ("embed", self.model, self.classes, self.task, p.image_size, p.features, p.mirror)
 
     def load(self) -> Any:
-        return classifier(self.model.here(), list(self.classes), self.task, self.policy)
+        self.handoff.adapter = classifier(self.model.here(), list(self.classes), self.task, self.policy)
+        return self.handoff.adapter
 
     def run(self, adapter: Any, shard: list[tuple[str, Path]], report: Callable[[float], None]) -> np.ndarray:
         return cached_embeddings(adapter, [s for s, _ in shard], [p for _, p in shard],
@@ -170,6 +186,7 @@ class FitJob:
 
     inputs: TrainInputs
     vecs: np.ndarray | None
+    handoff: Handoff | None = None
 
 
 def fit_classifier(job: FitJob, ctx: ComputeContext) -> TrainOutputs:
@@ -177,7 +194,9 @@ def fit_classifier(job: FitJob, ctx: ComputeContext) -> TrainOutputs:
     inputs, vecs = job.inputs, job.vecs
     policy, progress = inputs.policy, ctx.progress
     n, h = len(inputs.train_paths), len(inputs.holdout_paths)
-    adapter = classifier(inputs.model.here(), inputs.classes, inputs.task, policy)
+    adapter = job.handoff.adapter if job.handoff is not None else None
+    if adapter is None:
+        adapter = classifier(inputs.model.here(), inputs.classes, inputs.task, policy)
     emb = None
     if vecs is not None:
         emb = FitEmbeddings(train=vecs[:n], holdout=vecs[n:n + h],
@@ -230,14 +249,14 @@ class ClassificationPipeline:
         (``ctx.run``: a Ray task holding a GPU where there is one)."""
         n, m = len(inputs.train_paths), len(inputs.embed_shas)
         ctx.progress(0.02, f"training v{inputs.version} on {n} labels ({inputs.policy.algorithm})")
-        vecs = None
+        vecs, handoff = None, Handoff()
         if inputs.policy.algorithm == "fast":
             task = EmbedShards(model=inputs.model, classes=tuple(inputs.classes), task=inputs.task,
-                               policy=inputs.policy)
+                               policy=inputs.policy, handoff=handoff)
             parts = ctx.map(task, ctx.shards(list(zip(inputs.embed_shas, inputs.embed_paths, strict=True))),
                             progress=lambda f: ctx.progress(0.02 + 0.4 * f, f"embedded {round(f * m)} of {m} items"))
             vecs = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-        return ctx.run(fit_classifier, FitJob(inputs, vecs), gpu=True)
+        return ctx.run(fit_classifier, FitJob(inputs, vecs, handoff), gpu=True)
 
     def after_train(self, session: Session, *, project: Project, mv: ModelVersion, plan: TrainPlan,
                     outputs: TrainOutputs) -> dict[str, Any]:
