@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'labe
 
 import tests.fakes as fakes  # noqa: E402
 from service.jobs.executor import LocalContext  # noqa: E402
-from service.jobs.ray_executor import RayExecutor, ShardFailed, release_pool  # noqa: E402
+from service.jobs.ray_executor import POOL, RayExecutor, ShardFailed, release_pool  # noqa: E402
 from service.jobs.runner import ThreadExecutor, enqueue  # noqa: E402
 from service.main import create_app  # noqa: E402
 from service.models import Item, Job, JobState, ModelVersion, Prediction  # noqa: E402
@@ -131,6 +132,24 @@ def test_the_in_process_map_and_the_ray_map_agree_on_shards(flags: Path) -> None
     (flags / "fail").write_text("")
     with pytest.raises(ShardFailed, match=r"shard 3 of 4 failed on Ray: ValueError: planted failure on 3"):
         executor.map(slow_double, [1, 2, 3, 4])
+
+
+def test_a_worker_process_killed_mid_map_is_retried_and_every_shard_comes_back_once(flags: Path) -> None:
+    executor = RayExecutor(None, make_settings(flags.parent / "unused2"), actors=2, poll_seconds=0.2)  # type: ignore[arg-type]
+    assert executor.map(slow_double, [1, 2]) == [2, 4]  # the pool is up
+    with POOL.lock:
+        pids = ray.get([a.pid.remote() for a in executor.workers(False)])
+    (flags / "slow").write_text("1.5")
+    out: list[Any] = []
+    mapping = threading.Thread(target=lambda: out.append(executor.map(slow_double, list(range(1, 7)))))
+    mapping.start()
+    time.sleep(0.8)  # both actors are inside their first shard
+    os.kill(pids[0], signal.SIGKILL)
+    mapping.join(timeout=120)
+    assert not mapping.is_alive()
+    assert out == [[2, 4, 6, 8, 10, 12]]  # Ray restarted the actor and ran its shard again
+    with POOL.lock:
+        assert pids[0] not in ray.get([a.pid.remote() for a in executor.workers(False)])
 
 
 def test_a_cancelled_ray_job_stops_and_keeps_only_what_was_committed(tmp_path: Path, flags: Path) -> None:
