@@ -32,10 +32,12 @@ import os
 import threading
 import traceback
 from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
 from ray.util import ActorPool
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy.engine import Engine
 
 from service.config import Settings
@@ -130,6 +132,26 @@ def connect(address: str) -> bool:
     return True
 
 
+def _sees(path: str) -> bool:
+    return os.path.isdir(path) and os.access(path, os.R_OK | os.W_OK | os.X_OK)
+
+
+_sees_remote = ray.remote(num_cpus=0)(_sees)
+
+
+def check_data_dir(data_dir: Path, timeout: float = 120.0) -> None:
+    """Raise one sentence naming the Ray nodes (alive now) that cannot read and write
+    ``data_dir`` at that path: workers read images and models and write the embedding cache there."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = [_sees_remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                                 ).remote(str(data_dir)) for n in nodes]
+    seen = ray.get(refs, timeout=timeout)
+    blind = [str(n.get("NodeManagerAddress", n["NodeID"])) for n, ok in zip(nodes, seen, strict=True) if not ok]
+    if blind:
+        raise RuntimeError(f"LABELLOOP_EXECUTOR=ray: the data dir {data_dir} cannot be read and written on Ray "
+                           f"node(s) {', '.join(blind)}; mount it at that same path on every node")
+
+
 class SharedPool:
     """This process's actor pool, shared by its Ray executors (the API and a worker run one)."""
 
@@ -176,7 +198,9 @@ class RayExecutor(ThreadExecutor):
             self._owns_ray = connect(self.settings.ray_address)
 
     def start(self) -> None:
+        """Join Ray, check that every node sees the data dir, then run jobs."""
         self.connect()
+        check_data_dir(self.settings.data_dir)
         log.info("ray executor: %s", ray.cluster_resources())
         super().start()
 

@@ -26,7 +26,7 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'labe
 
 import tests.fakes as fakes  # noqa: E402
 from service.jobs.executor import LocalContext  # noqa: E402
-from service.jobs.ray_executor import POOL, RayExecutor, ShardFailed, release_pool  # noqa: E402
+from service.jobs.ray_executor import POOL, RayExecutor, ShardFailed, check_data_dir, release_pool  # noqa: E402
 from service.jobs.runner import ThreadExecutor, enqueue  # noqa: E402
 from service.main import create_app  # noqa: E402
 from service.models import Item, Job, JobState, ModelVersion, Prediction  # noqa: E402
@@ -226,3 +226,10 @@ def test_the_api_with_executor_ray_runs_its_jobs_through_ray(tmp_path: Path, fla
     with TestClient(app):
         assert type(app.state.executor) is RayExecutor and app.state.executor._threads[0].is_alive()
     assert not app.state.executor._threads[0].is_alive() and ray.is_initialized()  # stopped; Ray was not its own
+
+
+def test_a_data_dir_a_node_cannot_see_stops_the_start(tmp_path: Path, flags: Path) -> None:
+    check_data_dir(tmp_path)  # this machine's one node sees it
+    with pytest.raises(RuntimeError, match=r"the data dir .*/nowhere cannot be read and written on Ray node\(s\) "
+                                           r"[0-9.]+; mount it at that same path on every node"):
+        check_data_dir(tmp_path / "nowhere")
