@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import traceback
 from collections.abc import Callable, Hashable, Sequence
@@ -121,6 +122,9 @@ def connect(address: str) -> bool:
     call started the connection (``False``: this process was already connected)."""
     if ray.is_initialized():
         return False
+    # ray.init installs its own SIGTERM handler: keep the process's (uvicorn's, the worker's graceful stop)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
         if address == "local":  # a new instance even when RAY_ADDRESS or `ray start` name another
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -129,6 +133,9 @@ def connect(address: str) -> bool:
     except Exception as exc:  # one sentence for the operator, the cause chained
         raise RuntimeError(f"LABELLOOP_EXECUTOR=ray could not join Ray at LABELLOOP_RAY_ADDRESS={address}: "
                            f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return True
 
 
