@@ -117,6 +117,10 @@ class Settings(BaseSettings):
             if importlib.util.find_spec("ray") is None:
                 raise ValueError("LABELLOOP_EXECUTOR=ray needs Ray, which is not installed here: "
                                  "pip install 'labelloop[ray]'")
+            if self.ray_address == "local" and self.web_workers > 1:
+                raise ValueError(f"LABELLOOP_RAY_ADDRESS=local would start a private Ray in each of the "
+                                 f"{self.web_workers} API processes: start one with `ray start --head` and set "
+                                 "LABELLOOP_RAY_ADDRESS=auto")
             # Ray's workers get image and model paths: relative ones would name their own folders
             self.data_dir = self.data_dir.resolve()
         if not self.database_url:

@@ -45,6 +45,13 @@ def test_ray_chosen_but_not_installed_says_how_to_install_it(monkeypatch: pytest
         Settings(executor="ray")
 
 
+def test_a_private_ray_per_api_process_is_refused() -> None:
+    pytest.importorskip("ray", reason="ray is not installed: the check runs only where it could start")
+    with pytest.raises(ValidationError, match="would start a private Ray in each of the 4 API processes"):
+        Settings(executor="ray", web_workers=4)
+    assert Settings(executor="ray", web_workers=4, ray_address="auto").web_workers == 4
+
+
 def test_worker_and_inprocess_build_the_thread_executor(tmp_path: Path) -> None:
     for name in ("inprocess", "worker"):
         s = make_settings(tmp_path, executor=name)
