@@ -72,6 +72,8 @@ from learning.tiling import Detections, erase_regions, sample_training_tiles, sl
 from learning.train import atomic_directory, cpu_state, notify, scaled, snapshot
 
 WEIGHTS = "weights.pt"
+MAX_TILED_BOXES = 300
+"""Boxes kept per tiled image, best first (each tile may give 50, a whole image 50)."""
 __all__ = ["DetectorAdapter", "targets_from_annotations"]
 
 
@@ -327,8 +329,9 @@ class DetectorAdapter:
                 (res,) = self.model([to_device(x, self.device)])
             return self._detections(res, 1.0, polygons, tolerance * scale), scale
 
-        return sliced_predict(np.asarray(img, dtype=np.uint8), tiles, tile=tile, overlap=self.tile_overlap,
-                              batch_size=batch_size, predict_whole=whole, progress=progress, message=message)
+        merged = sliced_predict(np.asarray(img, dtype=np.uint8), tiles, tile=tile, overlap=self.tile_overlap,
+                                batch_size=batch_size, predict_whole=whole, progress=progress, message=message)
+        return merged.take(np.arange(min(len(merged), MAX_TILED_BOXES)))  # best first
 
     # ------------------------------------------------------------------ inference
     def predict(self, images: Sequence[ImageSource], *, batch_size: int = 8, polygons: bool = True,
@@ -553,7 +556,7 @@ class DetectorAdapter:
             return lg.whole
         t = item[2]
         pixels = erase_regions(t.window.crop(lg.pixels), t.erase)
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 255.0
+        x = torch.from_numpy(np.array(pixels)).permute(2, 0, 1).float() / 255.0
         target = {"boxes": torch.from_numpy(t.boxes).reshape(-1, 4), "labels": torch.from_numpy(t.labels).reshape(-1)}
         if masks:
             ms = [polygon_to_mask(p, t.window.h, t.window.w) if p is not None
