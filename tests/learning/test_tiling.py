@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from learning.adapters.base import Cancelled
 from learning.tiling import (
@@ -142,3 +143,57 @@ def test_whole_image_pass_adds_only_large_objects_and_cancel_stops() -> None:
 
     with pytest.raises(Cancelled):
         sliced_predict(image, _white_boxes, tile=256, overlap=0.2, progress=cancel)
+
+EPOCHS = 10
+
+
+def _board(rng: np.random.Generator, size: int, n: int) -> tuple[Image.Image, dict]:
+    """A textured grey canvas with ``n`` yellow squares of 12-20 px (class ``defect``)."""
+    low = rng.integers(70, 110, (size // 8, size // 8, 3), dtype=np.uint8)
+    arr = np.asarray(Image.fromarray(low).resize((size, size), Image.Resampling.BILINEAR)).astype(np.int16)
+    arr = arr + rng.integers(-12, 13, (size, size, 3), dtype=np.int16)
+    im = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    boxes = []
+    for _ in range(n):
+        s = int(rng.integers(12, 21))
+        x, y = (int(v) for v in rng.integers(8, size - s - 8, 2))
+        draw.rectangle([x, y, x + s - 1, y + s - 1], fill=(230, 200, 40))
+        boxes.append({"label": "defect", "bbox": [float(x), float(y), float(s), float(s)]})
+    return im, {"boxes": boxes, "polygons": []}
+
+
+def _recall(pred: list[list[dict]], truth: list[dict], cut: float = 0.5) -> float:
+    hit = total = 0
+    for dets, ann in zip(pred, truth, strict=True):
+        for g in ann["boxes"]:
+            total += 1
+            gx, gy, gw, gh = g["bbox"]
+            for d in dets:
+                x, y, w, h = d["bbox"]
+                ix = max(0.0, min(x + w, gx + gw) - max(x, gx))
+                iy = max(0.0, min(y + h, gy + gh) - max(y, gy))
+                if d["score"] >= cut and ix * iy / (w * h + gw * gh - ix * iy) >= 0.3:
+                    hit += 1
+                    break
+    return hit / total
+
+
+@pytest.mark.slow
+def test_tiny_squares_on_a_large_canvas_found_by_tiles_not_by_the_whole_image() -> None:
+    from learning.adapters.base import FitConfig, LabelledImages
+    from learning.adapters.detector import DetectorAdapter
+
+    rng = np.random.default_rng(0)
+    train = [_board(rng, 2048, 4) for _ in range(6)]
+    test = [_board(rng, 2048, 4) for _ in range(2)]
+    labels = np.empty(len(train), dtype=object)
+    labels[:] = [a for _, a in train]
+    recall = {}
+    for tile in (256, None):
+        ad = DetectorAdapter(["defect"], image_size=256, tile_size=tile, num_threads=2)
+        ad.fit(LabelledImages([im for im, _ in train], labels), None,
+               config=FitConfig(algorithm="precise", epochs=EPOCHS, batch_size=8, seed=0))
+        recall[tile] = _recall(ad.predict([im for im, _ in test]).boxes or [], [a for _, a in test])
+    assert recall[256] >= 0.8, recall
+    assert recall[None] < recall[256], recall
