@@ -45,6 +45,21 @@ class ShardTask(Protocol):
     def run(self, loaded: Any, shard: Any, report: Callable[[float], None]) -> Any: ...
 
 
+_REMOTE = False
+
+
+def mark_remote() -> None:
+    """This process is a remote executor's worker (a Ray actor or task): compute steps resolve
+    their device again here (Ray gives each GPU worker its own GPU as ``cuda:0``)."""
+    global _REMOTE
+    _REMOTE = True
+
+
+def is_remote() -> bool:
+    """Whether :func:`mark_remote` was called in this process."""
+    return _REMOTE
+
+
 def _ignore(fraction: float) -> None:
     return None
 

@@ -42,7 +42,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy.engine import Engine
 
 from service.config import Settings
-from service.jobs.executor import LocalContext, MapProgress, map_in_process, run_shard, split, weight
+from service.jobs.executor import LocalContext, MapProgress, map_in_process, mark_remote, run_shard, split, weight
 from service.jobs.runner import ThreadExecutor
 
 log = logging.getLogger("labelloop.jobs.ray")
@@ -58,6 +58,7 @@ class ShardWorker:
     """One actor of a map's pool: runs shards, keeping what a ShardTask loaded (its model)."""
 
     def __init__(self) -> None:
+        mark_remote()
         self.loaded: dict[Hashable, Any] = {}
 
     def run(self, fn: Any, index: int, shard: Any) -> tuple[int, bool, Any]:
@@ -111,6 +112,7 @@ class RemoteContext:
 
 
 def _run_step(fn: Callable[[Any, Any], Any], inputs: Any, relay: Any, shard_size: int) -> Any:
+    mark_remote()
     return fn(inputs, RemoteContext(relay, shard_size))
 
 

@@ -31,7 +31,7 @@ from sqlmodel import Session
 from learning.adapters import load_adapter
 from learning.policy import Policy
 from service.config import Settings
-from service.jobs.executor import ComputeContext
+from service.jobs.executor import ComputeContext, is_remote
 from service.models import ModelVersion, Project
 
 Progress = Callable[[float, str], None]
@@ -64,8 +64,9 @@ class ModelConfig:
 
     def here(self) -> ModelConfig:
         """This config on the machine that runs it: with ``LABELLOOP_DEVICE=auto`` the device
-        is resolved again (a Ray worker with a GPU uses it, whatever the driver has)."""
-        if self.device_setting != "auto":
+        is resolved again (a Ray worker with a GPU uses it, whatever the driver has), and so is
+        ``cuda:N`` in a remote worker (Ray shows each GPU worker its GPU as ``cuda:0``)."""
+        if self.device_setting != "auto" and not (is_remote() and self.device_setting.startswith("cuda")):
             return self
         from learning.device import resolve_device
 

@@ -101,3 +101,18 @@ def test_in_process_shards_run_in_order_load_once_and_sum_their_progress() -> No
     assert ctx.map(lambda s: sum(s), ctx.shards([1, 2, 3, 4])) == [6, 4]
     assert ctx.run(lambda inputs, c: (inputs, c is ctx), 7) == (7, True)  # in-process: here, same context
     assert split([], 4) == []
+
+
+def test_a_remote_worker_resolves_its_device_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.jobs.executor as executor
+    from service.pipelines.base import ModelConfig
+
+    model = ModelConfig(backbone="b", checkpoint=None, image_size=32, torch_threads=1, data_dir=tmp_path,
+                        device="cuda:1", device_setting="cuda:1")
+    assert model.here() is model  # in the driver: as set
+    monkeypatch.setattr(executor, "_REMOTE", True)
+    from learning.device import resolve_device
+
+    assert model.here().device == str(resolve_device("auto"))  # a Ray GPU worker sees its GPU as cuda:0
+    assert ModelConfig(backbone="b", checkpoint=None, image_size=32, torch_threads=1, data_dir=tmp_path,
+                       device="cpu", device_setting="cpu").here().device == "cpu"
