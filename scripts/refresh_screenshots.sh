@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Refresh the README's screenshots (docs/screenshots/*.png): run the browser tests that take
-# them (tests/browser/conftest.py's shot()) into a fresh artifacts folder and copy what they
+# them (tests/system/browser/conftest.py's shot()) into a fresh artifacts folder and copy what they
 # saved. The ordinary test run writes them to test-artifacts/screenshots/ only, so running
 # the suite never changes committed files. Needs Debian's chromium (scripts/test.sh installs it).
 set -euo pipefail
@@ -9,7 +9,7 @@ if [ ! -x /usr/bin/chromium ]; then
   echo "refresh_screenshots: /usr/bin/chromium is missing (apt-get install chromium)" >&2
   exit 1
 fi
-mapfile -t files < <(grep -l '^ *shot(' tests/browser/test_*.py)
+mapfile -t files < <(grep -l '^ *shot(' tests/system/browser/test_*.py)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 export OMP_WAIT_POLICY=PASSIVE

@@ -95,7 +95,7 @@ def serve_app(app: Any) -> Iterator[str]:
 
     import uvicorn
 
-    from tests.faults.live import STARTUP_SECONDS, free_port
+    from tests.system.faults.live import STARTUP_SECONDS, free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

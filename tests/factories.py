@@ -1,7 +1,7 @@
 """Shared test factories: colour images, a colour-group project, jobs run in-process, grid pages.
 
-One copy of each helper for the test packages (``tests/loop4/helpers.py`` and
-``tests/faults/live.py`` re-export what they used to define). Images of a few clearly
+One copy of each helper for the test packages (``tests/loop/helpers.py`` and
+``tests/system/faults/live.py`` re-export what they used to define). Images of a few clearly
 different colours are what every loop test learns from: a real backbone separates them
 at once and :mod:`tests.fakes` learns them from their mean colour.
 """

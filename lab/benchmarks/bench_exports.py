@@ -24,7 +24,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lab.benchmarks.bench_load import labeler, ready_labels, seed  # noqa: E402
-from tests.faults.live import LiveServer, colour_png  # noqa: E402
+from tests.system.faults.live import LiveServer, colour_png  # noqa: E402
 
 FORMATS = ("csv", "coco", "labelstudio")
 

@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlmodel import Session, col, select  # noqa: E402
 
 from service.models import Annotation, Item, ItemStatus, Project  # noqa: E402
-from tests.faults.live import LiveServer, colour_png, label_through_queue  # noqa: E402
+from tests.system.faults.live import LiveServer, colour_png, label_through_queue  # noqa: E402
 
 PG_BENCH = "postgresql+psycopg://postgres@127.0.0.1:5432/labelloop_bench"
 

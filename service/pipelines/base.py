@@ -85,9 +85,10 @@ class ModelConfig:
                             decode_workers=self.decode_workers)
 
     def cache_settings(self) -> Settings:
-        """Settings naming only ``data_dir``, for :func:`service.loop.features.cached_embeddings`
+        """Settings naming only ``data_dir`` and the batch size, for
+        :func:`service.loop.features.cached_embeddings`
         (built without reading the environment)."""
-        return Settings.model_construct(data_dir=self.data_dir)
+        return Settings.model_construct(data_dir=self.data_dir, inference_batch_size=self.batch_size)
 
 
 @dataclass

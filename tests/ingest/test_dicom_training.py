@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 from service.models import Job, ModelVersion, Prediction
 from tests.conftest import Ctx
 from tests.ingest.dicom_files import make_dicom
-from tests.loop4.helpers import COLOURS, colour_png, label, run_jobs, start_job
+from tests.loop.helpers import COLOURS, colour_png, label, run_jobs, start_job
 
 pytest.importorskip("pydicom")
 

@@ -28,7 +28,7 @@ from service.pipelines import classification as cls
 from service.pipelines import classification_scans as scans
 from service.pipelines.base import ModelConfig
 from tests.conftest import Ctx
-from tests.loop4.helpers import colour_png, colour_project, label, run_jobs, start_job
+from tests.loop.helpers import colour_png, colour_project, label, run_jobs, start_job
 
 COLOURS = ["red", "green", "blue"]
 
@@ -112,7 +112,6 @@ def _refuse(*args: Any, **kw: Any) -> None:
 def test_detection_compute_inputs_pickle() -> None:
     from learning.box_calibration import ImageBoxes
     from service.pipelines import detection, detection_scans
-
     from service.pipelines.base import ModelConfig
 
     model = ModelConfig(backbone="b", checkpoint=None, image_size=64, torch_threads=1, data_dir=Path("d"))
