@@ -197,3 +197,15 @@ def test_tiny_squares_on_a_large_canvas_found_by_tiles_not_by_the_whole_image() 
         recall[tile] = _recall(ad.predict([im for im, _ in test]).boxes or [], [a for _, a in test])
     assert recall[256] >= 0.8, recall
     assert recall[None] < recall[256], recall
+
+
+def test_policy_tiling_knobs_and_bounds() -> None:
+    from learning.policy import Policy
+
+    p = Policy()
+    assert (p.tile_size, p.tile_overlap, p.background_share) == (640, 0.2, 0.25)
+    assert Policy.from_dict({"tile_size": 1024, "tile_overlap": 0.0, "background_share": 0.5}).tile_size == 1024
+    for bad in ({"tile_size": 32}, {"tile_size": 10_000}, {"tile_size": 640.0}, {"tile_overlap": 0.95},
+                {"tile_overlap": -0.1}, {"background_share": 1.0}, {"background_share": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Policy.from_dict(bad)
