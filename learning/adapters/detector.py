@@ -89,7 +89,6 @@ class _Body(nn.Module):
             if missing:
                 raise RuntimeError(f"pretrained weights lack {missing[:3]} for the {name} feature body")
         channels: list[int] = body.feature_info.channels()
-        torch.manual_seed(0)  # the FPN's initial weights (see _build)
         self.fpn = FeaturePyramidNetwork(channels, width, extra_blocks=LastLevelMaxPool())
         self.out_channels = width
         for m in self.body.modules():
@@ -112,18 +111,13 @@ class _Body(nn.Module):
 
 
 def _build(task: Task, n: int, name: str, pretrained: bool, size: int) -> tuple[nn.Module, _Body]:
-    """The detector with its new layers (FPN, RPN, heads) initialised from fixed seeds, not from
-    the process's random state (torch seeds each process differently, and building a timm
-    model draws a varying amount from it): the same data and ``FitConfig.seed`` train the same
-    model in any process. The caller's random state is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        return _build_seeded(task, n, name, pretrained, size)
-
-
-def _build_seeded(task: Task, n: int, name: str, pretrained: bool, size: int) -> tuple[nn.Module, _Body]:
+    """The detector. Its new layers (FPN, RPN, heads) start from torch's random state, which
+    torch seeds differently in each process, so a detector training repeats exactly only
+    within one process. (Fixed seeds here give every cross-fitting fold the same start, and the
+    hard-example scan's test then finds fewer planted errors: kept as it is until the folds get
+    seeds of their own.)"""
     body = _Body(name, pretrained, 96)
     cfg = data_config(create_backbone(name, pretrained=False))
-    torch.manual_seed(1)  # the heads
     anchors = AnchorGenerator(((16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 4)
     pool = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
     common: dict[str, Any] = dict(
