@@ -18,7 +18,8 @@ pytestmark = pytest.mark.browser
 
 GROUPS = {
     "train-when": ["min_labels_per_class", "retrain_every_labels", "retrain_every_minutes"],
-    "train-what": ["algorithm", "epochs", "image_size", "features", "mirror", "semi_supervised"],
+    "train-what": ["algorithm", "epochs", "image_size", "features", "mirror", "semi_supervised", "tile_size",
+                   "tile_overlap", "background_share"],
     "sure": ["target_precision", "delta", "calibration", "holdout_share", "holdout_min", "auto_accept", "audit_share"],
     "next": ["strategy", "batch_size"],
     "grids": ["grid_min_confidence", "grid_purity"],
