@@ -181,6 +181,8 @@ def _recall(pred: list[list[dict]], truth: list[dict], cut: float = 0.5) -> floa
 
 @pytest.mark.slow
 def test_tiny_squares_on_a_large_canvas_found_by_tiles_not_by_the_whole_image() -> None:
+    import torch
+
     from learning.adapters.base import FitConfig, LabelledImages
     from learning.adapters.detector import DetectorAdapter
 
@@ -191,6 +193,7 @@ def test_tiny_squares_on_a_large_canvas_found_by_tiles_not_by_the_whole_image() 
     labels[:] = [a for _, a in train]
     recall = {}
     for tile in (256, None):
+        torch.manual_seed(0)  # the detector's new layers start from torch's random state
         ad = DetectorAdapter(["defect"], image_size=256, tile_size=tile, num_threads=2)
         ad.fit(LabelledImages([im for im, _ in train], labels), None,
                config=FitConfig(algorithm="precise", epochs=EPOCHS, batch_size=8, seed=0))
