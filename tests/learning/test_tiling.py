@@ -144,7 +144,7 @@ def test_whole_image_pass_adds_only_large_objects_and_cancel_stops() -> None:
     with pytest.raises(Cancelled):
         sliced_predict(image, _white_boxes, tile=256, overlap=0.2, progress=cancel)
 
-EPOCHS = 10
+EPOCHS = 16  # at 10 the tiled recall was 1.0 or 0.625 depending on the detector's random start
 
 
 def _board(rng: np.random.Generator, size: int, n: int) -> tuple[Image.Image, dict]:
