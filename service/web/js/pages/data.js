@@ -6,6 +6,7 @@
 import { get, imageUrl, parseTime, qs, request, rows, thumbUrl } from "../api.js";
 import { atLeast } from "../app.js";
 import { clear, fmtNum, fmtTime, h, showError, toast } from "../ui.js";
+import { originWord } from "../words.js";
 
 const PAGE = 50;
 const STATUSES = ["unlabelled", "labelled", "proposed", "skipped", "review"];
@@ -142,7 +143,7 @@ export async function render(root, { project, role }) {
     const score = e.score != null ? ` · score ${fmtNum(e.score, 3)}` : "";
     const labels = e.labels && e.labels.length ? `: ${e.labels.join(", ")}` : "";
     const text = {
-      version: `version ${e.version} (${e.what}${e.provenance ? `, ${e.provenance}` : ""})${labels || ": no labels"}${who}${model}${score}`,
+      version: `version ${e.version} (${originWord(e.what)}${e.provenance ? `, ${e.provenance}` : ""})${labels || ": no labels"}${who}${model}${score}`,
       proposal: `proposal ${e.what}${labels}${who}${model}${score}`,
       flag: `flag ${e.what}${who}${score}`,
       audit: `${e.what === "item.reject" ? "sent back to the queue" : e.what}${who}${e.detail && e.detail.reason ? ` (${e.detail.reason})` : ""}`,
