@@ -148,7 +148,7 @@ def calibrate(
     error, 93 with one, 124 with two), or ``min_evidence`` items if more.  A bare 59
     lets one wrong label among the top scores end the walk.  The default 0.75%
     tolerates one error from 134 hold-out items, two from 267, three from 400.
-    Measured with ``tests/benchmarks/holdout_draws.py --start-error-rates`` (300 fresh
+    Measured with ``lab/benchmarks/holdout_draws.py --start-error-rates`` (300 fresh
     hold-out draws from the pool each 2,000-label model of a ``labelloop simulate`` run
     left; Fashion-MNIST, ``margin``): over the 10 ``fast`` runs of seeds 200-209, mean
     certified coverage with 200 / 350 / 430 hold-out items was 0.331 / 0.477 / 0.540,

@@ -10,7 +10,7 @@ reviewer's look first.  Inputs are arrays; nothing here calls a model.
 * :func:`find_label_issues` - plain confident learning (Northcutt, Jiang & Chuang 2021,
   the method behind cleanlab's ``find_label_issues``) over out-of-sample
   probabilities: a ranking, too eager to show a reviewer (about a quarter of correct
-  labels at 1,000 labels with a 0.85-accurate model; ``tests/benchmarks/bench_flags.py``).
+  labels at 1,000 labels with a 0.85-accurate model; ``lab/benchmarks/bench_flags.py``).
 * :func:`unstable_predictions` / :func:`flag_unstable` - disagreement between
   test-time-augmented views of the same image.
 * :func:`detection_flags` - ``false detection`` (a very sure box no label overlaps)
@@ -151,7 +151,7 @@ class FlagRule:
     the label is more likely wrong than right). ``max_share`` / ``min_cap``: at most
     ``max(min_cap, floor(max_share * N))`` flags open at once, new and old (5%: a
     2% cap would miss three in five wrong labels of a project with 5% of them wrong;
-    the rule itself flags about 1% of clean labels, ``tests/benchmarks/bench_flags.py``). ``likely_right``: a flag
+    the rule itself flags about 1% of clean labels, ``lab/benchmarks/bench_flags.py``). ``likely_right``: a flag
     whose suggested probability reaches it (and whose pair reviewers have not mostly
     rejected) may take its item out of training. ``window``: most recent verdicts per
     (given, suggested) pair that count."""

@@ -4,7 +4,7 @@ Model: ``image -> timm features_only body (strides 8/16/32, ImageNet weights fro
 learning.backbones) -> torchvision FPN (+ max-pool level) -> RPN with small anchors
 (16-128 px, ratios 1:2, 1:1, 2:1) -> RoIAlign -> box head`` (and, for ``segmentation``,
 a light Mask R-CNN mask head). A two-stage detector because box regression converges
-on CPU at modest sizes where a one-stage FCOS did not (see tests/benchmarks).
+on CPU at modest sizes where a one-stage FCOS did not (see lab/benchmarks).
 
 Images are shrunk once so their longer side is at most ``image_size`` (boxes scaled
 alike); the net sees them at that size and its boxes are scaled back to the original

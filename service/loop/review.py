@@ -101,7 +101,7 @@ def label_evidence(x: np.ndarray, y: np.ndarray, n_classes: int, *, seed: int = 
     (:func:`learning.hard_examples.find_label_issues`, 10-25% of them); ``R`` more
     cross-fittings (fold seeds ``seed .. seed + R - 1``) train without those and predict
     every item. Wrong labels in the training folds make the heads unsure of the right
-    answer elsewhere: on the synthetic data of ``tests/benchmarks/bench_flags.py`` (5% of
+    answer elsewhere: on the synthetic data of ``lab/benchmarks/bench_flags.py`` (5% of
     1,000 labels wrong, 3 seeds) leaving them out raised flag precision from 0.47 to 0.69,
     and on clean labels it cut the false flags from 1.9% to 1.2% of labels. ``R``:
     ``REPEATS`` up to ``REPEAT_MAX`` labels, else 1 (a cross-fitting of 5,000 1,752-d
