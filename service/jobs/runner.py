@@ -31,7 +31,7 @@ from service.models import TERMINAL_JOB_STATES, Job, JobState, utcnow
 
 log = logging.getLogger("labelloop.jobs")
 __all__ = ["Cancelled", "JobConflict", "JobContext", "ThreadExecutor", "claim_next", "enqueue", "recover_stale",
-           "request_cancel", "run_job", "task", "worker_name"]  # recover_stale: service.jobs.recovery
+           "request_cancel", "run_job", "worker_name"]  # recover_stale: service.jobs.recovery
 S = TypeVar("S")
 R = TypeVar("R")
 
@@ -42,20 +42,6 @@ class Cancelled(LearningCancelled):
 
 class JobConflict(Exception):
     """A job of this kind is already active for the project."""
-
-
-def task(name: str, *, resumable: bool = False, one_per_project: bool = False) -> Callable:
-    """Kept for modules written before :mod:`service.jobs.registry`: registers nothing, only
-    checks that the registry lists ``name`` with these flags (jobs are listed there)."""
-    spec = job_spec(name)
-    if (spec.resumable, spec.one_per_project) != (resumable, one_per_project):
-        raise ValueError(f"job {name!r}: the registry says resumable={spec.resumable}, "
-                         f"one_per_project={spec.one_per_project}")
-
-    def deco(fn: Callable[[JobContext], dict[str, Any] | None]) -> Callable:
-        return fn
-
-    return deco
 
 
 def worker_name() -> str:

@@ -18,23 +18,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from service.config import Settings
-from service.jobs.registry import CHECKS, UnknownJob, checks
+from service.jobs.registry import checks
 
 log = logging.getLogger("labelloop.scheduler")
 
 Check = Callable[[Engine, Settings], None]
-
-
-def periodic(name: str) -> Callable[[Check], Check]:
-    """Kept for modules written before :mod:`service.jobs.registry`: registers nothing, only
-    checks that the registry lists the check ``name``."""
-    if name not in CHECKS:
-        raise UnknownJob(f"periodic check {name!r} is not in service.jobs.registry.CHECKS")
-
-    def deco(fn: Check) -> Check:
-        return fn
-
-    return deco
 
 
 def run_checks(engine: Engine, settings: Settings, wake: Callable[[], None] | None = None) -> None:
