@@ -24,15 +24,41 @@ from service.models import Item, Prediction, ReviewFlag
 
 
 def label_errors_run(cfg: ReviewConfig, *, work_dir: Path | None = None) -> dict[str, Any]:
-    """Noisy oracle for ``budget`` queue labels, then the ``hard_examples`` job; recall and
-    precision of the corrupted labels among the top ``cut`` of labelled items by flag score."""
+    """Noisy oracle for ``budget`` queue labels on the product's schedule: every training is
+    followed, as the scheduler does (:func:`service.pipelines.jobs.hard_examples_check`), by
+    the ``hard_examples`` scan, and nobody resolves a flag. At each of ``cfg.checkpoints`` (and
+    at the end) the ``label error`` flags raised so far are scored against the corrupted
+    labels: the share of human labels flagged, and precision and recall over all flags; then
+    the old figure, recall and precision among the top ``cut`` of labels by flag score after
+    one last scan."""
     from service.loop.review import LABEL_ERROR
+    from service.pipelines.jobs import hard_examples_check
 
     t0 = time.perf_counter()
     h = make_harness(cfg, work_dir)
     noise_rng = random.Random(cfg.seed + 7919)
     corrupted: set[int] = set()
-    n = 0
+    n, scans, job_seconds = 0, 0, 0.0
+    checkpoints: list[dict[str, Any]] = []
+    marks = sorted({c for c in cfg.checkpoints if c <= cfg.budget} | {cfg.budget})
+
+    def flagged() -> tuple[list[int], set[int]]:
+        with Session(h.engine) as s:
+            flags = s.exec(select(ReviewFlag).where(ReviewFlag.project_id == h.project_id,
+                                                    ReviewFlag.kind == LABEL_ERROR)
+                           .order_by(col(ReviewFlag.score).desc(), col(ReviewFlag.id))).all()
+            holdout = {int(i or 0) for i in s.exec(select(Item.id).where(
+                Item.project_id == h.project_id, col(Item.is_holdout).is_(True))).all()}
+        return [f.item_id for f in flags], holdout
+
+    def scan() -> None:
+        nonlocal scans, job_seconds
+        tj = time.perf_counter()
+        hard_examples_check(h.engine, h.settings)
+        h.run_jobs()
+        job_seconds += time.perf_counter() - tj
+        scans += 1
+
     while n < cfg.budget:
         got = single_label(h, noise=cfg.noise, rng=noise_rng)
         if got is None:
@@ -40,31 +66,37 @@ def label_errors_run(cfg: ReviewConfig, *, work_dir: Path | None = None) -> dict
         n += 1
         if got[2] != h.truth[got[0]]:
             corrupted.add(got[0])
-        if n % 20 == 0:
-            h.train_if_due()
+        if n % 20 == 0 and h.train_if_due():
+            scan()
+        if n in marks:
+            ranked, holdout = flagged()
+            items = set(ranked)
+            hits = len(items & corrupted)
+            checkpoints.append({
+                "labels": n, "corrupted": len(corrupted), "flagged": len(items),
+                "flagged_share": len(items) / n, "hits": hits,
+                "precision": hits / len(items) if items else None,
+                "recall": hits / len(corrupted) if corrupted else None,
+                "flagged_in_holdout": len(items & holdout), "scans": scans})
     with Session(h.engine) as s:
         enqueue(s, kind="hard_examples", project_id=h.project_id, payload={"reason": "simulation"})
         s.commit()
     tj = time.perf_counter()
     h.run_jobs()
-    job_seconds = time.perf_counter() - tj
-    with Session(h.engine) as s:
-        flags = s.exec(select(ReviewFlag).where(ReviewFlag.project_id == h.project_id,
-                                                ReviewFlag.kind == LABEL_ERROR)
-                       .order_by(col(ReviewFlag.score).desc(), col(ReviewFlag.id))).all()
-        ranked = [f.item_id for f in flags]
-        holdout = {int(i or 0) for i in s.exec(select(Item.id).where(Item.project_id == h.project_id,
-                                                                 col(Item.is_holdout).is_(True))).all()}
+    job_seconds += time.perf_counter() - tj
+    ranked, holdout = flagged()
     cut = int(round(cfg.cut * n))
     top = ranked[:cut]
     hits = len(set(top) & corrupted)
     all_hits = len(set(ranked) & corrupted)
-    out = {"seed": cfg.seed, "strategy": cfg.strategy, "labels": n, "corrupted": len(corrupted),
+    out = {"seed": cfg.seed, "strategy": cfg.strategy, "noise": cfg.noise, "labels": n,
+           "corrupted": len(corrupted), "checkpoints": checkpoints, "scans": scans + 1,
            "flags": len(ranked), "cut": cut, "top_flagged": len(top), "hits_in_cut": hits,
            "recall_at_cut": hits / len(corrupted) if corrupted else None,
            "precision_at_cut": hits / len(top) if top else None,
            "recall_all_flags": all_hits / len(corrupted) if corrupted else None,
            "precision_all_flags": all_hits / len(ranked) if ranked else None,
+           "flagged_share": len(set(ranked)) / n if n else None,
            "corrupted_in_holdout": len(corrupted & holdout),
            "job_seconds": job_seconds, "seconds": time.perf_counter() - t0}
     h.close()

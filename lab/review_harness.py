@@ -58,6 +58,7 @@ class ReviewConfig:
     budget: int = 2000
     noise: float = 0.05
     cut: float = 0.10
+    checkpoints: tuple[int, ...] = (1000, 2000)  # label errors: where the flags are scored
     auto_accept: bool = False
     audit_share: float = 0.02
     extra_policy: dict[str, Any] = field(default_factory=dict)

@@ -22,10 +22,23 @@ def summarize(kind: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "target_purity_met": all(p is not None and p >= 0.9 for p in purity)}
     if kind == "label-errors":
         rec = [r["recall_at_cut"] for r in runs]
-        return {"recall_at_cut": rec, "recall_mean": _mean(rec),
+        marks = sorted({c["labels"] for r in runs for c in r.get("checkpoints", [])})
+        at = {m: [c for r in runs for c in r.get("checkpoints", []) if c["labels"] == m] for m in marks}
+        clean = runs[0].get("noise") == 0
+        per = {m: {"flagged_share": _mean([c["flagged_share"] for c in cs]),
+                   "flagged_share_max": max(c["flagged_share"] for c in cs),
+                   "precision": _mean([c["precision"] for c in cs]), "recall": _mean([c["recall"] for c in cs])}
+               for m, cs in at.items()}
+        whole = {"precision": _mean([r["precision_all_flags"] for r in runs]),
+                 "recall": _mean([r["recall_all_flags"] for r in runs])}
+        if clean:  # every label right: at most 2% of human labels flagged at each checkpoint
+            met = all(c["flagged_share"] <= 0.02 for cs in at.values() for c in cs)
+        else:  # 5% corrupted: precision and recall >= 0.6 over the whole run
+            met = all((r["precision_all_flags"] or 0) >= 0.6 and (r["recall_all_flags"] or 0) >= 0.6 for r in runs)
+        return {"at_checkpoints": per, "whole_run": whole, "recall_at_cut": rec, "recall_mean": _mean(rec),
                 "precision_at_cut": [r["precision_at_cut"] for r in runs],
                 "precision_mean": _mean([r["precision_at_cut"] for r in runs]),
-                "target_met": all(x is not None and x >= 0.7 for x in rec)}
+                "target_met": met}
     if kind == "audit":
         cov = [r["all_versions_covered"] for r in runs]
         pooled = [r["pooled"]["covered"] for r in runs]
@@ -101,8 +114,18 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"| {r['seed']} | {r['labels']} | {r['corrupted']} | {r['flags']} | {r['cut']} | {r['hits_in_cut']} "
                   f"| {_f(r['recall_at_cut'])} | {_f(r['precision_at_cut'])} | {_f(r['recall_all_flags'])} "
                   f"| {_f(r['precision_all_flags'])} |" for r in runs]
-        lines += ["", f"Mean recall at the cut {_f(summ['recall_mean'])}, precision {_f(summ['precision_mean'])} "
-                  f"(target recall >= 0.7 in every seed: {'met' if summ['target_met'] else 'not met'})."]
+        lines += ["", "Flags raised so far, at each checkpoint (nobody resolves a flag):", "",
+                  "| seed | labels | corrupted | labels flagged | share flagged | precision | recall | scans |",
+                  "|" + " --- |" * 8]
+        lines += [f"| {r['seed']} | {c['labels']} | {c['corrupted']} | {c['flagged']} | {_f(c['flagged_share'])} "
+                  f"| {_f(c['precision'])} | {_f(c['recall'])} | {c['scans']} |"
+                  for r in runs for c in r.get("checkpoints", [])]
+        goal = ("at most 2% of labels flagged at every checkpoint" if runs[0].get("noise") == 0
+                else "precision and recall >= 0.6 over the whole run, every seed")
+        lines += ["", f"Over the whole run: precision {_f(summ['whole_run']['precision'])}, recall "
+                  f"{_f(summ['whole_run']['recall'])} (means); {goal}: {'met' if summ['target_met'] else 'not met'}. "
+                  f"Top {runs[0]['cut']} by flag score: mean recall {_f(summ['recall_mean'])}, precision "
+                  f"{_f(summ['precision_mean'])}."]
     elif kind == "audit":
         lines += ["| seed | version | auto-accepted | audited | audit right | reported | interval | true | covered |",
                   "|" + " --- |" * 9]

@@ -25,7 +25,10 @@ from service.models import Item, ItemStatus, Prediction  # noqa: E402
 MODES = ("pooled", "auto", "per_class")
 
 
-def run_modes(report: Path, draws: int) -> dict[str, float] | None:
+def load_pool(report: Path) -> dict | None:
+    """The last model of a ``labelloop simulate`` run on the pool it left: ``pred``, ``truth``,
+    ``scores``, ``proposed`` (each ``[N]``), ``holdout`` (its calibrating hold-out size),
+    ``labels`` and ``seed``; ``None`` when the run's database is gone."""
     rep = json.loads(report.read_text())
     cfg, data_dir = rep["config"], Path(rep["active"]["data_dir"])
     db = data_dir / "sim.db"
@@ -45,11 +48,20 @@ def run_modes(report: Path, draws: int) -> dict[str, float] | None:
         labels = sum(1 for _ in s.exec(select(Item.id).where(Item.status == ItemStatus.labelled)))
     engine.dispose()
     index = {c: i for i, c in enumerate(FASHION_CLASSES)}
-    pred = np.array([index[p.data["top"][0][0]] for p, _ in rows])
-    truth = np.array([int(y[int(it.file_name[3:8])]) for _, it in rows])
-    scores = np.array([p.score for p, _ in rows])
-    out: dict[str, float] = {"seed": int(cfg["seed"]), "labels": labels, "holdout": n_holdout}
-    proposed = np.array([p.state == "proposed" for p, _ in rows])
+    return {"pred": np.array([index[p.data["top"][0][0]] for p, _ in rows]),
+            "truth": np.array([int(y[int(it.file_name[3:8])]) for _, it in rows]),
+            "scores": np.array([p.score for p, _ in rows]),
+            "proposed": np.array([p.state == "proposed" for p, _ in rows]),
+            "holdout": n_holdout, "labels": labels, "seed": int(cfg["seed"])}
+
+
+def run_modes(report: Path, draws: int) -> dict[str, float] | None:
+    pool = load_pool(report)
+    if pool is None:
+        return None
+    pred, truth, scores, proposed = pool["pred"], pool["truth"], pool["scores"], pool["proposed"]
+    n_holdout, labels = pool["holdout"], pool["labels"]
+    out: dict[str, float] = {"seed": pool["seed"], "labels": labels, "holdout": n_holdout}
     below = [c for c in range(len(FASHION_CLASSES)) if (proposed & (pred == c)).any()
              and (truth[proposed & (pred == c)] == c).mean() < 0.95]
     out["classes_proposed"] = len({int(c) for c in pred[proposed]})

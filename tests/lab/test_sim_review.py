@@ -45,9 +45,17 @@ def test_experiments_on_a_tiny_pool(tmp_path: Path) -> None:
     shares = [s for _, s in out["curve"]]
     assert acts == sorted(acts) and shares == sorted(shares) and shares[-1] == 1.0
 
-    noisy = label_errors_run(ReviewConfig(**{**cfg.__dict__, "noise": 0.2}), work_dir=w)
+    noisy = label_errors_run(ReviewConfig(**{**cfg.__dict__, "noise": 0.2, "checkpoints": (30,)}), work_dir=w)
     assert noisy["labels"] == 60 and noisy["corrupted"] > 0
     assert noisy["cut"] == 6 and noisy["hits_in_cut"] <= min(noisy["cut"], noisy["corrupted"])
+    # scored at the checkpoint and at the end, scanning after each training as the scheduler does
+    assert [c["labels"] for c in noisy["checkpoints"]] == [30, 60]
+    first, last = noisy["checkpoints"]
+    assert first["corrupted"] <= last["corrupted"] == noisy["corrupted"]
+    assert last["scans"] >= 1 and noisy["scans"] == last["scans"] + 1
+    for c in noisy["checkpoints"]:
+        assert c["hits"] <= min(c["flagged"], c["corrupted"])
+        assert c["flagged_share"] == c["flagged"] / c["labels"]
 
     # a low target, so that the tiny model's pre-labels are certified and auto-accepted (pooled:
     # auto's classes each need 10 hold-out images predicted as them, more than this pool holds)
