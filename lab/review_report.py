@@ -23,16 +23,16 @@ def summarize(kind: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     if kind == "label-errors":
         rec = [r["recall_at_cut"] for r in runs]
         marks = sorted({c["labels"] for r in runs for c in r.get("checkpoints", [])})
-        at = {m: [c for r in runs for c in r.get("checkpoints", []) if c["labels"] == m] for m in marks}
+        by_mark = {m: [c for r in runs for c in r.get("checkpoints", []) if c["labels"] == m] for m in marks}
         clean = runs[0].get("noise") == 0
         per = {m: {"flagged_share": _mean([c["flagged_share"] for c in cs]),
                    "flagged_share_max": max(c["flagged_share"] for c in cs),
                    "precision": _mean([c["precision"] for c in cs]), "recall": _mean([c["recall"] for c in cs])}
-               for m, cs in at.items()}
+               for m, cs in by_mark.items()}
         whole = {"precision": _mean([r["precision_all_flags"] for r in runs]),
                  "recall": _mean([r["recall_all_flags"] for r in runs])}
         if clean:  # every label right: at most 2% of human labels flagged at each checkpoint
-            met = all(c["flagged_share"] <= 0.02 for cs in at.values() for c in cs)
+            met = all(c["flagged_share"] <= 0.02 for cs in by_mark.values() for c in cs)
         else:  # 5% corrupted: precision and recall >= 0.6 over the whole run
             met = all((r["precision_all_flags"] or 0) >= 0.6 and (r["recall_all_flags"] or 0) >= 0.6 for r in runs)
         return {"at_checkpoints": per, "whole_run": whole, "recall_at_cut": rec, "recall_mean": _mean(rec),
