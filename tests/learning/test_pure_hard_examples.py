@@ -125,11 +125,21 @@ def test_a_label_is_flagged_only_when_more_likely_wrong_than_right() -> None:
     probs[0] = [0.5, 0.5, 0.0]  # a tie is not "more likely wrong"
     probs[3] = [0.3, 0.5, 0.2]  # 0.5 is not above 0.5
     probs[6] = [0.3, 0.55, 0.15]  # above 0.5 and above class 1's threshold: flagged
-    assert [f.index for f in flag_label_errors(labels, probs)] == [6]
+    evens = FlagRule(min_odds=1.0)  # these checks alone; the odds have their own test
+    assert [f.index for f in flag_label_errors(labels, probs, rule=evens)] == [6]
     probs[6] = [0.05, 0.55, 0.4]  # above 0.5 but ...
     high = confident(labels, p=0.6)
     high[6] = probs[6]  # ... below class 1's self-confidence 0.6: not flagged
-    assert flag_label_errors(labels, high) == []
+    assert flag_label_errors(labels, high, rule=evens) == []
+
+
+def test_the_given_class_must_be_far_less_likely_than_the_suggested_one() -> None:
+    labels = balanced()
+    probs = confident(labels)
+    probs[3] = [0.08, 0.9, 0.02]  # likely wrong, but class 0 keeps 0.08: odds 11 to 1
+    probs[6] = [0.03, 0.95, 0.02]  # odds 32 to 1
+    assert [f.index for f in flag_label_errors(labels, probs)] == [6]  # the default asks for 20 to 1
+    assert sorted(f.index for f in flag_label_errors(labels, probs, rule=FlagRule(min_odds=5.0))) == [3, 6]
 
 
 def test_no_flag_before_enough_labels_or_for_a_rare_class() -> None:
@@ -153,9 +163,10 @@ def test_the_fits_must_agree() -> None:
     unsure[3] = [0.45, 0.4, 0.15]  # two of three fits keep the label
     fits = np.stack([sure, unsure, unsure])
     assert fits.mean(0)[3, 1] == pytest.approx(0.6)  # above 0.5 and the threshold, on one fit's say-so
-    assert flag_label_errors(labels, fits) == []
+    evens = FlagRule(min_odds=1.0)  # the votes alone
+    assert flag_label_errors(labels, fits, rule=evens) == []
     fits = np.stack([sure, sure, unsure])  # mean 0.8 for class 1, 2 of 3 fits agree
-    flags = flag_label_errors(labels, fits)
+    flags = flag_label_errors(labels, fits, rule=evens)
     assert [f.index for f in flags] == [3] and flags[0].detail["votes"] == 2
     assert not flags[0].detail["likely_right"]  # 0.8 < 0.9
 
@@ -181,9 +192,9 @@ def test_the_cap_holds_and_open_flags_count_against_it() -> None:
 def test_rejected_flags_raise_the_bar_for_their_pair_only() -> None:
     labels = balanced(90)
     probs = confident(labels, p=0.7)
-    probs[0] = [0.15, 0.8, 0.05]  # 0 -> 1, fairly sure
+    probs[0] = [0.03, 0.8, 0.17]  # 0 -> 1, fairly sure
     probs[3] = [0.02, 0.97, 0.01]  # 0 -> 1, very sure
-    probs[1] = [0.05, 0.15, 0.8]  # 1 -> 2
+    probs[1] = [0.15, 0.03, 0.82]  # 1 -> 2
     # reviewers kept the label on 3 earlier 0 -> 1 flags and fixed none
     right, wrong = pair_history(3, np.array([0, 0, 0]), np.array([1, 1, 1]), np.array([False, False, False]))
     assert wrong[0, 1] == 3 and right.sum() == 0 and wrong.sum() == 3
