@@ -200,18 +200,22 @@ def crossfit_boxes(canvases: list[tuple[Image.Image, dict]], labels: list[dict],
             [to_image_boxes(a["boxes"], classes, False) for a in labels], seconds)
 
 
-def product_flags(preds: list[ImageBoxes], gts: list[ImageBoxes], classes: list[str]) -> dict[str, Any]:
+def product_flags(preds: list[ImageBoxes], gts: list[ImageBoxes], classes: list[str],
+                  cuts: tuple[float, float] | None = None, cap_share: float | None = None) -> dict[str, Any]:
     """The product's flag decision per canvas, as the detection hard-example scan makes it
     (:func:`service.loop.detect.flag_hard_examples`): ``detection_flags`` at
     :func:`service.loop.detect.flag_cuts` (no certified threshold, no reviewer verdict yet:
     trust 1), then per kind at most ``max(FLAG_MIN, FLAG_SHARE * canvases)`` canvases, most
-    suspicious first. Returns ``{"cuts": ..., kind: {"cut": {canvas: [Flag]}, "capped": {...}}}``."""
+    suspicious first. Returns ``{"cuts": ..., kind: {"cut": {canvas: [Flag]}, "capped": {...}}}``.
+    ``cuts`` (missed below, false above) and ``cap_share`` replace the product's, to compare."""
     from learning.hard_examples import FALSE_DETECTION, MISSED_DETECTION, detection_flags
     from service.loop.detect import FLAG_MIN, FLAG_SHARE, flag_cuts
 
     low, high = flag_cuts(None, classes, 1.0)
+    if cuts is not None:
+        low, high = cuts[0], np.full(len(classes), cuts[1])
     out: dict[str, Any] = {"cuts": {"missed_below": low, "false_above": float(np.max(high))}}
-    cap = max(FLAG_MIN, int(FLAG_SHARE * len(preds)))
+    cap = max(FLAG_MIN, int((FLAG_SHARE if cap_share is None else cap_share) * len(preds)))
     for kind in (FALSE_DETECTION, MISSED_DETECTION):
         cut: dict[int, list] = {}
         for i, (p, g) in enumerate(zip(preds, gts, strict=True)):
@@ -287,6 +291,7 @@ def run_hard_examples(args: argparse.Namespace, classes: list[str], pool: tuple)
             "canvases flagged (cut)": round(len(both) / n, 4), "canvases flagged (capped)": round(len(capped) / n, 4),
             **{f"{k} (cut): canvases flagged": len(pf[k]["cut"]) for k in (FALSE_DETECTION, MISSED_DETECTION)}}
         print(json.dumps({"no corruption": row["no corruption"]}), flush=True)
+        clean_sets = (preds, gts)
     labels, deleted, added = corrupt(canvases, args.corrupt_share, args.seed + 7, classes)
     preds, gts, fit_s = crossfit_boxes(canvases, labels, args, classes)
     flags = [detection_flags(p.boxes, np.asarray(p.scores), p.labels, g.boxes, g.labels, score_threshold=args.cut)
@@ -309,6 +314,21 @@ def run_hard_examples(args: argparse.Namespace, classes: list[str], pool: tuple)
     row["product flags (5% deleted, 5% added)"] = {
         "cuts": pf["cuts"], "cap per kind": pf["cap"],
         **flag_figures(pf, n, {FALSE_DETECTION: deleted, MISSED_DETECTION: added}, classes)}
+    grid = []  # other cuts and caps on the same cross-fitted predictions
+    for pair in (args.cut_grid.split(",") if args.cut_grid else []):
+        cuts = (float(pair.split(":")[0]), float(pair.split(":")[1]))
+        for share in (0.05, 0.1):
+            g = product_flags(preds, gts, classes, cuts, share)
+            cell: dict[str, Any] = {"missed_below": cuts[0], "false_above": cuts[1], "cap share": share,
+                                    **flag_figures(g, n, {FALSE_DETECTION: deleted, MISSED_DETECTION: added}, classes)}
+            if args.clean:
+                c = product_flags(*clean_sets, classes, cuts, share)
+                for decision in ("cut", "capped"):
+                    marked = set(c[FALSE_DETECTION][decision]) | set(c[MISSED_DETECTION][decision])
+                    cell[f"no corruption: canvases flagged ({decision})"] = round(len(marked) / n, 4)
+            grid.append(cell)
+            print(json.dumps({"grid": cell}), flush=True)
+    row["grid"] = grid
     return row
 
 
@@ -335,6 +355,8 @@ def main() -> int:
     ap.add_argument("--cut", type=float, default=0.5, help="score at which a box counts as confident (the ranking)")
     ap.add_argument("--no-clean", dest="clean", action="store_false",
                     help="--hard-examples: skip the cross-fit on the uncorrupted labels")
+    ap.add_argument("--cut-grid", default="", metavar="MISSED:FALSE,...",
+                    help="--hard-examples: also score these (missed below, false above) cuts, caps 5%% and 10%%")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     args.class_ids = [int(c) for c in args.class_ids.split(",")]
