@@ -156,7 +156,9 @@ class FlagRule:
     (out of sample). Without it, on Fashion-MNIST with every label right, 4.3% of 740 labels
     were flagged (shirts the models took for pullovers or t-shirts at 0.5-0.7 while still
     giving "shirt" 0.02-0.3); with 20, 1.2%, while a run with 5% of its labels corrupted kept
-    58 of its 60 flags (lab/RESULTS.md, "Label-error flags on the defaults"). ``likely_right``: a flag
+    58 of its 60 flags (lab/RESULTS.md, "Label-error flags on the defaults"); where the heads
+    are less sure of the labels themselves (few labels), half the odds they give the upper
+    quarter of the labels, if lower. ``likely_right``: a flag
     whose suggested probability reaches it (and whose pair reviewers have not mostly
     rejected) may take its item out of training. ``window``: most recent verdicts per
     (given, suggested) pair that count."""
@@ -239,7 +241,10 @@ def flag_label_errors(
       (confident learning's per-class threshold, as in cleanlab);
     * ``p_s >`` the pair's bar (:func:`pair_bars` of ``right`` / ``wrong`` ``[C, C]``
       verdicts, :func:`pair_history`; ``rule.min_prob`` without history);
-    * ``p_s >= rule.min_odds * p_y`` (the given class far less likely than the suggested one);
+    * ``p_s >= k * p_y``, ``k`` = ``rule.min_odds``, or half the odds ``p_y / p_s`` of the
+      upper quarter of the labels where that is lower (the given class far less likely
+      than the suggested one, as far as the heads can say: on 60 labels of two colours they
+      gave an obvious swap 10-12 to 1);
     * more than half of the ``R`` fits put ``s`` first;
     * it is not in ``skip`` (``[N]`` bool: an open flag, or a label a reviewer judged).
 
@@ -276,7 +281,11 @@ def flag_label_errors(
     votes = (stack.argmax(axis=2) == s[None]).sum(axis=0)
     ok = (counts[y] >= rule.min_per_class) & (counts[s] >= rule.min_per_class)
     ok &= (ps > self_conf) & (ps >= thresholds[s] - 1e-12) & (ps > bars) & (2 * votes > stack.shape[0])
-    ok &= ps >= rule.min_odds * self_conf
+    # the odds a label needs: min_odds, or half those the heads give the upper quarter of the
+    # labels where that is lower (a small project's heads are never sure enough for 20 to 1)
+    own = self_conf / np.maximum(ps, 1e-12)
+    need = min(rule.min_odds, 0.5 * float(np.quantile(own, 0.75)))
+    ok &= ps >= need * self_conf
     if skip is not None:
         ok &= ~np.asarray(skip, dtype=bool)
     idx = np.flatnonzero(ok)

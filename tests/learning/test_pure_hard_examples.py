@@ -135,11 +135,16 @@ def test_a_label_is_flagged_only_when_more_likely_wrong_than_right() -> None:
 
 def test_the_given_class_must_be_far_less_likely_than_the_suggested_one() -> None:
     labels = balanced()
-    probs = confident(labels)
+    probs = confident(labels, p=0.99)  # the heads are sure of most labels: 198 to 1 ...
+    probs[labels == 1] = confident(labels, p=0.9)[labels == 1]  # ... class 1's 18 to 1 (threshold 0.9)
     probs[3] = [0.08, 0.9, 0.02]  # likely wrong, but class 0 keeps 0.08: odds 11 to 1
     probs[6] = [0.03, 0.95, 0.02]  # odds 32 to 1
     assert [f.index for f in flag_label_errors(labels, probs)] == [6]  # the default asks for 20 to 1
     assert sorted(f.index for f in flag_label_errors(labels, probs, rule=FlagRule(min_odds=5.0))) == [3, 6]
+    # heads that give the labels themselves only 9 to 1 (few labels) ask for half that
+    unsure = confident(labels, p=0.9)  # 0.9 against 0.05 and 0.05: 18 to 1 ... halved: 9 to 1
+    unsure[3], unsure[6] = probs[3], [0.1, 0.88, 0.02]  # 11 to 1, and 8.8 to 1
+    assert [f.index for f in flag_label_errors(labels, unsure)] == [3]
 
 
 def test_no_flag_before_enough_labels_or_for_a_rare_class() -> None:
