@@ -139,7 +139,7 @@ def test_the_given_class_must_be_far_less_likely_than_the_suggested_one() -> Non
     probs[labels == 1] = confident(labels, p=0.9)[labels == 1]  # ... class 1's 18 to 1 (threshold 0.9)
     probs[3] = [0.08, 0.9, 0.02]  # likely wrong, but class 0 keeps 0.08: odds 11 to 1
     probs[6] = [0.03, 0.95, 0.02]  # odds 32 to 1
-    assert [f.index for f in flag_label_errors(labels, probs)] == [6]  # the default asks for 25 to 1
+    assert [f.index for f in flag_label_errors(labels, probs)] == [6]  # the default asks for 30 to 1
     assert sorted(f.index for f in flag_label_errors(labels, probs, rule=FlagRule(min_odds=5.0))) == [3, 6]
     # heads that give the labels themselves only 9 to 1 (few labels) ask for half that
     unsure = confident(labels, p=0.9)  # 0.9 against 0.05 and 0.05: 18 to 1 ... halved: 9 to 1
