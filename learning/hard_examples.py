@@ -159,9 +159,8 @@ class FlagRule:
     after every training, 4.3% of 740 labels were flagged without the odds; at 20 / 25 / 30
     to 1, 2.9 / 1.5 / 1.0% of 1,000 labels and 4.7 / 2.6 / 1.7% of 2,000, while with 5% of the
     labels corrupted 30 to 1 kept precision 0.68 and recall 0.55 at 2,000 (lab/RESULTS.md,
-    "Label-error flags on the defaults"); where the heads are less sure of
-    the labels themselves (few labels), half the odds they give the upper quarter of the
-    labels, if lower. ``likely_right``: a flag
+    "Label-error flags on the defaults"). On a project with fewer than ``small`` checked
+    labels, half the odds the heads give the upper quarter of the labels, if lower. ``likely_right``: a flag
     whose suggested probability reaches it (and whose pair reviewers have not mostly
     rejected) may take its item out of training. ``window``: most recent verdicts per
     (given, suggested) pair that count."""
@@ -170,6 +169,7 @@ class FlagRule:
     min_per_class: int = 10
     min_prob: float = 0.5
     min_odds: float = 30.0
+    small: int = 100
     max_share: float = 0.05
     min_cap: int = 5
     likely_right: float = 0.9
@@ -244,9 +244,9 @@ def flag_label_errors(
       (confident learning's per-class threshold, as in cleanlab);
     * ``p_s >`` the pair's bar (:func:`pair_bars` of ``right`` / ``wrong`` ``[C, C]``
       verdicts, :func:`pair_history`; ``rule.min_prob`` without history);
-    * ``p_s >= k * p_y``, ``k`` = ``rule.min_odds``, or half the odds ``p_y / p_s`` of the
-      upper quarter of the labels where that is lower (the given class far less likely
-      than the suggested one, as far as the heads can say: on 60 labels of two colours they
+    * ``p_s >= k * p_y``, ``k`` = ``rule.min_odds`` (the given class far less likely than
+      the suggested one); below ``rule.small`` labels, half the odds ``p_y / p_s`` of the
+      upper quarter of the labels where that is lower (on 60 labels of two colours the heads
       gave an obvious swap 10-12 to 1);
     * more than half of the ``R`` fits put ``s`` first;
     * it is not in ``skip`` (``[N]`` bool: an open flag, or a label a reviewer judged).
@@ -284,10 +284,13 @@ def flag_label_errors(
     votes = (stack.argmax(axis=2) == s[None]).sum(axis=0)
     ok = (counts[y] >= rule.min_per_class) & (counts[s] >= rule.min_per_class)
     ok &= (ps > self_conf) & (ps >= thresholds[s] - 1e-12) & (ps > bars) & (2 * votes > stack.shape[0])
-    # the odds a label needs: min_odds, or half those the heads give the upper quarter of the
-    # labels where that is lower (a small project's heads are never sure enough for 30 to 1)
-    own = self_conf / np.maximum(ps, 1e-12)
-    need = min(rule.min_odds, 0.5 * float(np.quantile(own, 0.75)))
+    # the odds a label needs: min_odds; on a small project (fewer than rule.small labels), whose
+    # heads are never sure enough for that, half those they give the upper quarter of the
+    # labels where that is lower (on a larger one that would let a weak early model flag
+    # every doubtful look-alike: 37 of 860 right Fashion-MNIST labels)
+    need = rule.min_odds
+    if n < rule.small:
+        need = min(need, 0.5 * float(np.quantile(self_conf / np.maximum(ps, 1e-12), 0.75)))
     ok &= ps >= need * self_conf
     if skip is not None:
         ok &= ~np.asarray(skip, dtype=bool)

@@ -145,6 +145,12 @@ def test_the_given_class_must_be_far_less_likely_than_the_suggested_one() -> Non
     unsure = confident(labels, p=0.9)  # 0.9 against 0.05 and 0.05: 18 to 1 ... halved: 9 to 1
     unsure[3], unsure[6] = probs[3], [0.1, 0.88, 0.02]  # 11 to 1, and 8.8 to 1
     assert [f.index for f in flag_label_errors(labels, unsure)] == [3]
+    # ... on a small project only: from 100 labels on the bar is 30 to 1 whatever the heads say
+    more = balanced(120)
+    unsure = confident(more, p=0.9)
+    unsure[3] = probs[3]
+    assert flag_label_errors(more, unsure) == []
+    assert [f.index for f in flag_label_errors(more, unsure, rule=FlagRule(small=200))] == [3]
 
 
 def test_no_flag_before_enough_labels_or_for_a_rare_class() -> None:
