@@ -3,8 +3,10 @@ and the audits' precision interval against the truth."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
+from collections.abc import Callable
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -13,12 +15,13 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, col, select
 
+from lab.fashion import FASHION_CLASSES
 from lab.review_harness import Harness, ReviewConfig, labels_since_training, make_harness, single_label
 from service.crud.annotations import AnnotationIn, submit
 from service.db import engine_from_settings
 from service.jobs.runner import ThreadExecutor, enqueue
 from service.loop.stats import interval, realised_precision
-from service.models import Item, Prediction, ReviewFlag
+from service.models import Annotation, Item, Prediction, ReviewFlag
 
 # -- 3. label errors ---------------------------------------------------------------------------
 
@@ -30,8 +33,14 @@ def label_errors_run(cfg: ReviewConfig, *, work_dir: Path | None = None) -> dict
     at the end) the ``label error`` flags raised so far are scored against the corrupted
     labels: the share of human labels flagged, and precision and recall over all flags; then
     the old figure, recall and precision among the top ``cut`` of labels by flag score after
-    one last scan."""
+    one last scan.
+
+    With ``work_dir``, each scan's evidence goes to ``work_dir/evidence-<seed>/scan-NNN.npz``
+    (the checked labels' item ids, given classes, the cross-fits ``[R, N, C]`` and the labels
+    skipped as open or judged) with ``truth.json`` beside it, so that
+    ``lab/benchmarks/flag_replay.py`` can replay any flag rule over the same scans."""
     from service.loop.review import LABEL_ERROR
+    from service.pipelines import classification_scans
     from service.pipelines.jobs import hard_examples_check
 
     t0 = time.perf_counter()
@@ -58,6 +67,9 @@ def label_errors_run(cfg: ReviewConfig, *, work_dir: Path | None = None) -> dict
         h.run_jobs()
         job_seconds += time.perf_counter() - tj
         scans += 1
+
+    evidence = None if work_dir is None else work_dir / f"evidence-{cfg.seed}"
+    restore = _record_evidence(classification_scans, h, evidence) if evidence is not None else None
 
     while n < cfg.budget:
         got = single_label(h, noise=cfg.noise, rng=noise_rng)
@@ -99,8 +111,56 @@ def label_errors_run(cfg: ReviewConfig, *, work_dir: Path | None = None) -> dict
            "flagged_share": len(set(ranked)) / n if n else None,
            "corrupted_in_holdout": len(corrupted & holdout),
            "job_seconds": job_seconds, "seconds": time.perf_counter() - t0}
+    if evidence is not None and restore is not None:
+        restore()
+        given = _given_labels(h)
+        (evidence / "truth.json").write_text(json.dumps({
+            "classes": FASHION_CLASSES, "truth": {str(k): v for k, v in h.truth.items()},
+            "given": {str(k): v for k, v in given.items()}, "corrupted": sorted(corrupted),
+            "checkpoints": marks, "noise": cfg.noise, "seed": cfg.seed}))
+        out["evidence"] = str(evidence)
     h.close()
     return out
+
+
+def _record_evidence(module: Any, h: Harness, folder: Path) -> Callable[[], None]:
+    """Wrap the scan's ``compute`` and ``label_evidence`` in ``module`` so each scan's evidence
+    is saved to ``folder`` (see :func:`label_errors_run`); returns the function that unwraps them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    compute, evidence = module.compute, module.label_evidence
+    state: dict[str, Any] = {}
+
+    def label_evidence(x: Any, y: Any, n: int, **kw: Any) -> Any:
+        fits = evidence(x, y, n, **kw)
+        state["fits"] = fits
+        return fits
+
+    def wrapped(inputs: Any, ctx: Any) -> Any:
+        state.clear()
+        out = compute(inputs, ctx)
+        if "fits" in state and inputs.y is not None:
+            with Session(h.engine) as s:
+                ids = dict(s.exec(select(Item.sha256, Item.id).where(Item.project_id == h.project_id)).all())
+            k = len(list(folder.glob("scan-*.npz")))
+            np.savez_compressed(folder / f"scan-{k:03d}.npz", item_ids=np.asarray([ids[x] for x in inputs.shas]),
+                                y=np.asarray(inputs.y), fits=np.asarray(state["fits"], dtype=np.float32),
+                                skip=np.asarray(inputs.skip, dtype=bool), open_flags=inputs.open_flags,
+                                flagged=np.asarray([f.index for f in out.flags], dtype=np.int64))
+        return out
+
+    module.compute, module.label_evidence = wrapped, label_evidence
+
+    def restore() -> None:
+        module.compute, module.label_evidence = compute, evidence
+    return restore
+
+
+def _given_labels(h: Harness) -> dict[int, str]:
+    """The current human label of every labelled item."""
+    with Session(h.engine) as s:
+        rows = s.exec(select(Item, Annotation).join(Annotation, (col(Annotation.item_id) == Item.id) & (
+            col(Annotation.version) == Item.version)).where(Item.project_id == h.project_id)).all()
+    return {int(it.id or 0): a.data["labels"][0] for it, a in rows if len(a.data.get("labels", [])) == 1}
 
 
 # -- 4. audit ----------------------------------------------------------------------------------
