@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
