@@ -19,8 +19,9 @@ Workers never open the database, so a job never half-writes. While it waits the 
 reports progress every :attr:`RayExecutor.poll_seconds`, which is where a cancel
 (``POST /jobs/{id}/cancel`` sets the row's flag) is seen: the actors are killed, the task
 cancelled, and the job ends ``cancelled`` with what earlier steps committed. A shard that
-raises fails the job with the shard and the reason; a worker process or node that dies is
-retried by Ray (``max_restarts`` / ``max_task_retries`` / ``max_retries``: bounded).
+raises fails the job with the shard and the reason; a shard whose worker process or node
+dies runs again on another actor (at most ``max_retries`` times per shard), and a fit whose
+process dies is retried by Ray (``max_retries``).
 Workers read images, models and the embedding cache at the same paths as the driver:
 on several machines the data dir is storage every node mounts at that path.
 """
@@ -32,12 +33,13 @@ import os
 import signal
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
-from ray.util import ActorPool
+from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy.engine import Engine
 
@@ -53,9 +55,10 @@ class ShardFailed(RuntimeError):
     """A shard raised on a Ray worker: says which shard and why."""
 
 
-@ray.remote(max_restarts=2, max_task_retries=2)
+@ray.remote(max_restarts=0)
 class ShardWorker:
-    """One actor of a map's pool: runs shards, keeping what a ShardTask loaded (its model)."""
+    """One actor of a map's pool: runs shards, keeping what a ShardTask loaded (its model).
+    Ray does not restart it: a map replaces a dead actor and sends its shard elsewhere."""
 
     def __init__(self) -> None:
         mark_remote()
@@ -72,6 +75,10 @@ class ShardWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        """The Ray node this actor runs on."""
+        return str(ray.get_runtime_context().get_node_id())
 
 
 @ray.remote(num_cpus=0)
@@ -155,7 +162,8 @@ def check_data_dir(data_dir: Path, timeout: float = 120.0) -> None:
     refs = [_sees_remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
                                  ).remote(str(data_dir)) for n in nodes]
     seen = ray.get(refs, timeout=timeout)
-    blind = [str(n.get("NodeManagerAddress", n["NodeID"])) for n, ok in zip(nodes, seen, strict=True) if not ok]
+    blind = [f"{n.get('NodeManagerAddress', '?')} (node {str(n['NodeID'])[:8]})"
+             for n, ok in zip(nodes, seen, strict=True) if not ok]
     if blind:
         raise RuntimeError(f"LABELLOOP_EXECUTOR=ray: the data dir {data_dir} cannot be read and written on Ray "
                            f"node(s) {', '.join(blind)}; mount it at that same path on every node")
@@ -260,8 +268,11 @@ class RayExecutor(ThreadExecutor):
 
     def map(self, fn: Any, shards: Sequence[Any], progress: MapProgress | None = None) -> list:
         """``fn`` over ``shards`` on the actor pool, results in order; one map at a time per
-        executor. A cancel or a failure kills the pool (the shards still running stop with
-        it; the next map makes a new one); so does a fit waiting for the pool's CPUs."""
+        executor. Each idle actor gets the next shard. An actor whose process or node died
+        gives its shard back to the queue (at most ``max_retries`` times per shard) and is
+        replaced where the cluster has room, else the pool shrinks; the driver keeps exactly
+        one result per shard. A cancel or a failure kills the pool (the shards still running
+        stop with it; the next map makes a new one); so does a fit waiting for the pool's CPUs."""
         shards = list(shards)
         if not shards:
             return []
@@ -272,22 +283,38 @@ class RayExecutor(ThreadExecutor):
         results: list[Any] = [None] * len(shards)
         done = 0.0
         with POOL.lock:
-            pool = ActorPool(self.workers(gpu))
+            idle = list(self.workers(gpu))
             fn_ref = ray.put(fn)  # sent once, not with every shard
+            queue, lost = deque(range(len(shards))), [0] * len(shards)
+            running: dict[Any, tuple[Any, int]] = {}
             try:
-                for index, shard in enumerate(shards):
-                    pool.submit(lambda actor, job: actor.run.remote(fn_ref, *job), (index, shard))
-                while pool.has_next():
-                    try:
-                        index, ok, value = pool.get_next_unordered(timeout=self.poll_seconds)
-                    except TimeoutError:
+                while queue or running:
+                    while queue and idle:
+                        actor, index = idle.pop(), queue.popleft()
+                        running[actor.run.remote(fn_ref, index, shards[index])] = (actor, index)
+                    ready, _ = ray.wait(list(running), num_returns=1, timeout=self.poll_seconds)
+                    if not ready:
                         if progress is not None:
                             progress(done / total)  # nothing new: looks for a cancel
+                        continue
+                    actor, index = running.pop(ready[0])
+                    try:
+                        _, ok, value = ray.get(ready[0])
+                    except RayActorError as exc:  # its process or node died: the shard goes again
+                        lost[index] += 1
+                        if lost[index] > self.max_retries:
+                            raise ShardFailed(f"shard {index + 1} of {len(shards)} lost its Ray worker "
+                                              f"{lost[index]} times: {type(exc).__name__}") from exc
+                        log.warning("ray: shard %d of %d lost its worker (%s); running it again", index + 1,
+                                    len(shards), type(exc).__name__)
+                        queue.appendleft(index)
+                        idle.extend(self._replace(actor, gpu, busy=len(running)))
                         continue
                     if not ok:
                         raise ShardFailed(f"shard {index + 1} of {len(shards)} failed on Ray: {value}")
                     results[index] = value
                     done += weights[index]
+                    idle.append(actor)
                     if progress is not None:
                         progress(done / total)
             except BaseException:
@@ -296,6 +323,20 @@ class RayExecutor(ThreadExecutor):
             if POOL.fits:
                 self.release()
         return results
+
+    def _replace(self, dead: Any, gpu: bool, *, busy: int) -> list[Any]:
+        """Drop ``dead`` from the pool; a new actor in its place when the cluster has room for
+        one now, or when no other actor is left (``busy``: actors still running shards)."""
+        ray.kill(dead, no_restart=True)
+        actors = [a for a in POOL.actors or [] if a != dead]
+        free = ray.available_resources()
+        room = free.get("CPU", 0) >= 1 and (not gpu or free.get("GPU", 0) >= 1)
+        new = []
+        if room or (busy == 0 and not actors):
+            options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
+            new = [ShardWorker.options(**options).remote()]  # type: ignore[attr-defined]
+        POOL.actors = actors + new
+        return new
 
     def run(self, fn: Callable[[Any, Any], R], inputs: Any, ctx: LocalContext, *, gpu: bool = False) -> R:
         """``fn(inputs, ctx)`` as one Ray task (with a GPU when ``gpu`` and :meth:`uses_gpu`);

@@ -1,7 +1,11 @@
-"""The Ray executor (``LABELLOOP_EXECUTOR=ray``) against a real local Ray (two CPUs, started
-here, shut down at the end): a train + infer job gives what the in-process executor gives,
-shard by shard on an actor pool; a cancel stops a job and leaves the database as the last
-commit left it; a shard that raises fails the job and says which shard and why.
+"""The Ray executor (``LABELLOOP_EXECUTOR=ray``) against a real Ray cluster of two nodes of one
+CPU each (``ray start --head`` and ``ray start --address``, started here, their processes
+killed at the end: :mod:`tests.jobs.ray_cluster`): a train + infer job gives what the
+in-process executor gives, shard by shard on an actor pool; a cancel stops a job and leaves
+the database as the last commit left it; a shard that raises fails the job and says which
+shard and why; a node killed mid-job (a third one, added by that test) costs nothing but
+time: its shards run again elsewhere and every result is written once. On SQLite, and on
+PostgreSQL too where ``LABELLOOP_TEST_DATABASE_URL`` names one.
 
 Workers get the fake colour adapter (:mod:`tests.jobs.ray_hooks`, installed in each Ray
 worker by ``worker_process_setup_hook``), so no test here needs a real backbone."""
@@ -31,8 +35,9 @@ from service.jobs.runner import ThreadExecutor, enqueue  # noqa: E402
 from service.main import create_app  # noqa: E402
 from service.models import Item, Job, JobState, ModelVersion, Prediction  # noqa: E402
 from service.pipelines import classification as cls  # noqa: E402
-from tests.conftest import Ctx, make_settings  # noqa: E402
+from tests.conftest import DB_PARAMS, Ctx, make_settings  # noqa: E402
 from tests.factories import colour_project, label, start_job  # noqa: E402
+from tests.jobs.ray_cluster import LocalCluster  # noqa: E402
 from tests.jobs.ray_hooks import FLAGS_ENV, fake_create_adapter, flagged, slow_double  # noqa: E402
 
 # about 55 s on two cores: every Ray actor imports torch (and the fakes) when it starts
@@ -43,16 +48,29 @@ POLICY = {"algorithm": "fast", "min_labels_per_class": 3, "retrain_every_labels"
 
 
 @pytest.fixture(scope="module")
-def ray_flags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A local Ray of two CPUs for this module; yields the workers' flag folder."""
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Two Ray nodes of one CPU each for this module, this process connected to them."""
     flags = tmp_path_factory.mktemp("ray-flags")
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"worker_process_setup_hook": "tests.jobs.ray_hooks.use_fakes",
-                          "env_vars": {"PYTHONPATH": path, FLAGS_ENV: str(flags)}})
-    yield flags
-    release_pool()
-    ray.shutdown()
+    c = LocalCluster(tmp_path_factory.mktemp("ray-logs"), {"PYTHONPATH": path, FLAGS_ENV: str(flags)})
+    try:
+        c.start_head(num_cpus=1)
+        ray.init(address=c.address, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": "tests.jobs.ray_hooks.use_fakes",
+                              "env_vars": {"PYTHONPATH": path, FLAGS_ENV: str(flags)}})
+        c.add_node(num_cpus=1)
+        yield c
+    finally:
+        if ray.is_initialized():
+            release_pool()
+            ray.shutdown()
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_flags(cluster: LocalCluster) -> Path:
+    """The workers' flag folder (:mod:`tests.jobs.ray_hooks`)."""
+    return Path(cluster.env[FLAGS_ENV])
 
 
 @pytest.fixture
@@ -68,9 +86,10 @@ def flags(ray_flags: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         f.unlink()
 
 
-def _world(stack: ExitStack, tmp_path: Path, name: str, **settings: Any) -> tuple[Ctx, dict[str, str], int]:
+def _world(stack: ExitStack, tmp_path: Path, name: str, backend: str = "sqlite", **settings: Any
+           ) -> tuple[Ctx, dict[str, str], int]:
     """A fresh app on its own data dir with a colour project, 15 of its 36 images labelled."""
-    s = make_settings(tmp_path / name, **settings)
+    s = make_settings(tmp_path / name, backend, **settings)
     s.random_seed = 0
     c = Ctx(stack.enter_context(TestClient(create_app(s, background=False))), s)
     admin = c.user("root", "admin")
@@ -100,7 +119,8 @@ def _outcome(c: Ctx) -> dict[str, Any]:
     return {"jobs": jobs, "versions": versions, "predictions": preds, "scores": scores}
 
 
-def test_train_and_infer_on_ray_give_the_in_process_results(tmp_path: Path, flags: Path) -> None:
+@pytest.mark.parametrize("backend", DB_PARAMS)
+def test_train_and_infer_on_ray_give_the_in_process_results(tmp_path: Path, flags: Path, backend: str) -> None:
     with ExitStack() as stack:
         local, _, pid = _world(stack, tmp_path, "inprocess")
         start_job(local, "train", pid)
@@ -108,7 +128,7 @@ def test_train_and_infer_on_ray_give_the_in_process_results(tmp_path: Path, flag
 
         # shards of 4 images: the 36 images of the fit and the 21 of the pool in several shards, on one
         # actor that keeps its model from the train job to the infer job (the fit runs beside it)
-        remote, _, rpid = _world(stack, tmp_path, "ray", shard_size=4)
+        remote, _, rpid = _world(stack, tmp_path, "ray", backend, shard_size=4)
         start_job(remote, "train", rpid)
         executor = RayExecutor(remote.engine, remote.settings, actors=1)
         assert executor.run_pending() == 2
@@ -152,9 +172,70 @@ def test_a_worker_process_killed_mid_map_is_retried_and_every_shard_comes_back_o
         assert pids[0] not in ray.get([a.pid.remote() for a in executor.workers(False)])
 
 
-def test_a_cancelled_ray_job_stops_and_keeps_only_what_was_committed(tmp_path: Path, flags: Path) -> None:
+def _predictions(c: Ctx) -> list[tuple[Any, ...]]:
+    with Session(c.engine) as s:
+        return [(p.item_id, p.label, p.score, p.state)
+                for p in s.exec(select(Prediction).order_by(col(Prediction.item_id), col(Prediction.id))).all()]
+
+
+def _wait_for_progress(c: Ctx, job_id: int, above: float = 0.05, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with Session(c.engine) as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            if job.progress > above or job.state not in (JobState.queued, JobState.running):
+                return
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("backend", DB_PARAMS)
+def test_a_node_killed_mid_job_costs_only_time_and_every_result_is_written_once(
+        tmp_path: Path, flags: Path, cluster: LocalCluster, backend: str) -> None:
     with ExitStack() as stack:
-        c, admin, pid = _world(stack, tmp_path, "cancel", shard_size=3)
+        local, _, pid = _world(stack, tmp_path, "inprocess")
+        start_job(local, "train", pid)
+        assert ThreadExecutor(local.engine, local.settings).run_pending() == 2  # train, then its infer
+
+        c, _, rpid = _world(stack, tmp_path, "node", backend, shard_size=3)
+        with Session(c.engine) as s:
+            enqueue(s, kind="train", project_id=rpid, payload={"infer": False})
+            s.commit()
+        assert ThreadExecutor(c.engine, c.settings).run_pending() == 1  # the model: committed before
+        shutil.rmtree(c.settings.data_dir / "embeddings")  # the infer job embeds on Ray, in 7 shards of 3
+
+        node = cluster.add_node(num_cpus=1)  # a third node, for this test to kill
+        executor = RayExecutor(c.engine, c.settings, actors=3, poll_seconds=0.2)
+        with POOL.lock:
+            actors = executor.workers(False)
+            where = ray.get([a.node.remote() for a in actors])
+            pids = ray.get([a.pid.remote() for a in actors])
+        assert node.node_id in where  # one actor per node: one CPU each
+        (flags / "slow").write_text("1.5")
+        job_id = start_job(c, "infer", rpid)
+        runner = threading.Thread(target=executor.run_pending)
+        runner.start()
+        _wait_for_progress(c, job_id)  # a shard came back; the third node's actor is inside its next one
+        cluster.kill_node(node, [p for p, n in zip(pids, where, strict=True) if n == node.node_id])
+        runner.join(timeout=180)
+        assert not runner.is_alive()
+
+        with Session(c.engine) as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            assert job.state == JobState.succeeded, (job.state, job.error)
+        got = _predictions(c)
+        assert got == _predictions(local)  # the same predictions as in-process ...
+        assert len({p[0] for p in got}) == len(got) == 36 - 15  # ... each written once
+        with POOL.lock:
+            assert node.node_id not in ray.get([a.node.remote() for a in POOL.actors or []])
+
+
+@pytest.mark.parametrize("backend", DB_PARAMS)
+def test_a_cancelled_ray_job_stops_and_keeps_only_what_was_committed(tmp_path: Path, flags: Path,
+                                                                     backend: str) -> None:
+    with ExitStack() as stack:
+        c, admin, pid = _world(stack, tmp_path, "cancel", backend, shard_size=3)
         with Session(c.engine) as s:
             enqueue(s, kind="train", project_id=pid, payload={"infer": False})
             s.commit()
@@ -229,7 +310,8 @@ def test_the_api_with_executor_ray_runs_its_jobs_through_ray(tmp_path: Path, fla
 
 
 def test_a_data_dir_a_node_cannot_see_stops_the_start(tmp_path: Path, flags: Path) -> None:
-    check_data_dir(tmp_path)  # this machine's one node sees it
+    check_data_dir(tmp_path)  # both nodes (on this machine) see it
     with pytest.raises(RuntimeError, match=r"the data dir .*/nowhere cannot be read and written on Ray node\(s\) "
-                                           r"[0-9.]+; mount it at that same path on every node"):
+                                           r"[0-9.]+ \(node [0-9a-f]{8}\), [0-9.]+ \(node [0-9a-f]{8}\); "
+                                           r"mount it at that same path on every node"):
         check_data_dir(tmp_path / "nowhere")
