@@ -20,6 +20,7 @@ farthest-first away from what is already labelled, writing ``Item.query_score``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,7 @@ from service.config import Settings
 from service.crud.classes import class_names
 from service.crud.holdout import calibration_items
 from service.crud.items import blob_store
+from service.jobs.executor import ComputeContext
 from service.jobs.runner import JobConflict, JobContext, enqueue
 from service.loop.features import cached_embeddings
 from service.loop.infer import current_model
@@ -89,13 +91,77 @@ def pretrained_features(backbone: str, checkpoint: str | None, image_size: int, 
 def feature_adapter(project: Project, mv: ModelVersion | None, settings: Settings) -> Any:
     """The current ``fast`` model (frozen backbone, so its feature space is cached), else
     the pretrained backbone at the project's image size (kept in memory between jobs)."""
-    if mv is not None and mv.algorithm == "fast" and mv.path:
-        return load_model(mv.path, settings)
-    policy = Policy.from_dict(project.policy or {})
-    size = policy.image_size or settings.image_size
-    ckpt = str(settings.backbone_checkpoint) if settings.backbone_checkpoint else None
-    return pretrained_features(settings.backbone, ckpt, int(size), settings.torch_threads, policy.features,
-                               policy.mirror, **compute_options(settings))
+    return FeatureSource.of(project, mv, settings).adapter()
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """The embedding space grids, the cold start and label errors work in, as plain values a
+    worker process can rebuild: the current ``fast`` model's (its backbone is frozen, so its
+    features are cached), else the pretrained backbone's at the project's image size."""
+
+    model_path: str | None
+    backbone: str
+    checkpoint: str | None
+    image_size: int
+    threads: int
+    features: str
+    mirror: bool
+    options: tuple[tuple[str, Any], ...] = ()  # compute_options: device, runtime, ...
+
+    @classmethod
+    def of(cls, project: Project, mv: ModelVersion | None, settings: Settings) -> FeatureSource:
+        policy = Policy.from_dict(project.policy or {})
+        return cls(model_path=mv.path if mv is not None and mv.algorithm == "fast" and mv.path else None,
+                   backbone=settings.backbone,
+                   checkpoint=str(settings.backbone_checkpoint) if settings.backbone_checkpoint else None,
+                   image_size=int(policy.image_size or settings.image_size), threads=settings.torch_threads,
+                   features=policy.features, mirror=policy.mirror,
+                   options=tuple(sorted(compute_options(settings).items())))
+
+    def adapter(self) -> Any:
+        opts = dict(self.options)
+        if self.model_path is not None:
+            return load_adapter(self.model_path, device=opts.get("device", "cpu"), runtime_dir=opts.get("runtime_dir"),
+                                decode_workers=opts.get("decode_workers", 0))
+        return pretrained_features(self.backbone, self.checkpoint, self.image_size, self.threads,
+                                   self.features, self.mirror, **opts)
+
+
+@dataclass(frozen=True)
+class FeatureShards:
+    """A :class:`service.jobs.executor.ShardTask`: a shard of ``(sha, path)`` -> its embeddings
+    ``[n, D]`` in ``source``'s space, through the on-disk cache under ``data_dir`` (each worker
+    builds the adapter once)."""
+
+    source: FeatureSource
+    data_dir: str
+    batch_size: int
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("features", self.source)
+
+    def load(self) -> Any:
+        return self.source.adapter()
+
+    def run(self, adapter: Any, shard: list[tuple[str, Path]], report: Any) -> np.ndarray:
+        cache = Settings.model_construct(data_dir=Path(self.data_dir), inference_batch_size=self.batch_size)
+        return cached_embeddings(adapter, [s for s, _ in shard], [p for _, p in shard], settings=cache,
+                                 progress=lambda f, m: report(f))
+
+
+def embed_items(source: FeatureSource, shas: list[str], paths: list[Path], *, settings: Settings,
+                compute: ComputeContext | None = None, progress: Any = None) -> np.ndarray:
+    """``[N, D]`` embeddings of the images in ``source``'s space, through the on-disk cache: in
+    shards on ``compute``'s executor (``ctx.map``: Ray actors under ``LABELLOOP_EXECUTOR=ray``),
+    else here. ``progress(fraction, message)``."""
+    if compute is None or not shas:
+        return cached_embeddings(source.adapter(), shas, paths, settings=settings, progress=progress)
+    task = FeatureShards(source, str(settings.data_dir), int(settings.inference_batch_size))
+    report = None if progress is None else (lambda f: progress(f, f"embedding {len(shas)} images"))
+    parts = compute.map(task, compute.shards(list(zip(shas, paths, strict=True))), progress=report)
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def pool_items(session: Session, project_id: int) -> list[Item]:
@@ -123,12 +189,13 @@ def predicted_probs(session: Session, mv: ModelVersion, ids: list[int], *, multi
 
 
 def cluster_project(session: Session, *, project: Project, settings: Settings, progress: Any,
-                    job_id: int) -> dict[str, Any]:
+                    job_id: int, compute: ComputeContext | None = None) -> dict[str, Any]:
     """Cut grid pages of every size for the pool and store them as job ``job_id``'s
     :class:`GridPage` rows (a rerun of the job replaces its pages); the job stores the
     returned summary."""
     assert project.id is not None
-    out = cut_pages(session, project=project, settings=settings, progress=progress, job_id=job_id)
+    out = cut_pages(session, project=project, settings=settings, progress=progress, job_id=job_id,
+                    compute=compute)
     pages: dict[str, list[dict[str, Any]]] = out.pop("pages")
     for old in session.exec(select(GridPage).where(GridPage.job_id == job_id)).all():
         session.delete(old)
@@ -142,9 +209,10 @@ def cluster_project(session: Session, *, project: Project, settings: Settings, p
 
 
 def cut_pages(session: Session, *, project: Project, settings: Settings, progress: Any,
-              job_id: int) -> dict[str, Any]:
+              job_id: int, compute: ComputeContext | None = None) -> dict[str, Any]:
     """What :func:`cluster_project` stores, with the pages as dicts under ``"pages"``
-    (``{"4": [...], "6": [...], "9": [...]}``, ids ``"<job id>-<size>-<index>"``)."""
+    (``{"4": [...], "6": [...], "9": [...]}``, ids ``"<job id>-<size>-<index>"``). The pool is
+    embedded in shards on ``compute``'s executor where one is given (:func:`embed_items`)."""
     assert project.id is not None
     mv = current_model(session, project.id)
     items = pool_items(session, project.id)
@@ -163,9 +231,10 @@ def cut_pages(session: Session, *, project: Project, settings: Settings, progres
                            "pages": {str(s): [] for s in SIZES}}
     if not n_pool:
         return out
-    adapter = feature_adapter(project, mv, settings)
-    vecs = cached_embeddings(adapter, shas, paths, settings=settings,
-                             progress=lambda f, m: progress(0.05 + 0.6 * f, m))
+    source = FeatureSource.of(project, mv, settings)
+    vecs = embed_items(source, shas, paths, settings=settings, compute=compute,
+                       progress=lambda f, m: progress(0.05 + 0.6 * f, m))
+    adapter = source.adapter()  # in-process: cached (the pretrained backbone) or small (a fast model)
     out["feature_version"] = adapter.feature_version
     unknown = np.zeros(len(ids), dtype=bool)  # no prediction to go by (uniform rows)
     if probs is not None and mv is not None:
@@ -281,8 +350,9 @@ def farthest_first(points: np.ndarray, anchors: np.ndarray | None = None) -> np.
 
 
 def cold_start_project(session: Session, *, project: Project, settings: Settings, progress: Any,
-                       seed: int) -> dict[str, Any]:
-    """Rank the pool for the queue before any model exists (see the module doc)."""
+                       seed: int, compute: ComputeContext | None = None) -> dict[str, Any]:
+    """Rank the pool for the queue before any model exists (see the module doc); the sample is
+    embedded in shards on ``compute``'s executor where one is given (:func:`embed_items`)."""
     assert project.id is not None
     policy = Policy.from_dict(project.policy or {})
     # hold-out items are ranked with the pool (service/crud/holdout.py), not kept away from
@@ -298,11 +368,11 @@ def cold_start_project(session: Session, *, project: Project, settings: Settings
     if not sample:
         return {"picked": 0, "pool": 0}
     store = blob_store(settings)
-    adapter = feature_adapter(project, None, settings)
-    vecs = cached_embeddings(adapter, [i.sha256 for i in sample], [store.path(i.sha256) for i in sample],
-                             settings=settings, progress=lambda f, m: progress(0.05 + 0.7 * f, m))
-    anchors = cached_embeddings(adapter, [i.sha256 for i in done], [store.path(i.sha256) for i in done],
-                                settings=settings) if done else None
+    source = FeatureSource.of(project, None, settings)
+    vecs = embed_items(source, [i.sha256 for i in sample], [store.path(i.sha256) for i in sample],
+                       settings=settings, compute=compute, progress=lambda f, m: progress(0.05 + 0.7 * f, m))
+    anchors = embed_items(source, [i.sha256 for i in done], [store.path(i.sha256) for i in done],
+                          settings=settings, compute=compute) if done else None
     k = min(policy.batch_size, max(1, len(sample) // 2))
     reps = query.cold_start(vecs, k, rng)
     picks = reps[farthest_first(vecs[reps], anchors)]
@@ -331,14 +401,14 @@ def cluster_task(ctx: JobContext) -> dict[str, Any]:
     """The ``cluster`` job (:mod:`service.jobs.registry`): :func:`cluster_project`."""
     with Session(ctx.engine, expire_on_commit=False) as s:
         return cluster_project(s, project=_project_job(ctx, s), settings=ctx.settings, progress=ctx.progress,
-                               job_id=ctx.job_id)
+                               job_id=ctx.job_id, compute=ctx.compute_context())
 
 
 def cold_start_task(ctx: JobContext) -> dict[str, Any]:
     """The ``cold_start`` job (:mod:`service.jobs.registry`): :func:`cold_start_project`."""
     with Session(ctx.engine, expire_on_commit=False) as s:
         return cold_start_project(s, project=_project_job(ctx, s), settings=ctx.settings, progress=ctx.progress,
-                                  seed=ctx.job_id)
+                                  seed=ctx.job_id, compute=ctx.compute_context())
 
 
 def newest_job(session: Session, project_id: int, kind: str, state: JobState | None = None) -> Job | None:

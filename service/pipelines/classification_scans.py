@@ -26,55 +26,19 @@ from sqlmodel import Session, col, select
 from learning.adapters import load_adapter
 from learning.data import load_rgb
 from learning.hard_examples import Flag, FlagRule, flag_label_errors, flag_unstable, pair_history
-from learning.policy import Policy
 from service.config import Settings
 from service.crud.classes import class_names
 from service.crud.items import blob_store
 from service.jobs.executor import ComputeContext
-from service.loop import clusters
+from service.loop.clusters import FeatureSource, embed_items
 from service.loop.data import HUMAN, TrainingGuard, flag_verdicts, judged_flags
-from service.loop.features import cached_embeddings
 from service.loop.infer import current_model
 from service.loop.review import LABEL_ERROR, MAX_LABELS, UNSTABLE, label_evidence
-from service.models import Annotation, Item, ItemStatus, ModelVersion, Prediction, Project, ReviewFlag
+from service.models import Annotation, Item, ItemStatus, Prediction, Project, ReviewFlag
 
 RULE = FlagRule()
 TTA_BATCH, TTA_MAX = 128, 2000  # proposals checked per run (each once)
 ZOOM = 0.8  # the second view of a mirror-averaging model: the central 80% of the image
-
-
-@dataclass(frozen=True)
-class FeatureSource:
-    """The embedding space label errors are judged in: the current ``fast`` model's (its
-    backbone is frozen, so its features are cached), else the pretrained backbone's at the
-    project's image size (:func:`service.loop.clusters.feature_adapter`, the grids' space)."""
-
-    model_path: str | None
-    backbone: str
-    checkpoint: str | None
-    image_size: int
-    threads: int
-    features: str
-    mirror: bool
-    options: tuple[tuple[str, Any], ...] = ()  # clusters.compute_options: device, runtime, ...
-
-    @classmethod
-    def of(cls, project: Project, mv: ModelVersion | None, settings: Settings) -> FeatureSource:
-        policy = Policy.from_dict(project.policy or {})
-        return cls(model_path=mv.path if mv is not None and mv.algorithm == "fast" and mv.path else None,
-                   backbone=settings.backbone,
-                   checkpoint=str(settings.backbone_checkpoint) if settings.backbone_checkpoint else None,
-                   image_size=int(policy.image_size or settings.image_size), threads=settings.torch_threads,
-                   features=policy.features, mirror=policy.mirror,
-                   options=tuple(sorted(clusters.compute_options(settings).items())))
-
-    def adapter(self) -> Any:
-        opts = dict(self.options)
-        if self.model_path is not None:
-            return load_adapter(self.model_path, device=opts.get("device", "cpu"), runtime_dir=opts.get("runtime_dir"),
-                                decode_workers=opts.get("decode_workers", 0))
-        return clusters.pretrained_features(self.backbone, self.checkpoint, self.image_size, self.threads,
-                                            self.features, self.mirror, **opts)
 
 
 @dataclass
@@ -163,10 +127,10 @@ def compute(inputs: ScanInputs, ctx: ComputeContext) -> ScanOutputs:
     progress = ctx.progress
     if inputs.skipped is None:
         assert inputs.features is not None and inputs.y is not None and inputs.verdicts is not None
+        x = embed_items(inputs.features, inputs.shas, inputs.paths,
+                        settings=Settings.model_construct(data_dir=inputs.data_dir), compute=ctx,
+                        progress=lambda f, m: progress(0.05 + 0.5 * f, m))
         adapter = inputs.features.adapter()
-        x = cached_embeddings(adapter, inputs.shas, inputs.paths,
-                              settings=Settings.model_construct(data_dir=inputs.data_dir),
-                              progress=lambda f, m: progress(0.05 + 0.5 * f, m))
         n = len(inputs.classes)
         fits = label_evidence(x, inputs.y, n, seed=inputs.seed,
                               progress=lambda f: progress(0.55 + 0.1 * f, "cross-fitting"))

@@ -1,5 +1,6 @@
 """What the Ray tests install in every process that runs a compute step (the test's own and
-each Ray worker, through ``worker_process_setup_hook``): the classification pipeline builds
+each Ray worker, through ``worker_process_setup_hook``): the classification pipeline and the
+grids' and cold start's feature source (:mod:`service.loop.clusters`) build
 :mod:`tests.fakes`' colour adapter, and its ``embed`` obeys flag files in the folder named by
 ``LABELLOOP_TEST_RAY_FLAGS``: ``slow`` (sleep that many seconds per call), ``fail`` (raise)."""
 
@@ -45,14 +46,16 @@ def flagged(embed: Any) -> Any:
     return wrapper
 
 
-TARGET = "service.pipelines.classification"
+TARGETS = ("service.pipelines.classification", "service.loop.clusters")
 
 
 def patch(module: Any) -> None:
-    """Patch the classification module ``module`` (and the fake's ``embed``) in this process."""
+    """Patch ``module`` (one of :data:`TARGETS`; and the fake's ``embed``) in this process."""
     import tests.fakes as fakes
 
     module.create_adapter = fake_create_adapter
+    if hasattr(module, "pretrained_features"):
+        module.pretrained_features.cache_clear()
     if not getattr(fakes.ColourAdapter.embed, "flagged", False):
         fakes.ColourAdapter.embed = flagged(fakes.ColourAdapter.embed)  # type: ignore[method-assign]
 
@@ -62,7 +65,7 @@ class PatchOnImport(importlib.abc.MetaPathFinder):
     do: importing torch in each would cost seconds of the test's two cores)."""
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != TARGET:
+        if name not in TARGETS:
             return None
         for finder in sys.meta_path:
             spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
@@ -78,9 +81,10 @@ class PatchOnImport(importlib.abc.MetaPathFinder):
 
 def use_fakes() -> None:
     """Ray workers' setup hook: patch this process (the test's own uses monkeypatch instead)."""
-    if TARGET in sys.modules:
-        patch(sys.modules[TARGET])
-    elif not any(isinstance(f, PatchOnImport) for f in sys.meta_path):
+    for target in TARGETS:
+        if target in sys.modules:
+            patch(sys.modules[target])
+    if not all(t in sys.modules for t in TARGETS) and not any(isinstance(f, PatchOnImport) for f in sys.meta_path):
         sys.meta_path.insert(0, PatchOnImport())
 
 

@@ -32,8 +32,9 @@ import tests.fakes as fakes  # noqa: E402
 from service.jobs.executor import LocalContext  # noqa: E402
 from service.jobs.ray_executor import POOL, RayExecutor, ShardFailed, check_data_dir, release_pool  # noqa: E402
 from service.jobs.runner import ThreadExecutor, enqueue  # noqa: E402
+from service.loop import clusters  # noqa: E402
 from service.main import create_app  # noqa: E402
-from service.models import Item, Job, JobState, ModelVersion, Prediction  # noqa: E402
+from service.models import GridPage, Item, Job, JobState, ModelVersion, Prediction  # noqa: E402
 from service.pipelines import classification as cls  # noqa: E402
 from tests.conftest import DB_PARAMS, Ctx, make_settings  # noqa: E402
 from tests.factories import colour_project, label, start_job  # noqa: E402
@@ -78,10 +79,13 @@ def flags(ray_flags: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """No flag set; this process builds the same fake adapter as the workers."""
     monkeypatch.setenv(FLAGS_ENV, str(ray_flags))
     monkeypatch.setattr(cls, "create_adapter", fake_create_adapter)
+    monkeypatch.setattr(clusters, "create_adapter", fake_create_adapter)
     monkeypatch.setattr(fakes.ColourAdapter, "embed", flagged(fakes.ColourAdapter.embed))
+    clusters.pretrained_features.cache_clear()
     for f in ray_flags.iterdir():
         f.unlink()
     yield ray_flags
+    clusters.pretrained_features.cache_clear()
     for f in ray_flags.iterdir():
         f.unlink()
 
@@ -138,6 +142,48 @@ def test_train_and_infer_on_ray_give_the_in_process_results(tmp_path: Path, flag
                                                 ("infer", JobState.succeeded, None)]
         assert got == expected
         assert len(got["predictions"]) == 36 - 15 and got["versions"][0][1] == "ready"
+
+
+def _run_kind(c: Ctx, pid: int, kind: str, executor: ThreadExecutor) -> dict[str, Any]:
+    with Session(c.engine) as s:
+        job = enqueue(s, kind=kind, project_id=pid, payload={"reason": "test"})
+        s.commit()
+        job_id = job.id
+    assert executor.run_pending() == 1
+    with Session(c.engine) as s:
+        done = s.get(Job, job_id)
+        assert done is not None and done.state == JobState.succeeded, done.error if done else None
+        return {k: v for k, v in (done.result or {}).items() if "seconds" not in k}
+
+
+def _pages(c: Ctx) -> list[tuple[Any, ...]]:
+    with Session(c.engine) as s:
+        return [(p.size, p.position, p.cluster, p.item_ids, p.suggested_class, p.holdout_ids)
+                for p in s.exec(select(GridPage).order_by(col(GridPage.size), col(GridPage.position))).all()]
+
+
+def test_cold_start_and_grids_embed_on_ray_as_in_process(tmp_path: Path, flags: Path) -> None:
+    """The cold start's and the grids' embedding runs in shards on the actor pool; the picks
+    and the pages are the in-process ones."""
+    with ExitStack() as stack:
+        local, _, pid = _world(stack, tmp_path, "inprocess")
+        remote, _, rpid = _world(stack, tmp_path, "ray", shard_size=5)
+        here = ThreadExecutor(local.engine, local.settings)
+        there = RayExecutor(remote.engine, remote.settings, actors=2)
+        picks = _run_kind(local, pid, "cold_start", here)
+        assert picks["picked"] > 0
+        assert _run_kind(remote, rpid, "cold_start", there) == picks
+        assert _outcome(remote)["scores"] == _outcome(local)["scores"]
+
+        for c, p in ((local, pid), (remote, rpid)):  # a model, so that pages carry suggestions
+            with Session(c.engine) as s:
+                enqueue(s, kind="train", project_id=p, payload={})
+                s.commit()
+            assert ThreadExecutor(c.engine, c.settings).run_pending() == 2
+        shutil.rmtree(remote.settings.data_dir / "embeddings")  # the grids embed the pool again, on Ray
+        summary = _run_kind(local, pid, "cluster", here)
+        assert _run_kind(remote, rpid, "cluster", there) == summary
+        assert _pages(remote) == _pages(local) and len(_pages(local)) > 0
 
 
 def test_the_in_process_map_and_the_ray_map_agree_on_shards(flags: Path) -> None:
