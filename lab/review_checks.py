@@ -30,7 +30,8 @@ def label_errors_run(cfg: ReviewConfig, *, work_dir: Path | None = None) -> dict
     """Noisy oracle for ``budget`` queue labels on the product's schedule: every training is
     followed, as the scheduler does (:func:`service.pipelines.jobs.hard_examples_check`), by
     the ``hard_examples`` scan, and nobody resolves a flag. At each of ``cfg.checkpoints`` (and
-    at the end) the ``label error`` flags raised so far are scored against the corrupted
+    at the end) the ``label error`` flags raised so far, less those a later scan withdrew, are
+    scored against the corrupted
     labels: the share of human labels flagged, and precision and recall over all flags; then
     the old figure, recall and precision among the top ``cut`` of labels by flag score after
     one last scan.
@@ -58,7 +59,7 @@ def label_errors_run(cfg: ReviewConfig, *, work_dir: Path | None = None) -> dict
                            .order_by(col(ReviewFlag.score).desc(), col(ReviewFlag.id))).all()
             holdout = {int(i or 0) for i in s.exec(select(Item.id).where(
                 Item.project_id == h.project_id, col(Item.is_holdout).is_(True))).all()}
-        return [f.item_id for f in flags], holdout
+        return [f.item_id for f in flags if not f.detail.get("withdrawn")], holdout
 
     def scan() -> None:
         nonlocal scans, job_seconds

@@ -4,8 +4,10 @@
 ``DIR/work/evidence-<seed>/`` (the checked labels, their cross-fits, :func:`lab.review_checks.
 label_errors_run`). This script runs :func:`learning.hard_examples.flag_label_errors` again over
 that sequence of scans with other rules: the odds bar, and whether a later scan withdraws an
-open flag its evidence no longer supports (``--withdraw K``: withdraw when the flagged class is
-no longer at least ``K`` times as probable as the given one). Nobody resolves a flag, as in the
+open flag its evidence no longer supports (``--withdraw``: ``rule``, the product's
+:func:`learning.hard_examples.unsupported_flags`; ``K``: when the flagged class is no longer at
+least ``K`` times as probable as the given one; ``rescan``: each scan re-decides, so the open
+flags are the last scan's; ``0``: never). Nobody resolves a flag, as in the
 run. At each checkpoint it prints the share of labels with an open flag and, against the
 corrupted labels, the open flags' precision and recall.
 
@@ -13,7 +15,7 @@ The evidence does not depend on the flags except through the cap and the labels 
 skip, which the replay recomputes; the items the loop asked for are the run's (flags that took
 an image out of training changed the run's later models a little).
 
-    python lab/benchmarks/flag_replay.py /tmp/le-clean /tmp/le-noisy --odds 20,30 --withdraw 0,5,10
+    python lab/benchmarks/flag_replay.py le-clean le-noisy --odds 20,30 --withdraw 0,rule --class-threshold on,off
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from learning.hard_examples import FlagRule, flag_label_errors
+from learning.hard_examples import FlagRule, flag_label_errors, unsupported_flags
 
 
 def load_run(folder: Path) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
@@ -35,7 +37,7 @@ def load_run(folder: Path) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]
     return scans, json.loads((ev / "truth.json").read_text())
 
 
-def replay(scans: list[dict[str, np.ndarray]], truth: dict[str, Any], rule: FlagRule, withdraw: float
+def replay(scans: list[dict[str, np.ndarray]], truth: dict[str, Any], rule: FlagRule, withdraw: str
            ) -> list[dict[str, Any]]:
     """Per checkpoint: labels checked, open flags, precision and recall of the open flags."""
     corrupted = {int(i) for i in truth["corrupted"]}
@@ -47,10 +49,20 @@ def replay(scans: list[dict[str, np.ndarray]], truth: dict[str, Any], rule: Flag
         ids, y, fits = scan["item_ids"], scan["y"], scan["fits"].astype(np.float64)
         p = fits.mean(axis=0)
         where = {int(i): k for k, i in enumerate(ids)}
-        if withdraw > 0:
+        if withdraw == "rescan":  # each scan re-decides: the open flags are this scan's
+            open_.clear()
+        elif withdraw == "rule":  # the product's: what the odds bar no longer supports
+            held = [(item, where[item], s) for item, s in open_.items() if item in where]
+            if held:
+                gone = unsupported_flags(y, fits, np.array([k for _, k, _ in held]), np.array([s for *_, s in held]),
+                                         rule=rule)
+                for (item, _, _), g in zip(held, gone, strict=True):
+                    if g:
+                        del open_[item]
+        elif float(withdraw) > 0:
             for item, s in list(open_.items()):
                 k = where.get(item)
-                if k is not None and p[k, s] < withdraw * p[k, y[k]]:
+                if k is not None and p[k, s] < float(withdraw) * p[k, y[k]]:
                     del open_[item]
         skip = np.array([int(i) in open_ for i in ids])
         for f in flag_label_errors(y, fits, rule=rule, skip=skip, open_flags=len(open_)):
@@ -72,23 +84,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--odds", default="30", help="comma-separated min_odds values")
-    ap.add_argument("--withdraw", default="0", help="comma-separated withdrawal odds (0: never withdraw)")
+    ap.add_argument("--withdraw", default="rule", help="comma-separated: rule, rescan, 0 (never) or odds K")
     ap.add_argument("--share", default=None, help="comma-separated max_share values (default: the rule's)")
+    ap.add_argument("--class-threshold", default="on", help="on, off or on,off: confident learning's per-class bar")
     args = ap.parse_args()
     shares = [float(x) for x in args.share.split(",")] if args.share else [FlagRule().max_share]
-    print("| run | noise | odds | withdraw below | cap | checkpoint | labels | share flagged | precision | recall |")
+    print("| run | noise | odds | withdrawal | cap, class bar | checkpoint | labels | flagged | precision | recall |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for run in args.runs:
         scans, truth = load_run(run)
         for odds in (float(x) for x in args.odds.split(",")):
-            for w in (float(x) for x in args.withdraw.split(",")):
-                for share in shares:
-                    rule = replace(FlagRule(), min_odds=odds, max_share=share)
+            for w in args.withdraw.split(","):
+                for share, ct in ((a, b) for a in shares for b in args.class_threshold.split(",")):
+                    rule = replace(FlagRule(), min_odds=odds, max_share=share, class_threshold=ct == "on")
                     for r in replay(scans, truth, rule, w):
                         pr = "-" if r["precision"] is None else f"{r['precision']:.2f}"
                         rc = "-" if r["recall"] is None else f"{r['recall']:.2f}"
-                        print(f"| {run.name} | {truth['noise']} | {odds:g} | {w:g} | {share:g} | {r['checkpoint']} | "
-                              f"{r['labels']} | {100 * r['share']:.1f}% | {pr} | {rc} |")
+                        print(f"| {run.name} | {truth['noise']} | {odds:g} | {w} | {share:g}, {ct} | "
+                              f"{r['checkpoint']} | {r['labels']} | {100 * r['share']:.1f}% | {pr} | {rc} |")
 
 
 if __name__ == "__main__":

@@ -138,12 +138,13 @@ def label_counts(session: Session, project_id: int) -> tuple[dict[str, int], dic
 
 
 def judged_flags(session: Session, project_id: int, kind: str) -> tuple[set[int], set[tuple[int, Any]]]:
-    """(items with an open flag of ``kind``, (item, label version) pairs a reviewer already judged)."""
+    """(items with an open flag of ``kind``, (item, label version) pairs a reviewer already judged).
+    A flag a later scan withdrew (``detail["withdrawn"]``) judged nothing: its label may be flagged again."""
     open_, done = set(), set()
     for f in session.exec(select(ReviewFlag).where(ReviewFlag.project_id == project_id, ReviewFlag.kind == kind)):
         if f.state == "open":
             open_.add(f.item_id)
-        else:
+        elif not f.detail.get("withdrawn"):
             done.add((f.item_id, f.detail.get("annotation_version")))
             done.add((f.item_id, (f.detail.get("resolution") or {}).get("annotation_version")))
     return open_, done

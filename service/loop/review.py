@@ -133,7 +133,7 @@ def close_stale(session: Session, project_id: int) -> int:
             flag.state, flag.resolved_at = "dismissed", utcnow()
             flag.detail = {**flag.detail, "closed": "no longer applies: the label or proposal changed"}
             session.add(flag)
-            _restore(session, item, flag)
+            restore_item(session, item, flag)
             n += 1
     return n
 
@@ -177,7 +177,7 @@ def list_flags(session: Session, *, project: Project, kind: str | None, state: s
     return [flag_public(session, f, it) for f, it in rows.all()], int(count)
 
 
-def _restore(session: Session, item: Item, flag: ReviewFlag) -> None:
+def restore_item(session: Session, item: Item, flag: ReviewFlag) -> None:
     """Status ``review`` lasts while an open flag that took the item out of training remains."""
     others = session.exec(select(ReviewFlag).where(ReviewFlag.item_id == item.id, ReviewFlag.state == "open",
                                                    ReviewFlag.id != flag.id)).all()
@@ -242,6 +242,6 @@ def resolve_flag(session: Session, *, flag: ReviewFlag, project: Project, user: 
     flag.detail = {**flag.detail, "resolution": {"action": action, "labels": fixed,
                                                  "note": note[:1000], "annotation_version": item.version}}
     session.add(flag)
-    _restore(session, item, flag)
+    restore_item(session, item, flag)
     session.flush()
     return flag_public(session, flag, item)

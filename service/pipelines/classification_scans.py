@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 
 from learning.adapters import load_adapter
 from learning.data import load_rgb
-from learning.hard_examples import Flag, FlagRule, flag_label_errors, flag_unstable, pair_history
+from learning.hard_examples import Flag, FlagRule, flag_label_errors, flag_unstable, pair_history, unsupported_flags
 from service.config import Settings
 from service.crud.classes import class_names
 from service.crud.items import blob_store
@@ -33,10 +33,11 @@ from service.jobs.executor import ComputeContext
 from service.loop.clusters import FeatureSource, embed_items
 from service.loop.data import HUMAN, TrainingGuard, flag_verdicts, judged_flags
 from service.loop.infer import current_model
-from service.loop.review import LABEL_ERROR, MAX_LABELS, UNSTABLE, label_evidence
-from service.models import Annotation, Item, ItemStatus, Prediction, Project, ReviewFlag
+from service.loop.review import LABEL_ERROR, MAX_LABELS, UNSTABLE, label_evidence, restore_item
+from service.models import Annotation, Item, ItemStatus, Prediction, Project, ReviewFlag, utcnow
 
 RULE = FlagRule()
+WITHDRAWN = "withdrawn: the latest model no longer supports it"
 TTA_BATCH, TTA_MAX = 128, 2000  # proposals checked per run (each once)
 ZOOM = 0.8  # the second view of a mirror-averaging model: the central 80% of the image
 
@@ -57,6 +58,8 @@ class ScanInputs:
     verdicts: np.ndarray | None = None
     skip: np.ndarray | None = None
     open_flags: int = 0
+    open_rows: np.ndarray | None = None  # [F] checked labels with an open flag, and its suggested class
+    open_suggested: np.ndarray | None = None
     skipped: dict[str, Any] | None = None
     tta_model: str | None = None
     device: str = "cpu"
@@ -70,6 +73,7 @@ class ScanOutputs:
     ``feature_version``; ``views [2, P, C]`` of the proposals and their ``unstable`` flags."""
 
     flags: list[Flag] = field(default_factory=list)
+    withdrawn: list[int] = field(default_factory=list)  # positions in ScanInputs.open_rows
     feature_version: str | None = None
     views: np.ndarray | None = None
     unstable: list[Flag] = field(default_factory=list)
@@ -108,6 +112,14 @@ def prepare(session: Session, *, project: Project, settings: Settings, seed: int
         inputs.verdicts = np.asarray(verdicts, dtype=np.int64).reshape(-1, 3)
         inputs.skip = np.array([it.id in open_ or (it.id, it.version) in done for it, _ in rows], dtype=bool)
         inputs.open_flags = len(open_)
+        row_of: dict[tuple[Any, Any], int] = {(it.id, it.version): k for k, (it, _) in enumerate(rows)}
+        opened = [(f, row_of[(f.item_id, f.detail.get("annotation_version"))]) for f in session.exec(
+            select(ReviewFlag).where(ReviewFlag.project_id == project.id, ReviewFlag.kind == LABEL_ERROR,
+                                     ReviewFlag.state == "open").order_by(col(ReviewFlag.id)))
+            if (f.item_id, f.detail.get("annotation_version")) in row_of and f.detail.get("suggested") in index]
+        inputs.open_rows = np.asarray([k for _, k in opened], dtype=np.int64)
+        inputs.open_suggested = np.asarray([index[f.detail["suggested"]] for f, _ in opened], dtype=np.int64)
+        keep["open_flag_ids"] = [int(f.id or 0) for f, _ in opened]
     if mv is not None and mv.path is not None:
         props = [(p, it) for p, it in session.exec(
             select(Prediction, Item).join(Item, col(Item.id) == Prediction.item_id)
@@ -136,8 +148,17 @@ def compute(inputs: ScanInputs, ctx: ComputeContext) -> ScanOutputs:
                               progress=lambda f: progress(0.55 + 0.1 * f, "cross-fitting"))
         v = inputs.verdicts
         right, wrong = pair_history(n, v[:, 0], v[:, 1], v[:, 2].astype(bool), window=RULE.window)
-        out.flags = flag_label_errors(inputs.y, fits, rule=RULE, right=right, wrong=wrong, skip=inputs.skip,
-                                      open_flags=inputs.open_flags, class_names=inputs.classes)
+        skip, open_flags = inputs.skip, inputs.open_flags
+        if inputs.open_rows is not None and inputs.open_suggested is not None and len(inputs.open_rows):
+            # open flags this evidence no longer supports are withdrawn (and their labels checked again)
+            gone = unsupported_flags(inputs.y, fits, inputs.open_rows, inputs.open_suggested, rule=RULE)
+            out.withdrawn = [int(k) for k in np.flatnonzero(gone)]
+            if out.withdrawn:
+                skip = skip.copy() if skip is not None else np.zeros(len(inputs.y), dtype=bool)
+                skip[inputs.open_rows[gone]] = False
+                open_flags -= len(out.withdrawn)
+        out.flags = flag_label_errors(inputs.y, fits, rule=RULE, right=right, wrong=wrong, skip=skip,
+                                      open_flags=open_flags, class_names=inputs.classes)
         out.feature_version = adapter.feature_version
     if inputs.tta_model is not None and inputs.tta_paths:
         progress(0.6, f"test-time augmentation of {len(inputs.tta_paths)} proposals")
@@ -157,7 +178,21 @@ def commit(session: Session, *, project: Project, inputs: ScanInputs, keep: dict
 
 def _label_errors(session: Session, project: Project, inputs: ScanInputs, keep: dict,
                   outputs: ScanOutputs) -> dict[str, Any]:
-    classes, open_, done = inputs.classes, keep["open"], keep["done"]
+    classes, open_, done = inputs.classes, set(keep["open"]), keep["done"]
+    withdrawn = 0
+    for k in outputs.withdrawn:
+        flag = session.get(ReviewFlag, keep["open_flag_ids"][k], populate_existing=True)
+        item = session.get(Item, flag.item_id, populate_existing=True) if flag is not None else None
+        if flag is None or item is None or flag.state != "open" or item.version != flag.detail.get(
+                "annotation_version"):
+            continue  # resolved, or labelled again, meanwhile
+        flag.state, flag.resolved_at = "dismissed", utcnow()
+        flag.detail = {**flag.detail, "closed": WITHDRAWN, "withdrawn": True}
+        session.add(flag)
+        restore_item(session, item, flag)
+        open_.discard(item.id)
+        withdrawn += 1
+    session.flush()
     guard = TrainingGuard(session, project)
     new = withheld = 0
     for f in outputs.flags:
@@ -181,7 +216,8 @@ def _label_errors(session: Session, project: Project, inputs: ScanInputs, keep: 
         new += 1
         withheld += out
     session.commit()
-    return {"label_errors": new, "checked_labels": len(keep["labels"]), "withheld": withheld}
+    return {"label_errors": new, "checked_labels": len(keep["labels"]), "withheld": withheld,
+            "withdrawn": withdrawn}
 
 
 def _unstable(session: Session, project: Project, inputs: ScanInputs, keep: dict,

@@ -23,6 +23,7 @@ from learning.hard_examples import (
     pair_history,
     pair_trust,
     unstable_predictions,
+    unsupported_flags,
 )
 
 
@@ -129,8 +130,24 @@ def test_a_label_is_flagged_only_when_more_likely_wrong_than_right() -> None:
     assert [f.index for f in flag_label_errors(labels, probs, rule=evens)] == [6]
     probs[6] = [0.05, 0.55, 0.4]  # above 0.5 but ...
     high = confident(labels, p=0.6)
-    high[6] = probs[6]  # ... below class 1's self-confidence 0.6: not flagged
-    assert flag_label_errors(labels, high, rule=evens) == []
+    high[6] = probs[6]  # ... below class 1's self-confidence 0.6: flagged only with the class bar
+    assert [f.index for f in flag_label_errors(labels, high, rule=evens)] == [6]
+    assert flag_label_errors(labels, high, rule=FlagRule(min_odds=1.0, class_threshold=True)) == []
+
+
+def test_a_later_scan_withdraws_the_flags_its_evidence_no_longer_supports() -> None:
+    labels = balanced()
+    probs = confident(labels, p=0.99)
+    # rows 3, 6 and 9 are labelled 0 and were flagged as class 1
+    probs[3] = [0.01, 0.98, 0.01]  # still 98 to 1 for class 1: the flag stays
+    probs[6] = [0.2, 0.7, 0.1]  # now 3.5 to 1: withdrawn (the bar is 30 to 1)
+    probs[9] = [0.6, 0.39, 0.01]  # the label's class came back first: withdrawn
+    gone = unsupported_flags(labels, np.stack([probs] * 3), np.array([3, 6, 9]), np.array([1, 1, 1]))
+    assert gone.tolist() == [False, True, True]
+    assert unsupported_flags(labels, probs, np.array([6]), np.array([1]), rule=FlagRule(min_odds=3.0)).tolist() == [
+        False]
+    with pytest.raises(ValueError, match="rows and suggested"):
+        unsupported_flags(labels, probs, np.array([6]), np.array([1, 2]))
 
 
 def test_the_given_class_must_be_far_less_likely_than_the_suggested_one() -> None:

@@ -281,3 +281,40 @@ def test_items_held_by_older_flags_go_back_to_training(ctx: Ctx) -> None:
     scan(ctx, pid, admin)  # 12 labels: too few to flag anything new
     assert old in _train_ids(ctx, pid)
     assert [f["state"] for f in flags(ctx, pid, admin)] == ["open"]
+
+
+def test_a_scan_withdraws_open_flags_its_evidence_no_longer_supports(ctx: Ctx) -> None:
+    """An open flag on a right label (as an earlier, weaker model might have raised) is withdrawn
+    by the next scan: dismissed with the reason, its item back in training, no reviewer's verdict
+    recorded (the pair's bar stays), and the label may be flagged again later; a flag the
+    evidence still supports stays open."""
+    from service.loop.data import flag_verdicts, judged_flags
+
+    admin = ctx.user("root", "admin")
+    pid, truth = colour_project(ctx, admin, {"red": 30, "blue": 30}, name="withdraw")
+    wrong = min(i for i, c in truth.items() if c == "red")
+    _write_labels(ctx, truth, {wrong: "blue"})
+    scan(ctx, pid, admin)
+    kept = {f["item_id"]: f for f in flags(ctx, pid, admin, "?kind=label%20error")}
+    assert set(kept) == {wrong}, kept
+    right = min(i for i, c in truth.items() if c == "blue")
+    with Session(ctx.engine) as s:
+        item = s.get(Item, right)
+        assert item is not None
+        item.status = ItemStatus.review  # as if the old flag had taken it out of training
+        s.add(item)
+        s.add(ReviewFlag(project_id=pid, item_id=right, kind="label error", score=0.7, detail={
+            "given": "blue", "suggested": "red", "annotation_version": item.version, "withheld": True}))
+        s.commit()
+    assert right not in _train_ids(ctx, pid)
+    scan(ctx, pid, admin)
+    every = {f["item_id"]: f for f in flags(ctx, pid, admin, "?state=all")}
+    assert every[wrong]["state"] == "open" and every[wrong]["id"] == kept[wrong]["id"]
+    gone = every[right]
+    assert gone["state"] == "dismissed" and gone["detail"]["withdrawn"] is True
+    assert gone["detail"]["closed"] == scans.WITHDRAWN and gone["item_status"] == "labelled"
+    assert right in _train_ids(ctx, pid)
+    with Session(ctx.engine) as s:
+        assert flag_verdicts(s, pid, "label error") == []  # nobody judged it
+        open_, done = judged_flags(s, pid, "label error")
+        assert open_ == {wrong} and not any(i == right for i, _ in done)
