@@ -36,9 +36,10 @@ from service.crud.projects import create_project
 from service.crud.queue import next_item
 from service.crud.users import create_user
 from service.db import engine_from_settings, upgrade_schema
-from service.jobs.runner import ThreadExecutor, enqueue
+from service.jobs.runner import enqueue
 from service.loop.infer import current_model
 from service.loop.state import maybe_train
+from service.main import build_executor
 from service.models import Item, ItemStatus, Prediction, Project, ProjectCreate, Role
 
 log = logging.getLogger("labelloop.simulate")
@@ -112,7 +113,7 @@ def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = 
                 truth[c["id"]] = FASHION_CLASSES[int(y[int(c["file"][3:8])])]
         s.commit()
     timing["setup"] = time.perf_counter() - t0
-    executor = ThreadExecutor(engine, settings)
+    executor = build_executor(engine, settings)  # LABELLOOP_EXECUTOR: in-process, or jobs on Ray
     rng = random.Random(cfg.seed)
     curve: list[dict[str, Any]] = []
     labels = 0
@@ -150,9 +151,10 @@ def run(cfg: SimConfig, *, work_dir: Path | None = None, strategy: str | None = 
                 curve.append(point)
                 log.info("%s labels=%d coverage=%.3f precision=%s", strategy, labels, point["coverage"],
                          point["precision"])
+    executor.stop()  # a private Ray this run started goes with it
     engine.dispose()
     return {"strategy": strategy, "curve": curve, "timing": timing, "data_dir": str(tmp),
-            "seconds": time.perf_counter() - t0}
+            "executor": settings.executor, "seconds": time.perf_counter() - t0}
 
 
 def measure(engine: Any, project_id: int, truth: dict[int, str], labels: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     python -m lab.benchmarks.bench_ray                    # 2,048 generated images, shards of 256
     python -m lab.benchmarks.bench_ray --n 4096 --shard-size 512 --actors 1 2 4
+    python -m lab.benchmarks.bench_ray --n 20000 --nodes       # in-process, Ray on 1 node, on 2 nodes
 
 Generates ``--n`` seeded 256x256 JPEGs and one classifier (``tf_efficientnet_lite0``, the
 bundled weights, a random head: inference costs the same), then times the classification
@@ -15,6 +16,10 @@ through the cache, predict, score, decide) on the whole set:
   is started inside the timing (actors import torch and load the model); *warm*: the pool
   is already up with the model loaded, as for every job after the first in a running
   service. Each run embeds into its own empty cache, so nothing is computed only once.
+
+With ``--nodes``, Ray is a real cluster of this machine's making (:mod:`lab.ray_cluster`): a
+head node of one CPU (one actor), then a second node of one CPU joins (two actors), each
+timed cold and warm as above.
 
 Prints one table, images/s side by side and the ratios to in-process. Figures depend on how
 busy the machine is: run it on an idle one, and say which machine gave which number.
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="in-process torch threads")
     ap.add_argument("--actor-threads", type=int, default=1, help="torch threads per Ray actor")
     ap.add_argument("--image-size", type=int, default=96)
+    ap.add_argument("--nodes", action="store_true",
+                    help="Ray as a cluster of nodes of one CPU each (1, then 2) instead of a private Ray of actors")
     args = ap.parse_args(argv)
 
     import ray
@@ -102,26 +109,48 @@ def main(argv: list[str] | None = None) -> int:
                                                                       shard_size=args.shard_size))
     rows.append(("in-process", s, f"{args.threads} threads"))
 
-    ray.init(num_cpus=max(args.actors), include_dashboard=False, log_to_driver=False)
+    cluster = None
+    if args.nodes:
+        from lab.ray_cluster import LocalCluster
+
+        args.actors = [1, 2]
+        path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", ""))
+                               if p)
+        cluster = LocalCluster(root, {"PYTHONPATH": path})
+        cluster.start_head(num_cpus=1)
+        ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    else:
+        ray.init(num_cpus=max(args.actors), include_dashboard=False, log_to_driver=False)
     settings = Settings(data_dir=root, device="cpu")
     actor_model = ModelConfig(**{**base.__dict__, "torch_threads": args.actor_threads})
-    for k in args.actors:
-        ex = RayExecutor(None, settings, actors=k)  # type: ignore[arg-type]
-        ctx = LocalContext(mapper=ex.map, shard_size=args.shard_size)
-        for phase in ("cold", "warm"):
-            m = ModelConfig(**{**actor_model.__dict__, "data_dir": root / f"ray{k}-{phase}"})
-            s = timed(pipe, inputs_for(model_path, paths, m), ctx)
-            rows.append((f"ray {k} actor{'s' if k > 1 else ''} ({phase})", s, f"{args.actor_threads} thread(s) each"))
-        release_pool()
-    ray.shutdown()
+    try:
+        for k in args.actors:
+            if cluster is not None and k > 1:
+                cluster.add_node(num_cpus=1)
+            ex = RayExecutor(None, settings, actors=k)  # type: ignore[arg-type]
+            ctx = LocalContext(mapper=ex.map, shard_size=args.shard_size)
+            where = f"{k} node{'s' if k > 1 else ''}, 1 actor each" if cluster else f"{k} actor{'s' if k > 1 else ''}"
+            for phase in ("cold", "warm"):
+                m = ModelConfig(**{**actor_model.__dict__, "data_dir": root / f"ray{k}-{phase}"})
+                s = timed(pipe, inputs_for(model_path, paths, m), ctx)
+                rows.append((f"ray {where} ({phase})", s, f"{args.actor_threads} thread(s) each"))
+            release_pool()
+    finally:
+        ray.shutdown()
+        if cluster is not None:
+            cluster.stop()
 
     ref = args.n / rows[0][1]
     print(f"\n{args.n} images ({paths[0].stat().st_size // 1024} KiB JPEGs, 256x256) at {args.image_size} px, "
           f"shards of {args.shard_size}, {os.cpu_count()} cores")
-    print(f"{'executor':<24} {'seconds':>8} {'images/s':>9} {'vs in-process':>14}  setup")
+    print(f"{'executor':<36} {'seconds':>8} {'images/s':>9} {'vs in-process':>14}  setup")
     for name, seconds, setup in rows:
         ips = args.n / seconds
-        print(f"{name:<24} {seconds:8.2f} {ips:9.1f} {ips / ref:13.2f}x  {setup}")
+        print(f"{name:<36} {seconds:8.2f} {ips:9.1f} {ips / ref:13.2f}x  {setup}")
+    warm = [seconds for name, seconds, _ in rows if name.endswith("(warm)")]
+    if len(warm) >= 2:
+        print(f"warm: {args.actors[-1]} vs {args.actors[0]} {'nodes' if args.nodes else 'actors'}: "
+              f"{warm[0] / warm[-1]:.2f}x; {args.actors[0]} vs in-process: {rows[0][1] / warm[0]:.2f}x")
     return 0
 
 

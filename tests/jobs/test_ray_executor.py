@@ -1,6 +1,6 @@
 """The Ray executor (``LABELLOOP_EXECUTOR=ray``) against a real Ray cluster of two nodes of one
 CPU each (``ray start --head`` and ``ray start --address``, started here, their processes
-killed at the end: :mod:`tests.jobs.ray_cluster`): a train + infer job gives what the
+killed at the end: :mod:`lab.ray_cluster`): a train + infer job gives what the
 in-process executor gives, shard by shard on an actor pool; a cancel stops a job and leaves
 the database as the last commit left it; a shard that raises fails the job and says which
 shard and why; a node killed mid-job (a third one, added by that test) costs nothing but
@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'labelloop[ray]'): Ray executor untested")
 
 import tests.fakes as fakes  # noqa: E402
+from lab.ray_cluster import LocalCluster  # noqa: E402
 from service.jobs.executor import LocalContext  # noqa: E402
 from service.jobs.ray_executor import POOL, RayExecutor, ShardFailed, check_data_dir, release_pool  # noqa: E402
 from service.jobs.runner import ThreadExecutor, enqueue  # noqa: E402
@@ -38,7 +39,6 @@ from service.models import GridPage, Item, Job, JobState, ModelVersion, Predicti
 from service.pipelines import classification as cls  # noqa: E402
 from tests.conftest import DB_PARAMS, Ctx, make_settings  # noqa: E402
 from tests.factories import colour_project, label, start_job  # noqa: E402
-from tests.jobs.ray_cluster import LocalCluster  # noqa: E402
 from tests.jobs.ray_hooks import FLAGS_ENV, fake_create_adapter, flagged, slow_double  # noqa: E402
 
 # about 55 s on two cores: every Ray actor imports torch (and the fakes) when it starts

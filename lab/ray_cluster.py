@@ -1,4 +1,5 @@
-"""A real Ray cluster of several nodes on this machine, for the Ray executor's tests.
+"""A real Ray cluster of several nodes on this machine, for the Ray executor's tests
+(``tests/jobs``) and ``python -m lab.benchmarks.bench_ray --nodes``.
 
 Each node is a ``ray start --block`` process (the head with ``--head``) of its own process
 group, with the CPUs it is given; :meth:`LocalCluster.kill_node` kills one node's raylet and
