@@ -156,11 +156,10 @@ class FlagRule:
     (out of sample). Margin's labels are the hard images, and the heads often doubt a right
     label of a class that looks like another (dresses the heads call shirts at 0.5-0.9 while
     still giving "dress" 0.01-0.3): with every label of a Fashion-MNIST run right and a scan
-    after every training, 4.3% of 740 labels were flagged without the odds; at 20 / 25 / 30
-    to 1, 2.9 / 1.5 / 1.0% of 1,000 labels and 4.7 / 2.6 / 1.7% of 2,000, while with 5% of the
-    labels corrupted 30 to 1 kept precision 0.68 and recall 0.55 at 2,000 (re-read from runs at
-    20 to 1; run directly at 30 to 1, 1.9% of 1,000 right labels: lab/RESULTS.md,
-    "Label-error flags on the defaults"). On a project with fewer than ``small`` checked
+    after every training, 4.3% of 740 labels were flagged without the odds, 1.8% of 1,000 and
+    3.25% of 2,000 at 30 to 1 while flags stayed open once raised, 1.6% and 1.8% (replayed) once
+    a later scan withdraws what it no longer supports (:func:`unsupported_flags`; lab/RESULTS.md,
+    "Label-error flags on the defaults" and the section after it). On a project with fewer than ``small`` checked
     labels, half the odds the heads give the upper quarter of the labels, if lower. ``likely_right``: a flag
     whose suggested probability reaches it (and whose pair reviewers have not mostly
     rejected) may take its item out of training. ``window``: most recent verdicts per

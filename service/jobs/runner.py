@@ -269,10 +269,13 @@ class ThreadExecutor:
         return fn(inputs, ctx)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the job threads (those :meth:`start` started; an executor never started, as a
+        script's that only calls :meth:`run_pending`, has none to wait for)."""
         self._stop.set()
         self._wake.set()
         for t in self._threads:
-            t.join(timeout=timeout)
+            if t.ident is not None:
+                t.join(timeout=timeout)
 
     def run_pending(self) -> int:
         """Run queued jobs until none is left (used by tests and the worker)."""

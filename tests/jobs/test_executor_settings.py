@@ -116,3 +116,15 @@ def test_a_remote_worker_resolves_its_device_again(tmp_path: Path, monkeypatch: 
     assert model.here().device == str(resolve_device("auto"))  # a Ray GPU worker sees its GPU as cuda:0
     assert ModelConfig(backbone="b", checkpoint=None, image_size=32, torch_threads=1, data_dir=tmp_path,
                        device="cpu", device_setting="cpu").here().device == "cpu"
+
+
+def test_an_executor_never_started_stops_cleanly(tmp_path: Path) -> None:
+    """A script that only calls ``run_pending`` (the simulator) stops its executor without error."""
+    from service.db import engine_from_settings
+
+    s = make_settings(tmp_path)
+    s.ensure_dirs()
+    executor = build_executor(engine_from_settings(s), s, threads=2)
+    executor.stop()
+    executor.stop()  # twice: still nothing to wait for
+    assert all(t.ident is None for t in executor._threads)
