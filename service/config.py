@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     allow_code_models: bool = Field(default=False, description=(
         "let admins register TorchScript models (code, run in a locked-down child process); "
         "off: only ONNX graphs can be registered and stored TorchScript models do not run"))
+    hf_model_dirs: list[Path] = Field(default_factory=list, description=(
+        "folders Hugging Face models may be registered from (JSON list), besides the local Hugging Face "
+        "cache and <data dir>/models/huggingface; nothing is ever downloaded"))
     backbone: str = "tf_efficientnet_lite0"
     backbone_checkpoint: Path | None = None
     torch_threads: int = 2
@@ -153,6 +156,21 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def hf_cache(self) -> Path:
+        """The local Hugging Face cache: ``HF_HUB_CACHE``, else ``HF_HOME``/hub, else
+        ~/.cache/huggingface/hub (read when asked)."""
+        import os
+
+        home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+        return Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
+
+    @property
+    def hf_roots(self) -> list[Path]:
+        """Where Hugging Face models may be registered from: ``hf_model_dirs``, the local
+        Hugging Face cache (:attr:`hf_cache`) and ``<models dir>/huggingface``."""
+        return [*self.hf_model_dirs, self.hf_cache, self.models_dir / "huggingface"]
 
     @property
     def is_sqlite(self) -> bool:

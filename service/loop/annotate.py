@@ -189,6 +189,8 @@ def _settle_status(session: Session, item: Item, has_open: bool) -> None:
 def annotate_task(ctx: JobContext) -> dict[str, Any]:
     """The ``annotate`` job (listed in :mod:`service.jobs.registry`)."""
     from learning.adapters.external import ExternalAdapter
+    from learning.adapters.huggingface import KIND as HF_KIND
+    from learning.adapters.huggingface import HuggingFaceAdapter
     from service.jobs.runner import Cancelled
 
     p = ctx.payload
@@ -205,10 +207,14 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
                 raise ValueError(f"{rm.name!r} is a TorchScript model (code) and this server does not run code "
                                  "models (LABELLOOP_ALLOW_CODE_MODELS is off)")
             mv = _stamp(s, project.id, rm)  # type: ignore[arg-type]
-            # the stored file must still be the registered one; TorchScript runs in a sandbox child
-            adapter: Any = ExternalAdapter(rm.path, rm.kind, rm.task, rm.labels, rm.input_spec,  # type: ignore[arg-type]
-                                           num_threads=ctx.settings.torch_threads, sha256=rm.sha256,
-                                           device=ctx.settings.torch_device)
+            adapter: Any
+            if rm.kind == HF_KIND:  # the folder must still be the registered one (its digest)
+                adapter = HuggingFaceAdapter(rm.path, device=ctx.settings.torch_device,
+                                             num_threads=ctx.settings.torch_threads, sha256=rm.sha256)
+            else:  # the stored file must still be the registered one; TorchScript runs in a sandbox child
+                adapter = ExternalAdapter(rm.path, rm.kind, rm.task, rm.labels, rm.input_spec,  # type: ignore[arg-type]
+                                          num_threads=ctx.settings.torch_threads, sha256=rm.sha256,
+                                          device=ctx.settings.torch_device)
         else:
             mv = s.get(ModelVersion, p["model_version_id"])  # type: ignore[assignment]
             assert mv is not None and mv.path is not None
@@ -271,6 +277,6 @@ def annotate_task(ctx: JobContext) -> dict[str, Any]:
                 s.commit()
         raise Cancelled(f"stopped after {done} of {len(ids)} items; {proposed} proposals kept") from None
     finally:
-        if isinstance(adapter, ExternalAdapter):
+        if isinstance(adapter, ExternalAdapter | HuggingFaceAdapter):
             adapter.close()  # stops a TorchScript sandbox child
     return {**result, "processed": done, "proposed": proposed, "cleaned": cleaned}

@@ -144,12 +144,12 @@ class JobsPublic(SQLModel):
 
 
 class RegisteredModel(SQLModel, table=True):
-    """An external model (ONNX or TorchScript) registered for automatic annotation."""
+    """An external model (ONNX, TorchScript, or a Hugging Face folder) registered for automatic annotation."""
 
     __tablename__ = "registered_model"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, min_length=1, max_length=200)
-    kind: str = Field(description="onnx | torchscript")
+    kind: str = Field(description="onnx | torchscript | huggingface")
     task: str = Field(default="detection", description="multiclass | multilabel | detection | segmentation")
     labels: list[str] = json_field(list)
     input_spec: dict[str, Any] = json_field(dict)
