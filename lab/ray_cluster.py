@@ -5,7 +5,9 @@ Each node is a ``ray start --block`` process (the head with ``--head``) of its o
 group, with the CPUs it is given; :meth:`LocalCluster.kill_node` kills one node's raylet and
 worker processes at once (SIGKILL), as a machine that dies would; :meth:`LocalCluster.stop`
 kills every process of the cluster (found by the GCS port on their command lines), so that
-nothing outlives the tests and no other Ray on the machine is touched."""
+nothing outlives the tests and no other Ray on the machine is touched. The cluster runs
+without token authentication (:data:`AUTH`): it listens on this machine only and lives for
+one test module or benchmark."""
 
 from __future__ import annotations
 
@@ -25,6 +27,12 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # the GCS marks a node dead after about 3 s without heartbeats (Ray's default: about 30 s)
 SYSTEM_CONFIG = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
                  "health_check_initial_delay_ms": 1000}
+
+
+# A throw-away cluster on 127.0.0.1: no token. Whether Ray 2.60 asks for one otherwise depends on
+# the machine (a ~/.ray/auth_token left by an earlier `ray.init` turns it on for `ray start`),
+# and the driver and the nodes must agree.
+AUTH = {"RAY_AUTH_MODE": "disabled"}
 
 
 def free_port() -> int:
@@ -53,11 +61,13 @@ class LocalCluster:
     def _start(self, args: list[str], name: str) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("w")
         return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                                 *args], env={**os.environ, **self.env, "RAY_USAGE_STATS_ENABLED": "0"},
+                                 *args], env={**os.environ, **self.env, **AUTH, "RAY_USAGE_STATS_ENABLED": "0"},
                                 start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
 
     def start_head(self, num_cpus: int = 1, timeout: float = 120.0) -> None:
-        """The head node; returns once its GCS answers."""
+        """The head node; returns once its GCS answers. This process then connects without a
+        token (:data:`AUTH`, set in its environment too)."""
+        os.environ.update(AUTH)
         process = self._start(["--head", f"--port={self.port}", f"--num-cpus={num_cpus}",
                                "--include-dashboard=false", f"--system-config={json.dumps(SYSTEM_CONFIG)}"], "head")
         deadline = time.time() + timeout
