@@ -156,6 +156,12 @@ def _run_kind(c: Ctx, pid: int, kind: str, executor: ThreadExecutor) -> dict[str
         return {k: v for k, v in (done.result or {}).items() if "seconds" not in k}
 
 
+def _embedded_elsewhere(flags: Path) -> bool:
+    """Whether every embedding since the record was cleared ran in another process (an actor)."""
+    pids = {int(x) for x in (flags / "embedded-by").read_text().split()} if (flags / "embedded-by").exists() else set()
+    return bool(pids) and os.getpid() not in pids
+
+
 def _pages(c: Ctx) -> list[tuple[Any, ...]]:
     with Session(c.engine) as s:
         return [(p.size, p.position, p.cluster, p.item_ids, p.suggested_class, p.holdout_ids)
@@ -172,8 +178,10 @@ def test_cold_start_and_grids_embed_on_ray_as_in_process(tmp_path: Path, flags: 
         there = RayExecutor(remote.engine, remote.settings, actors=2)
         picks = _run_kind(local, pid, "cold_start", here)
         assert picks["picked"] > 0
+        (flags / "embedded-by").unlink(missing_ok=True)
         assert _run_kind(remote, rpid, "cold_start", there) == picks
         assert _outcome(remote)["scores"] == _outcome(local)["scores"]
+        assert _embedded_elsewhere(flags)  # the cold start embedded on the actors, not here
 
         for c, p in ((local, pid), (remote, rpid)):  # a model, so that pages carry suggestions
             with Session(c.engine) as s:
@@ -182,7 +190,9 @@ def test_cold_start_and_grids_embed_on_ray_as_in_process(tmp_path: Path, flags: 
             assert ThreadExecutor(c.engine, c.settings).run_pending() == 2
         shutil.rmtree(remote.settings.data_dir / "embeddings")  # the grids embed the pool again, on Ray
         summary = _run_kind(local, pid, "cluster", here)
+        (flags / "embedded-by").unlink(missing_ok=True)
         assert _run_kind(remote, rpid, "cluster", there) == summary
+        assert _embedded_elsewhere(flags)
         assert _pages(remote) == _pages(local) and len(_pages(local)) > 0
 
 
