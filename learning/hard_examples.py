@@ -279,12 +279,7 @@ def flag_label_errors(
         return []
     counts = np.bincount(y, minlength=c)
     thresholds = np.array([p[y == j, j].mean() if counts[j] else np.inf for j in range(c)])
-    rows = np.arange(n)
-    self_conf = p[rows, y]
-    other = p.copy()
-    other[rows, y] = -np.inf
-    s = other.argmax(axis=1)
-    ps = p[rows, s]
+    self_conf, s, ps = _given_and_other(p, y)
     bars = np.maximum(pair_bars(right, wrong, base=rule.min_prob), rule.min_prob)[y, s]
     votes = (stack.argmax(axis=2) == s[None]).sum(axis=0)
     ok = (counts[y] >= rule.min_per_class) & (counts[s] >= rule.min_per_class)
@@ -351,11 +346,8 @@ def unsupported_flags(labels: np.ndarray, fits: np.ndarray, rows: np.ndarray, su
     rows, suggested = np.asarray(rows, dtype=np.int64), np.asarray(suggested, dtype=np.int64)
     if rows.shape != suggested.shape or rows.ndim != 1:
         raise ValueError("rows and suggested must both be [F]")
-    n = len(y)
-    self_conf = p[np.arange(n), y]
-    other = p.copy()
-    other[np.arange(n), y] = -np.inf
-    need = odds_needed(self_conf, other.max(axis=1), rule)
+    self_conf, _, ps = _given_and_other(p, y)
+    need = odds_needed(self_conf, ps, rule)
     return np.asarray(p[rows, suggested] < need * self_conf[rows], dtype=bool)
 
 
@@ -554,6 +546,16 @@ def detection_cuts(missed_below: float, false_above: float, trust: float) -> tup
 
 
 # -- helpers ---------------------------------------------------------------------
+
+
+def _given_and_other(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(p_y, s, p_s)`` per row: the given class's probability, the most probable other class
+    and its probability."""
+    rows = np.arange(len(y))
+    other = p.copy()
+    other[rows, y] = -np.inf
+    s = other.argmax(axis=1)
+    return p[rows, y], s, p[rows, s]
 
 
 def _check_labels(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--odds", default="30", help="comma-separated min_odds values")
     ap.add_argument("--withdraw", default="rule", help="comma-separated: rule, rescan, 0 (never) or odds K")
     ap.add_argument("--share", default=None, help="comma-separated max_share values (default: the rule's)")
-    ap.add_argument("--class-threshold", default="on", help="on, off or on,off: confident learning's per-class bar")
+    ap.add_argument("--class-threshold", default="on" if FlagRule().class_threshold else "off",
+                    help="on, off or on,off: confident learning's per-class bar (default: the rule's)")
     args = ap.parse_args()
     shares = [float(x) for x in args.share.split(",")] if args.share else [FlagRule().max_share]
     print("| run | noise | odds | withdrawal | cap, class bar | checkpoint | labels | flagged | precision | recall |")
